@@ -1,0 +1,1 @@
+//! fp32 kernels: packed GEMM with fused epilogues, depthwise convolution, pooling, elementwise.
