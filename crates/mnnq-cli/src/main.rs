@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mnnq", version, about = "Quantize float MNN models to int8 and run them fast")]
+#[command(
+    name = "mnnq",
+    version,
+    about = "Quantize float MNN models to int8 and run them fast"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -3,4 +3,7 @@
 
 pub mod dispatch;
 pub mod f32;
+pub mod geometry;
 pub mod int8;
+
+pub use geometry::{Activation, ConvGeometry};
