@@ -195,3 +195,100 @@ class MnnSession:
         self.set_inputs(feeds)
         self.run()
         return self.outputs()
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing exactly as MNN's quantization tool does it (quantized.out)
+# --------------------------------------------------------------------------------------------
+
+QUANT_CONFIG_CHANNELS = {"RGB": 3, "BGR": 3, "GRAY": 1, "RGBA": 4, "BGRA": 4}
+
+
+def load_quant_config(path: str | Path) -> dict:
+    """Reads a quantized.out config and checks the fields the preprocessing needs."""
+    p = require_file(path, "config")
+    try:
+        with open(p, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as err:
+        raise OracleError(f"{p}: not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise OracleError(f"{p}: expected a JSON object")
+    fmt = config.get("format", "BGR")
+    if fmt not in QUANT_CONFIG_CHANNELS:
+        # quantized.out silently falls back to BGR; we would rather say so
+        raise OracleError(f"{p}: format {fmt!r} is not one of {sorted(QUANT_CONFIG_CHANNELS)}")
+    for key in ("width", "height"):
+        if not isinstance(config.get(key), int) or config[key] <= 0:
+            raise OracleError(f"{p}: '{key}' must be a positive integer")
+    for key in ("mean", "normal"):
+        value = config.get(key, [0.0] * 4 if key == "mean" else [1.0] * 4)
+        if not isinstance(value, list) or not value or len(value) > 4:
+            raise OracleError(f"{p}: '{key}' must be a list of 1 to 4 numbers")
+    return config
+
+
+class QuantizerPreprocess:
+    """Turns an image file into the network input the way quantized.out does: decode to RGBA,
+    corner-aligned bilinear stretch to width x height (setPolyToPoly, no aspect ratio kept, no
+    crop unless center_crop_* is set), RGBA -> format, (v - mean) * normal, NCHW float32."""
+
+    def __init__(self, config: dict):
+        mnn = import_mnn()
+        self.mnn = mnn
+        self.width = config["width"]
+        self.height = config["height"]
+        self.format = config.get("format", "BGR")
+        self.channels = QUANT_CONFIG_CHANNELS[self.format]
+        self.crop_h = float(config.get("center_crop_h", 1.0))
+        self.crop_w = float(config.get("center_crop_w", 1.0))
+        mean = [float(v) for v in config.get("mean", [])] + [0.0] * 4
+        normal = [float(v) for v in config.get("normal", [])] + [1.0] * 4
+        self.process = mnn.CVImageProcess({
+            "filterType": mnn.CV_Filter_BILINEAL,
+            "sourceFormat": mnn.CV_ImageFormat_RGBA,
+            "destFormat": getattr(mnn, f"CV_ImageFormat_{self.format}"),
+            "mean": tuple(mean[:4]),
+            "normal": tuple(normal[:4]),
+            "wrap": mnn.CV_Wrap_CLAMP_TO_EDGE,
+        })
+
+    def decode_rgba(self, image_path: Path) -> np.ndarray:
+        """8-bit RGBA pixels from MNN's own stb_image-based decoder (gray expands to R=G=B)."""
+        cv = self.mnn.cv
+        with captured_native_output():
+            image = cv.imread(str(image_path))
+        pixels = np.array(image.read(), dtype=np.uint8) if image is not None else None
+        if pixels is None or pixels.ndim != 3 or pixels.size == 0:
+            raise OracleError(f"{image_path}: MNN cannot decode this image")
+        bgr = pixels[:, :, :3]
+        alpha = np.full(bgr.shape[:2] + (1,), 255, np.uint8)
+        return np.ascontiguousarray(np.concatenate([bgr[:, :, ::-1], alpha], axis=2))
+
+    def __call__(self, image_path: str | Path) -> np.ndarray:
+        mnn = self.mnn
+        rgba = self.decode_rgba(Path(image_path))
+        src_h, src_w = rgba.shape[:2]
+        crop_h, crop_w = int(src_h * self.crop_h), int(src_w * self.crop_w)
+        y0, x0 = (src_h - crop_h) // 2, (src_w - crop_w) // 2
+        y1, x1 = y0 + crop_h, x0 + crop_w
+        ow, oh = self.width, self.height
+        # the matrix maps destination pixel centres onto source pixel centres, corners to corners
+        destination = [0.0, 0.0, 0.0, oh - 1.0, ow - 1.0, 0.0, ow - 1.0, oh - 1.0]
+        source = [float(x0), float(y0), float(x0), y1 - 1.0, x1 - 1.0, float(y0), x1 - 1.0, y1 - 1.0]
+        matrix = mnn.CVMatrix()
+        matrix.setPolyToPoly(destination, source)
+        self.process.setMatrix(matrix)
+        shape = (1, self.channels, oh, ow)
+        tensor = mnn.Tensor(shape, mnn.Halide_Type_Float, np.zeros(shape, np.float32),
+                            mnn.Tensor_DimensionType_Caffe)
+        # MNN's Python binding insists the source array holds at least as many elements as the
+        # destination tensor (a sanity check meant for same-size copies); pad the flat buffer,
+        # the stride (4 * width) keeps the padding out of reach
+        needed = max(rgba.size, int(np.prod(shape)))
+        flat = np.zeros(needed, np.uint8)
+        flat[:rgba.size] = rgba.reshape(-1)
+        code = self.process.convert(flat, src_w, src_h, 4 * src_w, tensor)
+        if code not in (0, None):
+            raise OracleError(f"{image_path}: MNN ImageProcess.convert failed (code {code})")
+        return np.array(tensor.getNumpyData(), dtype=np.float32).reshape(shape)
