@@ -61,6 +61,41 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
+def load_labels(spec: str, images_dir: Path) -> dict[str, int]:
+    """Known classes per image file name: from a JSON object {file name: class}, or from a
+    fixtures-style manifest ({"files": [{"file": ..., "cls_label": ...}]}). 'auto' uses
+    images/eval_manifest.json next to the image folder when it has labels for it."""
+    if spec == "none":
+        return {}
+    if spec == "auto":
+        manifest = images_dir.parent / "eval_manifest.json"
+        if not manifest.is_file():
+            return {}
+        path = manifest
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise OracleError(f"labels file not found: {spec}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise OracleError(f"{path}: not valid JSON: {err}") from err
+    labels = {}
+    if isinstance(data, dict) and isinstance(data.get("files"), list):
+        for entry in data["files"]:
+            if isinstance(entry, dict) and "cls_label" in entry and "file" in entry:
+                labels[Path(entry["file"]).name] = int(entry["cls_label"])
+    elif isinstance(data, dict):
+        labels = {Path(k).name: int(v) for k, v in data.items()}
+    else:
+        raise OracleError(f"{path}: expected {{file: class}} or a manifest with 'files'")
+    if spec == "auto":
+        present = {p.name for p in images_dir.iterdir()}
+        labels = {k: v for k, v in labels.items() if k in present}
+    return labels
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float | None:
     a = a.astype(np.float64).ravel()
     b = b.astype(np.float64).ravel()
@@ -132,6 +167,11 @@ def summarize(kind: str, per_image: list[dict]) -> dict:
             within = [r["float_top1"] in r["quant_top5"] for r in per_image]
             summary["top5_overlap_mean"] = float(np.mean(overlap))
             summary["float_top1_in_quant_top5_pct"] = 100.0 * float(np.mean(within))
+        labelled = [r for r in per_image if "label" in r]
+        if labelled:
+            summary["labelled_images"] = len(labelled)
+            summary["float_accuracy_pct"] = 100.0 * float(np.mean([r["float_top1"] == r["label"] for r in labelled]))
+            summary["quant_accuracy_pct"] = 100.0 * float(np.mean([r["quant_top1"] == r["label"] for r in labelled]))
     elif kind == "map":
         ious = [r["iou"] for r in per_image if r["iou"] is not None]
         summary["iou_at_0.3"] = float(np.mean(ious)) if ious else None
@@ -157,6 +197,9 @@ def print_summary(name: str, kind: str, s: dict) -> None:
             line += (f"  top-5 overlap {s['top5_overlap_mean']:.3f}"
                      f"  float top-1 in quant top-5 {s['float_top1_in_quant_top5_pct']:.1f}%")
         print(line)
+        if "labelled_images" in s:
+            print(f"    accuracy against known labels ({s['labelled_images']} images): float "
+                  f"{s['float_accuracy_pct']:.1f}%, quant {s['quant_accuracy_pct']:.1f}%")
     elif kind == "map":
         print(f"    IoU@{MAP_THRESHOLD} {fmt(s['iou_at_0.3'], '.5f')} over {s['images_with_iou']} images;"
               f" pixels above {MAP_THRESHOLD}: float {s['float_pixels_above_0.3']},"
@@ -179,6 +222,7 @@ def run(args) -> dict:
         raise OracleError(f"{quant_path}: inputs {quant_model.input_names} differ from the float "
                           f"model's {[input_name]}")
     images = list_images(images_dir)
+    labels = load_labels(args.labels, images_dir)
     if args.limit:
         images = images[:args.limit]
 
@@ -200,6 +244,8 @@ def run(args) -> dict:
             kinds.setdefault(name, output_kind(float_out[name].shape))
             record = compare_outputs(name, float_out[name], quant_out[name])
             record["file"] = image.name
+            if kinds[name] == "classifier" and image.name in labels:
+                record["label"] = labels[image.name]
             per_output[name].append(record)
     if not any(per_output.values()):
         raise OracleError(f"no image of {images_dir} could be used")
@@ -228,6 +274,9 @@ def main(argv=None) -> int:
     parser.add_argument("--images", required=True, metavar="DIR", help="folder of evaluation images")
     parser.add_argument("--json", metavar="OUT", help="also write summary and per-image figures here")
     parser.add_argument("--threads", type=int, default=1, help="MNN threads (default 1)")
+    parser.add_argument("--labels", default="auto", metavar="auto|none|FILE.json",
+                        help="known classes for classifier accuracy: a JSON {file: class} or a manifest "
+                        "with files[].cls_label; auto = images/eval_manifest.json if it has labels")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
     args = parser.parse_args(argv)
     if args.threads < 1:

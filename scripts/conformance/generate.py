@@ -402,20 +402,15 @@ UNARY_OPS = [
     ("Mish", -4, 4, 18, {}),
     ("Gelu", -4, 4, 20, {}),
     ("Gelu", -4, 4, 20, {"approximate": "tanh"}),
-    ("Not", 0, 1, 13, {}),  # placeholder filtered below (needs bool input)
 ]
 
 
 def unary_cases():
     cases = []
-    seen = {}
     for op, lo, hi, opset, attrs in UNARY_OPS:
-        if op == "Not":
-            continue
         base = re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
         suffix = "".join(f"_{k}{v}" for k, v in attrs.items()).replace(".", "p")
         name = f"unary_{base}{suffix}"
-        seen[name] = True
         cases.append(single(name, op, [Input("x", (1, 3, 4, 5), lo, hi)], attrs=dict(attrs),
                             params=dict(attrs, input_range=[lo, hi]), opset=opset))
     return cases
