@@ -188,6 +188,10 @@ def conv_cases():
     conv("conv_k3_clip_m1_1", 4, 8, 3, pads=[1, 1, 1, 1], act=(-1.0, 1.0))
     conv("conv_k3_batch2", 3, 4, 3, pads=[1, 1, 1, 1], batch=2)
     conv("conv_k3_wide_channels", 24, 20, 3, hw=(5, 5), pads=[1, 1, 1, 1])
+    # 3x3 stride-1 convolutions with >= 4 input channels run as Winograd in MNN's CPU backend: its
+    # fp32 outputs then differ from a direct convolution by up to ~1e-3 (see the README)
+    conv("conv_k3_s1_p1_winograd_8ch_6x6", 8, 8, 3, hw=(6, 6), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_16ch_12x12", 16, 16, 3, hw=(12, 12), pads=[1, 1, 1, 1])
     # depthwise: group == input channels == output channels
     conv("convdw_k3_s1_p1", 8, 8, 3, pads=[1, 1, 1, 1], group=8)
     conv("convdw_k3_s2_p1_nobias", 8, 8, 3, stride=2, pads=[1, 1, 1, 1], group=8, bias=False)
