@@ -148,7 +148,10 @@ def time_mnnq(binary: Path | None, model: Path, threads: int, runs: int) -> dict
     if done.returncode != 0 or report is None:
         why = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}")
         return {"error": f"`mnnq bench` gave no median_ms: {why.splitlines()[-1][:200]}"}
-    return {"median_ms": float(report["median_ms"]), "report": report}
+    figures = {"median_ms": float(report["median_ms"]), "report": report}
+    if isinstance(report.get("min_ms"), (int, float)):
+        figures["min_ms"] = float(report["min_ms"])
+    return figures
 
 
 def fixture_peers(model: Path) -> tuple[str, Path | None, Path | None]:
@@ -209,6 +212,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (default 50)")
     parser.add_argument("--warmup-seconds", type=float, default=1.0,
                         help="untimed warm-up per measurement, at least 1 s (default 1.0)")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="what the table shows (default median; min is steadier on a busy machine, "
+                        "mnnq's JSON is read for min_ms when present)")
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -292,19 +298,20 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
+    key = f"{args.stat}_ms"
     header = f"{'variant':>13} {'threads':>7} {'MNN ms':>8} {'ORT ms':>8} {'mnnq ms':>8} {'mnnq/MNN':>9} {'mnnq/ORT':>9}"
     print()
     print(header)
     print("-" * len(header))
     for entry in results:
-        mnn_ms = entry.get("mnn", {}).get("median_ms")
-        ort_ms = entry.get("ort", {}).get("median_ms")
-        ours_ms = entry.get("mnnq", {}).get("median_ms")
+        mnn_ms = entry.get("mnn", {}).get(key)
+        ort_ms = entry.get("ort", {}).get(key)
+        ours_ms = entry.get("mnnq", {}).get(key)
         print(f"{entry['variant']:>13} {entry['threads']:>7} {cell(mnn_ms)} {cell(ort_ms)} {cell(ours_ms)} "
               f"{cell(ratio(ours_ms, mnn_ms), '9.2f')} {cell(ratio(ours_ms, ort_ms), '9.2f')}")
     for note in sorted(mnnq_notes):
         print(f"mnnq not timed: {note}")
-    print(f"(medians of {args.runs} runs after >= {args.warmup_seconds:g} s warm-up; ratio < 1 means mnnq is faster)")
+    print(f"({args.stat}s of {args.runs} runs after >= {args.warmup_seconds:g} s warm-up; ratio < 1 means mnnq is faster)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"runs": args.runs, "warmup_seconds": args.warmup_seconds, "load_average": load,
