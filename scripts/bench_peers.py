@@ -125,6 +125,9 @@ def time_mnnq(binary: Path | None, model: Path, threads: int, runs: int) -> dict
                "--iterations", str(runs)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0 and "--iterations" in done.stderr:
+            # an mnnq without --iterations: fall back to the documented minimum
+            done = subprocess.run(command[:-2], capture_output=True, text=True, timeout=1800)
     except OSError as err:
         return {"error": f"cannot run {binary}: {err}"}
     except subprocess.TimeoutExpired:
