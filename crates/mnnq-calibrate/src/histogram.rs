@@ -20,9 +20,10 @@ pub struct AbsHistogram {
 impl AbsHistogram {
     /// Creates the histogram for a tensor whose pass-1 range is `range`, or `None` when MNN
     /// considers the tensor invalid (`max_abs <= 1e-5`, e.g. all zero): such a tensor gets no
-    /// scale at all.
+    /// scale at all. Also `None` for a range with an infinite end (MNN would compute an
+    /// infinite scale; our tool writes no scale instead).
     pub fn for_range(range: &RangeStats) -> Option<Self> {
-        if !range.is_valid() {
+        if !range.is_valid() || !range.max_abs().is_finite() {
             return None;
         }
         let max_abs = range.max_abs();
@@ -33,6 +34,26 @@ impl AbsHistogram {
             counts: vec![0; HISTOGRAM_BINS],
             nan_count: 0,
         })
+    }
+
+    /// Rebuilds a histogram from exact per-bin counts (e.g. saved statistics, or tests).
+    /// `None` when `max_abs` is invalid for MNN (`<= 1e-5` or not finite).
+    pub fn from_counts(max_abs: f32, counts: Vec<u64>) -> Result<Option<Self>, CalibrateError> {
+        if counts.len() != HISTOGRAM_BINS {
+            return Err(CalibrateError::HistogramBinsMismatch {
+                ours: HISTOGRAM_BINS,
+                theirs: counts.len(),
+            });
+        }
+        if !(max_abs.is_finite() && max_abs > 1e-5) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            max_abs,
+            interval: HISTOGRAM_BINS as f32 / max_abs,
+            counts,
+            nan_count: 0,
+        }))
     }
 
     pub fn max_abs(&self) -> f32 {
@@ -116,6 +137,9 @@ pub fn mnn_bin_value(count: u64) -> f32 {
     while done < count && value.fract() != 0.0 {
         value += 1.0;
         done += 1;
+    }
+    if value.fract() != 0.0 {
+        return value; // all `count` additions done before reaching an integer
     }
     const SATURATION: u64 = 1 << 24;
     if value >= SATURATION as f32 {

@@ -58,9 +58,27 @@ pub fn mnn_normalise(bins: &[f32]) -> Vec<f32> {
 /// # Panics
 /// If `p.len() != 2048`; callers build `p` from an [`AbsHistogram`].
 pub fn kl_threshold(p: &[f32]) -> usize {
-    assert_eq!(p.len(), HISTOGRAM_BINS, "KL search needs exactly 2048 bins");
     let mut best = KL_TARGET_BINS;
     let mut min_divergence = 10000.0f32;
+    for (offset, divergence) in kl_divergence_curve(p).into_iter().enumerate() {
+        // Strict: the first minimum wins; a NaN divergence never wins.
+        if divergence < min_divergence {
+            min_divergence = divergence;
+            best = KL_TARGET_BINS + offset;
+        }
+    }
+    best
+}
+
+/// The divergence MNN computes for every candidate threshold `i` in 128..2048 (element
+/// `i - 128`), for diagnostics. NaN where f32 drift of the running tail makes the folded bin
+/// negative (MNN gets the same NaN, which never wins the minimum).
+///
+/// # Panics
+/// If `p.len() != 2048`.
+pub fn kl_divergence_curve(p: &[f32]) -> Vec<f32> {
+    assert_eq!(p.len(), HISTOGRAM_BINS, "KL search needs exactly 2048 bins");
+    let mut curve = Vec::with_capacity(HISTOGRAM_BINS - KL_TARGET_BINS);
 
     // Mass beyond the candidate threshold, maintained by subtraction exactly as MNN does (the
     // f32 drift of this running value is part of MNN's result).
@@ -143,13 +161,9 @@ pub fn kl_threshold(p: &[f32]) -> usize {
             }
         }
 
-        let divergence = mnn_kl_divergence(&reference[..i], expanded);
-        if divergence < min_divergence {
-            min_divergence = divergence;
-            best = i;
-        }
+        curve.push(mnn_kl_divergence(&reference[..i], expanded));
     }
-    best
+    curve
 }
 
 /// Edges of target bin `j` in source-bin coordinates, with MNN's integer rounding.

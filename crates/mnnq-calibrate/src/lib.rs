@@ -31,8 +31,8 @@ pub use admm::{
 pub use error::CalibrateError;
 pub use histogram::{mnn_bin_value, AbsHistogram, HISTOGRAM_BINS};
 pub use kl::{
-    kl_feature_scale, kl_threshold, mnn_normalise, scale_from_threshold, small_tensor_uses_max,
-    KlScale, ThresholdMethod, KL_TARGET_BINS, MAX_THRESHOLD,
+    kl_divergence_curve, kl_feature_scale, kl_threshold, mnn_normalise, scale_from_threshold,
+    small_tensor_uses_max, KlScale, ThresholdMethod, KL_TARGET_BINS, MAX_THRESHOLD,
 };
 pub use parity::{compare_scales, read_mnn_scales, ParityReport, ScaleMismatch, PARITY_TOLERANCE};
 pub use range::RangeStats;
