@@ -283,3 +283,13 @@ fn graph_input_scale_matches_mnn() {
         assert_eq!(parity.within_tolerance, 1);
     }
 }
+
+#[test]
+fn kl_reference_two_bumps() {
+    // MNN's Q-from-unfolded-p matters here: the TensorRT variant picks 128 (kl_reference.py).
+    let counts = counts_from(|b| {
+        2000.0 * (-((b - 400.0) / 120.0).powi(2)).exp()
+            + 300.0 * (-((b - 1200.0) / 200.0).powi(2)).exp()
+    });
+    check_reference_case("two_bumps", counts, 4.0, 1678, 0.025_813_546_031_713_486);
+}
