@@ -28,7 +28,7 @@ fn channel_length(weights: &[f32], channels: usize) -> Result<usize, CalibrateEr
             "zero output channels".into(),
         ));
     }
-    if weights.is_empty() || weights.len() % channels != 0 {
+    if weights.is_empty() || !weights.len().is_multiple_of(channels) {
         return Err(CalibrateError::InvalidWeights(format!(
             "{} weights cannot be split into {channels} equal channels",
             weights.len()

@@ -107,7 +107,7 @@ fn mnn_bin_value_follows_f32_accumulation_and_saturates() {
     while count < (1 << 24) + 8 {
         value += 1.0;
         count += 1;
-        if count < 8 || count % 4099 == 0 || count > (1 << 24) - 8 {
+        if count < 8 || count.is_multiple_of(4099) || count > (1 << 24) - 8 {
             assert_eq!(
                 mnn_bin_value(count).to_bits(),
                 value.to_bits(),
@@ -148,12 +148,13 @@ fn small_tensor_rule() {
     assert!(!small_tensor_uses_max(&[1, 10, 10, 3], true));
 }
 
-/// A KL case: counts per bin, max |x|, and what kl_reference.py printed.
-fn check_reference_case(name: &str, counts: Vec<u64>, max_abs: f32, threshold: usize, scale: f32) {
+/// A KL case: counts per bin, max |x|, and what kl_reference.py printed (the scale is the
+/// f32 result printed as the exact f64 it widens to).
+fn check_reference_case(name: &str, counts: Vec<u64>, max_abs: f32, threshold: usize, scale: f64) {
     let h = histogram_from_counts(max_abs, counts);
     let got = kl_feature_scale(&h, ThresholdMethod::Kl, 127.0);
     assert_eq!(got.threshold, threshold, "{name}: threshold");
-    assert_eq!(got.scale, scale, "{name}: scale");
+    assert_eq!(f64::from(got.scale), scale, "{name}: scale");
 }
 
 fn counts_from(f: impl Fn(f64) -> f64) -> Vec<u64> {
