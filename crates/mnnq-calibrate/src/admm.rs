@@ -12,8 +12,8 @@
 
 use crate::{CalibrateError, RangeStats};
 
-/// Bins of the fine |x| histogram; 4096 quant steps' worth of resolution at max_abs/127 and
-/// 24 bytes per bin (~390 KB per tensor).
+/// Bins of the fine |x| histogram: 24 bytes per bin, ~390 KB per tensor (measured scale error
+/// against the all-data ADMM: < 5e-5 relative; 4096 bins: < 2e-4).
 pub const DEFAULT_ADMM_BINS: usize = 1 << 14;
 /// MNN's iteration count for feature ADMM.
 pub const FEATURE_ADMM_ITERATIONS: usize = 300;
