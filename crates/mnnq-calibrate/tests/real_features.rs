@@ -1,0 +1,92 @@
+//! Our KL search on real feature-map histograms (tests/feature_histograms.py, MNN's float
+//! runtime and binning) against the scales MNN's quantized.out reported for the same tensors.
+
+mod common;
+
+use std::collections::HashMap;
+
+use mnnq_calibrate::*;
+
+fn check_model(model: &str, required_share: f64) {
+    let Some(fixtures) = common::fixtures("real_features") else {
+        return;
+    };
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/data/{model}_feature_histograms.json"));
+    let Ok(text) = std::fs::read_to_string(&data) else {
+        println!("SKIPPED: real_features: {} missing", data.display());
+        return;
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut ours = HashMap::new();
+    for tensor in doc["tensors"].as_array().unwrap() {
+        let id = tensor["tensorIndex"].as_u64().unwrap() as TensorId;
+        let Some(max_abs) = tensor["max_abs"].as_f64() else {
+            continue; // invalid (all-zero) tensor: no scale
+        };
+        let mut counts = vec![0u64; HISTOGRAM_BINS];
+        for (bin, count) in tensor["bins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(tensor["counts"].as_array().unwrap())
+        {
+            counts[bin.as_u64().unwrap() as usize] = count.as_u64().unwrap();
+        }
+        let shape: Vec<usize> = tensor["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let method = if small_tensor_uses_max(&shape, false) {
+            ThresholdMethod::Max
+        } else {
+            ThresholdMethod::Kl
+        };
+        let histogram = AbsHistogram::from_counts(max_abs as f32, counts)
+            .unwrap()
+            .unwrap();
+        ours.insert(id, kl_feature_scale(&histogram, method, 127.0).scale);
+    }
+    let mnn =
+        read_mnn_scales(&fixtures.join(format!("mnn_int8/{model}/KL_MAX_ABS.mnn.json"))).unwrap();
+    let report = compare_scales(
+        &ours,
+        &fixtures.join(format!("mnn_int8/{model}/KL_MAX_ABS.mnn.json")),
+    )
+    .unwrap();
+    let share = report.within_tolerance as f64 / report.compared as f64;
+    let bit_exact = ours
+        .iter()
+        .filter(|(id, s)| mnn.get(id).is_some_and(|m| m.to_bits() == s.to_bits()))
+        .count();
+    println!("{model}: {bit_exact} scales bit-identical to MNN's");
+    println!(
+        "{model}: {} of {} compared tensors within 1% ({:.1}%), MNN lists {} with a scale",
+        report.within_tolerance,
+        report.compared,
+        100.0 * share,
+        report.mnn_tensors
+    );
+    for m in &report.mismatches {
+        println!(
+            "  tensor {}: ours {} MNN {} ({:+.2}%)",
+            m.tensor,
+            m.ours,
+            m.mnn,
+            100.0 * (f64::from(m.ours) / f64::from(m.mnn) - 1.0)
+        );
+    }
+    assert!(
+        report.compared >= 40,
+        "{model}: only {} compared",
+        report.compared
+    );
+    assert!(share >= required_share, "{model}: {share}");
+}
+
+#[test]
+fn efficientnet_feature_scales_match_mnn() {
+    check_model("efficientnet_lite0", 0.95);
+}
