@@ -1,5 +1,6 @@
 //! Our KL search on real feature-map histograms (tests/feature_histograms.py, MNN's float
-//! runtime and binning) against the scales MNN's quantized.out reported for the same tensors.
+//! runtime and binning) against the scales MNN's quantized.out reported for the same tensors,
+//! after our unification of the models' Pooling ops (tests/layout_ops.py).
 
 mod common;
 
@@ -49,6 +50,26 @@ fn check_model(model: &str, required_share: f64) {
             .unwrap();
         ours.insert(id, kl_feature_scale(&histogram, method, 127.0).scale);
     }
+    // MNN unifies Pooling outputs with their inputs after computing the scales.
+    let ops_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/data/{model}_layout_ops.json"));
+    let ops: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(ops_path).unwrap()).unwrap();
+    let ops: Vec<LayoutOp> = ops
+        .iter()
+        .map(|op| LayoutOp {
+            name: op["name"].as_str().unwrap().to_string(),
+            kind: LayoutOpKind::Pooling,
+            inputs: op["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as TensorId)
+                .collect(),
+            output: op["output"].as_u64().unwrap() as TensorId,
+        })
+        .collect();
+    unify_scales(&ops, &mut ours, UnifyOptions::default());
     let mnn =
         read_mnn_scales(&fixtures.join(format!("mnn_int8/{model}/KL_MAX_ABS.mnn.json"))).unwrap();
     let report = compare_scales(
@@ -89,4 +110,9 @@ fn check_model(model: &str, required_share: f64) {
 #[test]
 fn efficientnet_feature_scales_match_mnn() {
     check_model("efficientnet_lite0", 0.95);
+}
+
+#[test]
+fn ppocr_cls_feature_scales_match_mnn() {
+    check_model("ppocr_cls_v2", 0.95);
 }
