@@ -295,8 +295,8 @@ fn describe(value: &Value) -> String {
 
 impl Config {
     /// Reads and checks a config file. Relative `path`s resolve against the working directory
-    /// as in MNN; if nothing is there but the folder exists next to the config file, that one is
-    /// used with a warning.
+    /// as in MNN; if nothing is there but the folder exists relative to the config file's folder
+    /// or that folder's parent, that one is used with a warning.
     pub fn from_file(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             config: path.to_path_buf(),
@@ -574,18 +574,24 @@ fn parse_inputs(r: &Reader, value: &Value) -> Result<Vec<InputDecl>, ConfigError
     Ok(out)
 }
 
-/// MNN opens `path` relative to the working directory. Our shared configs are written relative
-/// to their own folder, so that is tried second (with a warning).
+/// MNN opens `path` relative to the working directory. Configs are often written relative to
+/// their own folder or its parent (the shared fixtures' `configs/*.json` are relative to the
+/// fixtures root), so those are tried next, with a warning.
 fn resolve_calibration_folder(r: &mut Reader, raw: &str) -> Result<PathBuf, ConfigError> {
     let given = PathBuf::from(raw);
     if given.is_dir() {
         return Ok(given);
     }
+    // The config's own folder first, then its parent (configs often sit in a `configs/`
+    // folder next to the data, as the shared fixtures do).
     let beside_config = if given.is_relative() {
-        r.config
-            .parent()
+        let config_dir = r.config.parent().filter(|d| !d.as_os_str().is_empty());
+        let config_dir = config_dir.unwrap_or(Path::new("."));
+        [Some(config_dir), config_dir.parent()]
+            .into_iter()
+            .flatten()
             .map(|dir| dir.join(&given))
-            .filter(|candidate| candidate.is_dir())
+            .find(|candidate| candidate.is_dir())
     } else {
         None
     };
@@ -600,7 +606,7 @@ fn resolve_calibration_folder(r: &mut Reader, raw: &str) -> Result<PathBuf, Conf
     let problem = if given.exists() {
         "is not a folder".to_string()
     } else if given.is_relative() {
-        "does not exist (looked relative to the working directory and to the config file)".into()
+        "does not exist (looked relative to the working directory, the config file's folder and its parent)".into()
     } else {
         "does not exist".into()
     };
