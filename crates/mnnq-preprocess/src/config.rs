@@ -597,7 +597,7 @@ fn resolve_calibration_folder(r: &mut Reader, raw: &str) -> Result<PathBuf, Conf
     };
     if let Some(candidate) = beside_config {
         r.warnings.push(Warning::new(format!(
-            "config {}: calibration folder {raw:?} is not in the working directory; using {} (relative to the config file)",
+            "config {}: calibration folder {raw:?} is not in the working directory; using {} (found relative to the config file)",
             r.config.display(),
             candidate.display()
         )));

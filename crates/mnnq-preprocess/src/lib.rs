@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod npy;
 pub mod resize;
 pub mod sequence;
 
@@ -23,6 +24,7 @@ pub use config::{
     Config, ConfigError, FeatureMethod, ImageFormat, InputDecl, InputType, Warning, WeightMethod,
 };
 pub use decode::{decode_bytes, decode_file, RgbaImage, MAX_PIXELS};
+pub use npy::write_npy_f32;
 
 /// Memory order of a model input tensor (batch 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
