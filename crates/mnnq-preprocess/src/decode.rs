@@ -87,7 +87,9 @@ fn check_dimensions(width: u64, height: u64) -> Result<(), String> {
 }
 
 fn decode_with_stb(bytes: &[u8], path: PathBuf) -> Result<RgbaImage, ImageError> {
-    let _guard = STB_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = STB_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let outcome = catch_unwind(AssertUnwindSafe(|| stb_decode_locked(bytes)));
     match outcome {
         Ok(Ok(image)) => Ok(image),

@@ -126,23 +126,24 @@ impl InputSpec {
                 ),
             ));
         }
-        let mut side = |key: &str, from_config: Option<usize>, from_model: i64| {
-            match (from_config, from_model) {
-                (Some(c), m) => {
-                    if m > 0 && m as usize != c {
-                        warnings.push(Warning::new(format!(
+        let mut side = |key: &str, from_config: Option<usize>, from_model: i64| match (
+            from_config,
+            from_model,
+        ) {
+            (Some(c), m) => {
+                if m > 0 && m as usize != c {
+                    warnings.push(Warning::new(format!(
                             "config {}: {key} {c} differs from model input {name:?} ({m}); using {c} as MNN does",
                             config.source.display()
                         )));
-                    }
-                    Ok(c)
                 }
-                (None, m) if m > 0 => Ok(m as usize),
-                (None, _) => Err(config.error(
-                    Some(key),
-                    format!("missing, and model input {name:?} does not fix it"),
-                )),
+                Ok(c)
             }
+            (None, m) if m > 0 => Ok(m as usize),
+            (None, _) => Err(config.error(
+                Some(key),
+                format!("missing, and model input {name:?} does not fix it"),
+            )),
         };
         let width = side("width", config.width, model_w)?;
         let height = side("height", config.height, model_h)?;
@@ -418,10 +419,9 @@ pub fn prepare_images(
                 first,
             });
         }
-        return Err(PrepareError::Config(config.error(
-            Some("path"),
-            "no calibration files were given",
-        )));
+        return Err(PrepareError::Config(
+            config.error(Some("path"), "no calibration files were given"),
+        ));
     }
     Ok(PreparedImages { samples, skipped })
 }

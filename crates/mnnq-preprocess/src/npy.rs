@@ -11,7 +11,10 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Res
     if expected != data.len() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("shape {shape:?} needs {expected} values, got {}", data.len()),
+            format!(
+                "shape {shape:?} needs {expected} values, got {}",
+                data.len()
+            ),
         ));
     }
     let temporary = temporary_path(path);

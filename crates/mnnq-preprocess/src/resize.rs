@@ -151,10 +151,8 @@ impl Matrix {
         let perspective = mask & PERSPECTIVE_MASK != 0;
         let det = if perspective {
             d(m[SCALE_X]) * dcross(d(m[SCALE_Y]), d(m[PERSP_2]), d(m[TRANS_Y]), d(m[PERSP_1]))
-                + d(m[SKEW_X])
-                    * dcross(d(m[TRANS_Y]), d(m[PERSP_0]), d(m[SKEW_Y]), d(m[PERSP_2]))
-                + d(m[TRANS_X])
-                    * dcross(d(m[SKEW_Y]), d(m[PERSP_1]), d(m[SCALE_Y]), d(m[PERSP_0]))
+                + d(m[SKEW_X]) * dcross(d(m[TRANS_Y]), d(m[PERSP_0]), d(m[SKEW_Y]), d(m[PERSP_2]))
+                + d(m[TRANS_X]) * dcross(d(m[SKEW_Y]), d(m[PERSP_1]), d(m[SCALE_Y]), d(m[PERSP_0]))
         } else {
             dcross(d(m[SCALE_X]), d(m[SCALE_Y]), d(m[SKEW_X]), d(m[SKEW_Y]))
         };
@@ -164,7 +162,8 @@ impl Matrix {
         }
         // f32 cross product scaled in f64, as Skia's `scross_dscale`.
         let scross = |a: f32, b: f32, c: f32, e: f32| ((a * b - c * e) as f64 * inv_det) as f32;
-        let dcross_scale = |a: f32, b: f32, c: f32, e: f32| (dcross(d(a), d(b), d(c), d(e)) * inv_det) as f32;
+        let dcross_scale =
+            |a: f32, b: f32, c: f32, e: f32| (dcross(d(a), d(b), d(c), d(e)) * inv_det) as f32;
         let mut r = [0.0f32; 9];
         if perspective {
             r[SCALE_X] = scross(m[SCALE_Y], m[PERSP_2], m[TRANS_Y], m[PERSP_1]);
@@ -382,7 +381,7 @@ pub fn crop_and_resize(
                         v += w01 * f32::from(src[i01 + c]);
                         v += w10 * f32::from(src[i10 + c]);
                         v += w11 * f32::from(src[i11 + c]);
-                        dst[c] = v.min(255.0).max(0.0) as u8;
+                        dst[c] = v.clamp(0.0, 255.0) as u8;
                     }
                     cur_y += step_y;
                     cur_x += step_x;
@@ -408,7 +407,10 @@ mod tests {
         let m = Matrix::poly_to_poly(&dst, &src).expect("solvable");
         for (d, s) in dst.iter().zip(src.iter()) {
             let (x, y) = m.map(d[0], d[1]);
-            assert!((x - s[0]).abs() < 1e-3 && (y - s[1]).abs() < 1e-3, "{d:?} -> ({x}, {y})");
+            assert!(
+                (x - s[0]).abs() < 1e-3 && (y - s[1]).abs() < 1e-3,
+                "{d:?} -> ({x}, {y})"
+            );
         }
     }
 
@@ -430,7 +432,9 @@ mod tests {
         let image = RgbaImage {
             width: 2,
             height: 2,
-            pixels: vec![0, 0, 0, 0, 100, 100, 100, 100, 0, 0, 0, 0, 100, 100, 100, 100],
+            pixels: vec![
+                0, 0, 0, 0, 100, 100, 100, 100, 0, 0, 0, 0, 100, 100, 100, 100,
+            ],
         };
         let out = crop_and_resize(&image, 1.0, 1.0, 3, 2).unwrap();
         let first_row: Vec<u8> = out.pixels[..12].iter().step_by(4).copied().collect();

@@ -85,52 +85,250 @@ fn every_config_case_has_its_expected_outcome() {
     let with = |patch: &str| config_text(&images, patch);
     let cases: Vec<(&str, String, Expect)> = vec![
         ("not JSON", "{\"format\": ".into(), Expect::ParseError(None)),
-        ("top level is a list", "[1, 2]".into(), Expect::ParseError(None)),
-        ("missing path", with(r#"{"path": null}"#), Expect::ParseError(Some("path"))),
-        ("path is a number", with(r#"{"path": 12}"#), Expect::ParseError(Some("path"))),
-        ("path does not exist", with(r#"{"path": "/nonexistent/mnnq/images"}"#), Expect::ParseError(Some("path"))),
-        ("path is a file", format!("{{\"path\": {:?}, \"width\": 8, \"height\": 8}}", ws.root.join("a_file").to_str().unwrap()), Expect::ParseError(Some("path"))),
-        ("empty folder", format!("{{\"format\": \"RGB\", \"path\": {:?}}}", ws.root.join("empty").to_str().unwrap()), Expect::FileListError("path")),
-        ("only dot-files and sub-folders", format!("{{\"format\": \"RGB\", \"path\": {:?}}}", ws.root.join("hidden_only").to_str().unwrap()), Expect::FileListError("path")),
-        ("unknown format", with(r#"{"format": "YUV"}"#), Expect::ParseError(Some("format"))),
-        ("format is a number", with(r#"{"format": 3}"#), Expect::ParseError(Some("format"))),
-        ("mean too short", with(r#"{"mean": [127, 127]}"#), Expect::ParseError(Some("mean"))),
-        ("single mean is not broadcast", with(r#"{"mean": [127]}"#), Expect::ParseError(Some("mean"))),
-        ("mean is a string", with(r#"{"mean": "127"}"#), Expect::ParseError(Some("mean"))),
-        ("normal holds a string", with(r#"{"normal": [1, "a", 1]}"#), Expect::ParseError(Some("normal"))),
-        ("GRAY with three means", with(r#"{"format": "GRAY"}"#), Expect::ParseError(Some("mean"))),
-        ("width zero", with(r#"{"width": 0}"#), Expect::ParseError(Some("width"))),
-        ("width fractional", with(r#"{"width": 224.5}"#), Expect::ParseError(Some("width"))),
-        ("width as string", with(r#"{"width": "224"}"#), Expect::ParseError(Some("width"))),
-        ("height negative", with(r#"{"height": -5}"#), Expect::ParseError(Some("height"))),
-        ("height absurd", with(r#"{"height": 1000000}"#), Expect::ParseError(Some("height"))),
-        ("unknown feature method", with(r#"{"feature_quantize_method": "MINMAX"}"#), Expect::ParseError(Some("feature_quantize_method"))),
-        ("unknown weight method", with(r#"{"weight_quantize_method": "KL"}"#), Expect::ParseError(Some("weight_quantize_method"))),
-        ("feature clamp too big", with(r#"{"feature_clamp_value": 200}"#), Expect::ParseError(Some("feature_clamp_value"))),
-        ("weight clamp zero", with(r#"{"weight_clamp_value": 0}"#), Expect::ParseError(Some("weight_clamp_value"))),
-        ("quant bits 16", with(r#"{"quant_bits": 16}"#), Expect::ParseError(Some("quant_bits"))),
-        ("crop above one", with(r#"{"center_crop_h": 1.5}"#), Expect::ParseError(Some("center_crop_h"))),
-        ("crop zero", with(r#"{"center_crop_w": 0}"#), Expect::ParseError(Some("center_crop_w"))),
-        ("negative image count", with(r#"{"used_image_num": -1}"#), Expect::ParseError(Some("used_image_num"))),
-        ("skip list holds a number", with(r#"{"skip_quant_op_names": ["conv1", 3]}"#), Expect::ParseError(Some("skip_quant_op_names"))),
-        ("debug as string", with(r#"{"debug": "yes"}"#), Expect::ParseError(Some("debug"))),
-        ("winogradOpt as number", with(r#"{"winogradOpt": 1}"#), Expect::ParseError(Some("winogradOpt"))),
-        ("unknown input type", with(r#"{"input_type": "video"}"#), Expect::ParseError(Some("input_type"))),
-        ("inputs entry without name", with(r#"{"inputs": [{"shape": [1, 3]}]}"#), Expect::ParseError(Some("inputs"))),
-        ("batch size zero", with(r#"{"batch_size": 0}"#), Expect::ParseError(Some("batch_size"))),
-        ("no width and no model", with(r#"{"width": null}"#), Expect::SpecError("width")),
-        ("no height and no model", with(r#"{"height": null}"#), Expect::SpecError("height")),
-        ("unknown key is kept", with(r#"{"target_cosine": 0.99}"#), Expect::Warns("target_cosine", |c| c.extra.contains_key("target_cosine"))),
-        ("documented but unread key", with(r#"{"model": "m.mnn"}"#), Expect::Warns("not read", |c| c.extra.contains_key("model"))),
-        ("missing format means BGR", with(r#"{"format": null}"#), Expect::Warns("BGR", |c| c.format == ImageFormat::Bgr)),
-        ("used_sample_num wins", with(r#"{"used_image_num": 5, "used_sample_num": 2}"#), Expect::Warns("used_sample_num", |c| c.used_sample_num == 2)),
-        ("4-bit clamps weights to 7", with(r#"{"quant_bits": 4}"#), Expect::Warns("quant_bits", |c| c.weight_clamp_value == 7)),
-        ("winogradOpt true without EMA", with(r#"{"winogradOpt": true}"#), Expect::Warns("EMA", |c| !c.winograd_opt)),
-        ("EMA parses with winograd on", with(r#"{"feature_quantize_method": "EMA"}"#), Expect::Accepts(|c| c.feature_quantize_method == FeatureMethod::Ema && c.winograd_opt)),
-        ("EMA with winogradOpt false", with(r#"{"feature_quantize_method": "EMA", "winogradOpt": false}"#), Expect::Accepts(|c| !c.winograd_opt)),
-        ("all MNN keys", with(r#"{"used_image_num": null, "used_sample_num": 1, "feature_clamp_value": 120, "weight_clamp_value": 100, "quant_bits": 8, "skip_quant_op_names": ["a"], "batch_size": 4, "center_crop_h": 0.875, "center_crop_w": 0.875, "input_type": "image", "inputs": [{"name": "x", "shape": [1, 3, 6, 8], "value": 0}], "debug": true, "winogradOpt": false}"#),
-            Expect::Accepts(|c| c.feature_clamp_value == 120 && c.weight_clamp_value == 100 && c.batch_size == Some(4) && c.center_crop_h == 0.875 && c.debug && c.inputs.len() == 1 && c.skip_quant_op_names == ["a"])),
-        ("integral float width", with(r#"{"width": 8.0}"#), Expect::Accepts(|c| c.width == Some(8))),
+        (
+            "top level is a list",
+            "[1, 2]".into(),
+            Expect::ParseError(None),
+        ),
+        (
+            "missing path",
+            with(r#"{"path": null}"#),
+            Expect::ParseError(Some("path")),
+        ),
+        (
+            "path is a number",
+            with(r#"{"path": 12}"#),
+            Expect::ParseError(Some("path")),
+        ),
+        (
+            "path does not exist",
+            with(r#"{"path": "/nonexistent/mnnq/images"}"#),
+            Expect::ParseError(Some("path")),
+        ),
+        (
+            "path is a file",
+            format!(
+                "{{\"path\": {:?}, \"width\": 8, \"height\": 8}}",
+                ws.root.join("a_file").to_str().unwrap()
+            ),
+            Expect::ParseError(Some("path")),
+        ),
+        (
+            "empty folder",
+            format!(
+                "{{\"format\": \"RGB\", \"path\": {:?}}}",
+                ws.root.join("empty").to_str().unwrap()
+            ),
+            Expect::FileListError("path"),
+        ),
+        (
+            "only dot-files and sub-folders",
+            format!(
+                "{{\"format\": \"RGB\", \"path\": {:?}}}",
+                ws.root.join("hidden_only").to_str().unwrap()
+            ),
+            Expect::FileListError("path"),
+        ),
+        (
+            "unknown format",
+            with(r#"{"format": "YUV"}"#),
+            Expect::ParseError(Some("format")),
+        ),
+        (
+            "format is a number",
+            with(r#"{"format": 3}"#),
+            Expect::ParseError(Some("format")),
+        ),
+        (
+            "mean too short",
+            with(r#"{"mean": [127, 127]}"#),
+            Expect::ParseError(Some("mean")),
+        ),
+        (
+            "single mean is not broadcast",
+            with(r#"{"mean": [127]}"#),
+            Expect::ParseError(Some("mean")),
+        ),
+        (
+            "mean is a string",
+            with(r#"{"mean": "127"}"#),
+            Expect::ParseError(Some("mean")),
+        ),
+        (
+            "normal holds a string",
+            with(r#"{"normal": [1, "a", 1]}"#),
+            Expect::ParseError(Some("normal")),
+        ),
+        (
+            "GRAY with three means",
+            with(r#"{"format": "GRAY"}"#),
+            Expect::ParseError(Some("mean")),
+        ),
+        (
+            "width zero",
+            with(r#"{"width": 0}"#),
+            Expect::ParseError(Some("width")),
+        ),
+        (
+            "width fractional",
+            with(r#"{"width": 224.5}"#),
+            Expect::ParseError(Some("width")),
+        ),
+        (
+            "width as string",
+            with(r#"{"width": "224"}"#),
+            Expect::ParseError(Some("width")),
+        ),
+        (
+            "height negative",
+            with(r#"{"height": -5}"#),
+            Expect::ParseError(Some("height")),
+        ),
+        (
+            "height absurd",
+            with(r#"{"height": 1000000}"#),
+            Expect::ParseError(Some("height")),
+        ),
+        (
+            "unknown feature method",
+            with(r#"{"feature_quantize_method": "MINMAX"}"#),
+            Expect::ParseError(Some("feature_quantize_method")),
+        ),
+        (
+            "unknown weight method",
+            with(r#"{"weight_quantize_method": "KL"}"#),
+            Expect::ParseError(Some("weight_quantize_method")),
+        ),
+        (
+            "feature clamp too big",
+            with(r#"{"feature_clamp_value": 200}"#),
+            Expect::ParseError(Some("feature_clamp_value")),
+        ),
+        (
+            "weight clamp zero",
+            with(r#"{"weight_clamp_value": 0}"#),
+            Expect::ParseError(Some("weight_clamp_value")),
+        ),
+        (
+            "quant bits 16",
+            with(r#"{"quant_bits": 16}"#),
+            Expect::ParseError(Some("quant_bits")),
+        ),
+        (
+            "crop above one",
+            with(r#"{"center_crop_h": 1.5}"#),
+            Expect::ParseError(Some("center_crop_h")),
+        ),
+        (
+            "crop zero",
+            with(r#"{"center_crop_w": 0}"#),
+            Expect::ParseError(Some("center_crop_w")),
+        ),
+        (
+            "negative image count",
+            with(r#"{"used_image_num": -1}"#),
+            Expect::ParseError(Some("used_image_num")),
+        ),
+        (
+            "skip list holds a number",
+            with(r#"{"skip_quant_op_names": ["conv1", 3]}"#),
+            Expect::ParseError(Some("skip_quant_op_names")),
+        ),
+        (
+            "debug as string",
+            with(r#"{"debug": "yes"}"#),
+            Expect::ParseError(Some("debug")),
+        ),
+        (
+            "winogradOpt as number",
+            with(r#"{"winogradOpt": 1}"#),
+            Expect::ParseError(Some("winogradOpt")),
+        ),
+        (
+            "unknown input type",
+            with(r#"{"input_type": "video"}"#),
+            Expect::ParseError(Some("input_type")),
+        ),
+        (
+            "inputs entry without name",
+            with(r#"{"inputs": [{"shape": [1, 3]}]}"#),
+            Expect::ParseError(Some("inputs")),
+        ),
+        (
+            "batch size zero",
+            with(r#"{"batch_size": 0}"#),
+            Expect::ParseError(Some("batch_size")),
+        ),
+        (
+            "no width and no model",
+            with(r#"{"width": null}"#),
+            Expect::SpecError("width"),
+        ),
+        (
+            "no height and no model",
+            with(r#"{"height": null}"#),
+            Expect::SpecError("height"),
+        ),
+        (
+            "unknown key is kept",
+            with(r#"{"target_cosine": 0.99}"#),
+            Expect::Warns("target_cosine", |c| c.extra.contains_key("target_cosine")),
+        ),
+        (
+            "documented but unread key",
+            with(r#"{"model": "m.mnn"}"#),
+            Expect::Warns("not read", |c| c.extra.contains_key("model")),
+        ),
+        (
+            "missing format means BGR",
+            with(r#"{"format": null}"#),
+            Expect::Warns("BGR", |c| c.format == ImageFormat::Bgr),
+        ),
+        (
+            "used_sample_num wins",
+            with(r#"{"used_image_num": 5, "used_sample_num": 2}"#),
+            Expect::Warns("used_sample_num", |c| c.used_sample_num == 2),
+        ),
+        (
+            "4-bit clamps weights to 7",
+            with(r#"{"quant_bits": 4}"#),
+            Expect::Warns("quant_bits", |c| c.weight_clamp_value == 7),
+        ),
+        (
+            "winogradOpt true without EMA",
+            with(r#"{"winogradOpt": true}"#),
+            Expect::Warns("EMA", |c| !c.winograd_opt),
+        ),
+        (
+            "EMA parses with winograd on",
+            with(r#"{"feature_quantize_method": "EMA"}"#),
+            Expect::Accepts(|c| c.feature_quantize_method == FeatureMethod::Ema && c.winograd_opt),
+        ),
+        (
+            "EMA with winogradOpt false",
+            with(r#"{"feature_quantize_method": "EMA", "winogradOpt": false}"#),
+            Expect::Accepts(|c| !c.winograd_opt),
+        ),
+        (
+            "all MNN keys",
+            with(
+                r#"{"used_image_num": null, "used_sample_num": 1, "feature_clamp_value": 120, "weight_clamp_value": 100, "quant_bits": 8, "skip_quant_op_names": ["a"], "batch_size": 4, "center_crop_h": 0.875, "center_crop_w": 0.875, "input_type": "image", "inputs": [{"name": "x", "shape": [1, 3, 6, 8], "value": 0}], "debug": true, "winogradOpt": false}"#,
+            ),
+            Expect::Accepts(|c| {
+                c.feature_clamp_value == 120
+                    && c.weight_clamp_value == 100
+                    && c.batch_size == Some(4)
+                    && c.center_crop_h == 0.875
+                    && c.debug
+                    && c.inputs.len() == 1
+                    && c.skip_quant_op_names == ["a"]
+            }),
+        ),
+        (
+            "integral float width",
+            with(r#"{"width": 8.0}"#),
+            Expect::Accepts(|c| c.width == Some(8)),
+        ),
     ];
     assert!(cases.len() >= 20);
 
@@ -140,21 +338,22 @@ fn every_config_case_has_its_expected_outcome() {
         std::fs::write(&config_path, text).unwrap();
         let parsed = Config::from_file(&config_path);
         let outcome: Result<(), String> = (|| {
-            let check_error = |error: &dyn std::fmt::Display, key: Option<&str>, got_key: Option<&str>| {
-                let message = error.to_string();
-                if !message.contains(config_path.to_str().unwrap()) {
-                    return Err(format!("error does not name the config: {message}"));
-                }
-                if key.is_some() && got_key != key {
-                    return Err(format!("expected key {key:?}, got {got_key:?}: {message}"));
-                }
-                if let Some(key) = key {
-                    if !message.contains(key) {
-                        return Err(format!("message does not name {key}: {message}"));
+            let check_error =
+                |error: &dyn std::fmt::Display, key: Option<&str>, got_key: Option<&str>| {
+                    let message = error.to_string();
+                    if !message.contains(config_path.to_str().unwrap()) {
+                        return Err(format!("error does not name the config: {message}"));
                     }
-                }
-                Ok(())
-            };
+                    if key.is_some() && got_key != key {
+                        return Err(format!("expected key {key:?}, got {got_key:?}: {message}"));
+                    }
+                    if let Some(key) = key {
+                        if !message.contains(key) {
+                            return Err(format!("message does not name {key}: {message}"));
+                        }
+                    }
+                    Ok(())
+                };
             match expect {
                 Expect::ParseError(key) => match &parsed {
                     Ok(_) => Err("parsed, expected an error".into()),
@@ -175,7 +374,8 @@ fn every_config_case_has_its_expected_outcome() {
                     }
                 }
                 Expect::Warns(text, check) => {
-                    let (config, warnings) = parsed.as_ref().map_err(|e| format!("parse failed: {e}"))?;
+                    let (config, warnings) =
+                        parsed.as_ref().map_err(|e| format!("parse failed: {e}"))?;
                     if !warnings.iter().any(|w| w.message.contains(text)) {
                         return Err(format!("no warning containing {text:?}: {warnings:?}"));
                     }
@@ -185,7 +385,8 @@ fn every_config_case_has_its_expected_outcome() {
                     Ok(())
                 }
                 Expect::Accepts(check) => {
-                    let (config, warnings) = parsed.as_ref().map_err(|e| format!("parse failed: {e}"))?;
+                    let (config, warnings) =
+                        parsed.as_ref().map_err(|e| format!("parse failed: {e}"))?;
                     if !warnings.is_empty() {
                         return Err(format!("unexpected warnings {warnings:?}"));
                     }
@@ -216,7 +417,9 @@ fn relative_path_falls_back_to_the_config_folder_and_its_parent() {
     let (config, warnings) = Config::from_file(&config_path).unwrap();
     assert_eq!(config.path, ws.root.join("images/"));
     assert!(config.path.is_dir());
-    assert!(warnings.iter().any(|w| w.message.contains("working directory")));
+    assert!(warnings
+        .iter()
+        .any(|w| w.message.contains("working directory")));
     assert_eq!(calibration_files(&config).unwrap().len(), 1);
 }
 
@@ -225,7 +428,14 @@ fn file_list_is_sorted_bytewise_and_limited_to_the_first_n() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("imgs");
     std::fs::create_dir_all(images.join("sub.bmp")).unwrap();
-    for name in ["b.bmp", "B.bmp", "a10.bmp", "a2.bmp", ".hidden.bmp", "_x.bmp"] {
+    for name in [
+        "b.bmp",
+        "B.bmp",
+        "a10.bmp",
+        "a2.bmp",
+        ".hidden.bmp",
+        "_x.bmp",
+    ] {
         std::fs::write(images.join(name), tiny_bmp()).unwrap();
     }
     let config_path = dir.path().join("c.json");

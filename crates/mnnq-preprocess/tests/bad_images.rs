@@ -146,68 +146,183 @@ fn every_image_case_has_its_expected_outcome() {
         2,
         8,
         2,
-        &[vec![255, 0, 0, 0, 255, 0, 0, 0, 255], vec![10, 20, 30, 40, 50, 60, 70, 80, 90]],
+        &[
+            vec![255, 0, 0, 0, 255, 0, 0, 0, 255],
+            vec![10, 20, 30, 40, 50, 60, 70, 80, 90],
+        ],
         &[],
     );
     let mut cases: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("empty file", Vec::new(), Expect::Fails(is_empty)),
-        ("plain text", b"this is not an image\n".to_vec(), Expect::Fails(is_decode)),
-        ("valid RGB PNG", rgb_png.clone(), Expect::Decodes(|i| {
-            i.width == 3 && i.height == 2 && pixel(i, 0, 0) == [255, 0, 0, 255] && pixel(i, 2, 1) == [70, 80, 90, 255]
-        })),
-        ("truncated PNG", rgb_png[..rgb_png.len() / 2].to_vec(), Expect::Fails(is_decode)),
-        ("PNG with corrupt zlib stream", {
-            let mut bad = rgb_png.clone();
-            // First byte of the IDAT payload (zlib header) -> invalid compression method.
-            let idat = bad.windows(4).position(|w| w == b"IDAT").unwrap();
-            bad[idat + 4] = 0x7f;
-            bad
-        }, Expect::Fails(is_decode)),
-        ("16-bit gray PNG keeps the high byte", png(2, 1, 16, 0, &[vec![0x12, 0x34, 0xab, 0xcd]], &[]),
-            Expect::Decodes(|i| pixel(i, 0, 0) == [0x12, 0x12, 0x12, 255] && pixel(i, 1, 0) == [0xab, 0xab, 0xab, 255])),
-        ("8-bit gray PNG replicates into RGB", png(1, 1, 8, 0, &[vec![77]], &[]),
-            Expect::Decodes(|i| pixel(i, 0, 0) == [77, 77, 77, 255])),
-        ("palette PNG with transparency", png(2, 1, 8, 3, &[vec![1, 0]], &[
-            (b"PLTE", vec![9, 8, 7, 200, 100, 50]),
-            (b"tRNS", vec![255, 128]),
-        ]), Expect::Decodes(|i| pixel(i, 0, 0) == [200, 100, 50, 128] && pixel(i, 1, 0) == [9, 8, 7, 255])),
-        ("RGBA PNG keeps alpha", png(1, 1, 8, 6, &[vec![1, 2, 3, 4]], &[]),
-            Expect::Decodes(|i| pixel(i, 0, 0) == [1, 2, 3, 4])),
+        (
+            "plain text",
+            b"this is not an image\n".to_vec(),
+            Expect::Fails(is_decode),
+        ),
+        (
+            "valid RGB PNG",
+            rgb_png.clone(),
+            Expect::Decodes(|i| {
+                i.width == 3
+                    && i.height == 2
+                    && pixel(i, 0, 0) == [255, 0, 0, 255]
+                    && pixel(i, 2, 1) == [70, 80, 90, 255]
+            }),
+        ),
+        (
+            "truncated PNG",
+            rgb_png[..rgb_png.len() / 2].to_vec(),
+            Expect::Fails(is_decode),
+        ),
+        (
+            "PNG with corrupt zlib stream",
+            {
+                let mut bad = rgb_png.clone();
+                // First byte of the IDAT payload (zlib header) -> invalid compression method.
+                let idat = bad.windows(4).position(|w| w == b"IDAT").unwrap();
+                bad[idat + 4] = 0x7f;
+                bad
+            },
+            Expect::Fails(is_decode),
+        ),
+        (
+            "16-bit gray PNG keeps the high byte",
+            png(2, 1, 16, 0, &[vec![0x12, 0x34, 0xab, 0xcd]], &[]),
+            Expect::Decodes(|i| {
+                pixel(i, 0, 0) == [0x12, 0x12, 0x12, 255]
+                    && pixel(i, 1, 0) == [0xab, 0xab, 0xab, 255]
+            }),
+        ),
+        (
+            "8-bit gray PNG replicates into RGB",
+            png(1, 1, 8, 0, &[vec![77]], &[]),
+            Expect::Decodes(|i| pixel(i, 0, 0) == [77, 77, 77, 255]),
+        ),
+        (
+            "palette PNG with transparency",
+            png(
+                2,
+                1,
+                8,
+                3,
+                &[vec![1, 0]],
+                &[
+                    (b"PLTE", vec![9, 8, 7, 200, 100, 50]),
+                    (b"tRNS", vec![255, 128]),
+                ],
+            ),
+            Expect::Decodes(|i| {
+                pixel(i, 0, 0) == [200, 100, 50, 128] && pixel(i, 1, 0) == [9, 8, 7, 255]
+            }),
+        ),
+        (
+            "RGBA PNG keeps alpha",
+            png(1, 1, 8, 6, &[vec![1, 2, 3, 4]], &[]),
+            Expect::Decodes(|i| pixel(i, 0, 0) == [1, 2, 3, 4]),
+        ),
         // Within stb's own limits but above ours (2^26 pixels): refused before allocation.
-        ("PNG claiming 10000 x 10000", png(10_000, 10_000, 8, 2, &[vec![0, 0, 0]], &[]), Expect::Fails(is_too_large)),
+        (
+            "PNG claiming 10000 x 10000",
+            png(10_000, 10_000, 8, 2, &[vec![0, 0, 0]], &[]),
+            Expect::Fails(is_too_large),
+        ),
         // Above stb's limit (2^30 bytes): stb itself refuses the header.
-        ("PNG claiming 100000 x 100000", png(100_000, 100_000, 8, 2, &[vec![0, 0, 0]], &[]), Expect::Fails(|e| is_too_large(e) || is_decode(e))),
-        ("PNG with zero width", png(0, 1, 8, 2, &[vec![]], &[]), Expect::Fails(is_decode)),
-        ("BMP bottom-up", bmp(2, 2, &[vec![1, 2, 3, 4, 5, 6], vec![7, 8, 9, 10, 11, 12]]),
-            Expect::Decodes(|i| pixel(i, 0, 0) == [1, 2, 3, 255] && pixel(i, 1, 1) == [10, 11, 12, 255])),
-        ("BMP claiming 60000 x 60000", {
-            let mut b = bmp(1, 1, &[vec![0, 0, 0]]);
-            b[18..22].copy_from_slice(&60000i32.to_le_bytes());
-            b[22..26].copy_from_slice(&60000i32.to_le_bytes());
-            b
-        }, Expect::Fails(|e| is_too_large(e) || is_decode(e))),
-        ("PGM (P5) with a comment", b"P5\n# made by a test\n2 1\n255\n\x05\xfa".to_vec(),
-            Expect::Decodes(|i| pixel(i, 0, 0) == [5, 5, 5, 255] && pixel(i, 1, 0) == [250, 250, 250, 255])),
-        ("PPM (P6)", b"P6 1 1 255 \x01\x02\x03".to_vec(), Expect::Decodes(|i| pixel(i, 0, 0) == [1, 2, 3, 255])),
-        ("PPM with 16-bit max value", b"P6 1 1 65535 \x00\x01\x00\x02\x00\x03".to_vec(), Expect::Fails(is_decode)),
-        ("truncated PPM", b"P6 4 4 255 \x01\x02\x03".to_vec(), Expect::Fails(is_decode)),
-        ("PPM claiming 70000 x 70000", b"P6 70000 70000 255 \x01\x02\x03".to_vec(), Expect::Fails(is_too_large)),
+        (
+            "PNG claiming 100000 x 100000",
+            png(100_000, 100_000, 8, 2, &[vec![0, 0, 0]], &[]),
+            Expect::Fails(|e| is_too_large(e) || is_decode(e)),
+        ),
+        (
+            "PNG with zero width",
+            png(0, 1, 8, 2, &[vec![]], &[]),
+            Expect::Fails(is_decode),
+        ),
+        (
+            "BMP bottom-up",
+            bmp(2, 2, &[vec![1, 2, 3, 4, 5, 6], vec![7, 8, 9, 10, 11, 12]]),
+            Expect::Decodes(|i| {
+                pixel(i, 0, 0) == [1, 2, 3, 255] && pixel(i, 1, 1) == [10, 11, 12, 255]
+            }),
+        ),
+        (
+            "BMP claiming 60000 x 60000",
+            {
+                let mut b = bmp(1, 1, &[vec![0, 0, 0]]);
+                b[18..22].copy_from_slice(&60000i32.to_le_bytes());
+                b[22..26].copy_from_slice(&60000i32.to_le_bytes());
+                b
+            },
+            Expect::Fails(|e| is_too_large(e) || is_decode(e)),
+        ),
+        (
+            "PGM (P5) with a comment",
+            b"P5\n# made by a test\n2 1\n255\n\x05\xfa".to_vec(),
+            Expect::Decodes(|i| {
+                pixel(i, 0, 0) == [5, 5, 5, 255] && pixel(i, 1, 0) == [250, 250, 250, 255]
+            }),
+        ),
+        (
+            "PPM (P6)",
+            b"P6 1 1 255 \x01\x02\x03".to_vec(),
+            Expect::Decodes(|i| pixel(i, 0, 0) == [1, 2, 3, 255]),
+        ),
+        (
+            "PPM with 16-bit max value",
+            b"P6 1 1 65535 \x00\x01\x00\x02\x00\x03".to_vec(),
+            Expect::Fails(is_decode),
+        ),
+        (
+            "truncated PPM",
+            b"P6 4 4 255 \x01\x02\x03".to_vec(),
+            Expect::Fails(is_decode),
+        ),
+        (
+            "PPM claiming 70000 x 70000",
+            b"P6 70000 70000 255 \x01\x02\x03".to_vec(),
+            Expect::Fails(is_too_large),
+        ),
         // Flat RGBE: (128,128,128,e=129) = 1.0 -> 255; (64,64,64,129) = 0.5 -> 0.5^(1/2.2)*255+0.5
         // = 186.58 -> 186; exponent 0 -> black.
-        ("Radiance HDR, tone-mapped", {
-            let mut h = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1 +X 3\n".to_vec();
-            h.extend_from_slice(&[128, 128, 128, 129, 64, 64, 64, 129, 200, 200, 200, 0]);
-            h
-        }, Expect::Decodes(|i| pixel(i, 0, 0) == [255, 255, 255, 255] && pixel(i, 1, 0) == [186, 186, 186, 255] && pixel(i, 2, 0) == [0, 0, 0, 255])),
-        ("HDR with a wrong pixel format", b"#?RADIANCE\nFORMAT=32-bit_rle_xyze\n\n-Y 1 +X 1\n\x01\x01\x01\x80".to_vec(), Expect::Fails(is_decode)),
-        ("random bytes", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), Expect::Fails(is_decode)),
+        (
+            "Radiance HDR, tone-mapped",
+            {
+                let mut h = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1 +X 3\n".to_vec();
+                h.extend_from_slice(&[128, 128, 128, 129, 64, 64, 64, 129, 200, 200, 200, 0]);
+                h
+            },
+            Expect::Decodes(|i| {
+                pixel(i, 0, 0) == [255, 255, 255, 255]
+                    && pixel(i, 1, 0) == [186, 186, 186, 255]
+                    && pixel(i, 2, 0) == [0, 0, 0, 255]
+            }),
+        ),
+        (
+            "HDR with a wrong pixel format",
+            b"#?RADIANCE\nFORMAT=32-bit_rle_xyze\n\n-Y 1 +X 1\n\x01\x01\x01\x80".to_vec(),
+            Expect::Fails(is_decode),
+        ),
+        (
+            "random bytes",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+            Expect::Fails(is_decode),
+        ),
     ];
     if let Some(root) = fixtures() {
         let jpeg = std::fs::read(root.join("images/calib/ocv_baboon.jpg")).unwrap();
         // stb finds no end-of-image marker and fails ("expected marker"); MNN's
         // `MNN.cv.imread` refuses the same file.
-        cases.push(("JPEG cut after 40%", jpeg[..jpeg.len() * 2 / 5].to_vec(), Expect::Fails(is_decode)));
-        cases.push(("JPEG cut inside its header", jpeg[..200].to_vec(), Expect::Fails(is_decode)));
+        cases.push((
+            "JPEG cut after 40%",
+            jpeg[..jpeg.len() * 2 / 5].to_vec(),
+            Expect::Fails(is_decode),
+        ));
+        cases.push((
+            "JPEG cut inside its header",
+            jpeg[..200].to_vec(),
+            Expect::Fails(is_decode),
+        ));
         let mut no_sof = jpeg.clone();
         // Turn every SOF0/SOF2 marker into an unknown APP marker: no frame header remains.
         for i in 0..no_sof.len() - 1 {
@@ -215,7 +330,11 @@ fn every_image_case_has_its_expected_outcome() {
                 no_sof[i + 1] = 0xe5;
             }
         }
-        cases.push(("JPEG without frame header", no_sof, Expect::Fails(is_decode)));
+        cases.push((
+            "JPEG without frame header",
+            no_sof,
+            Expect::Fails(is_decode),
+        ));
     } else {
         eprintln!("SKIPPED: JPEG cases need the fixtures (set MNNQ_FIXTURES)");
     }
@@ -235,7 +354,11 @@ fn every_image_case_has_its_expected_outcome() {
         if !ok {
             failures.push(format!(
                 "{name}: {:?}",
-                result.map(|i| (i.width, i.height, i.pixels.iter().take(8).copied().collect::<Vec<_>>()))
+                result.map(|i| (
+                    i.width,
+                    i.height,
+                    i.pixels.iter().take(8).copied().collect::<Vec<_>>()
+                ))
             ));
         }
     }
@@ -259,7 +382,11 @@ fn failed_files_are_skipped_with_a_warning_and_none_usable_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
-    std::fs::write(images.join("a_good.bmp"), bmp(2, 2, &[vec![9; 6], vec![9; 6]])).unwrap();
+    std::fs::write(
+        images.join("a_good.bmp"),
+        bmp(2, 2, &[vec![9; 6], vec![9; 6]]),
+    )
+    .unwrap();
     std::fs::write(images.join("b_bad.png"), b"not a png").unwrap();
     std::fs::write(images.join("c_good.ppm"), b"P6 1 1 255 \x01\x02\x03").unwrap();
     let config_path = dir.path().join("c.json");

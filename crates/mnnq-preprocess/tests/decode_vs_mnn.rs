@@ -27,7 +27,8 @@ fn fixtures() -> Option<PathBuf> {
 #[test]
 fn fixture_images_decode_exactly_as_mnn() {
     let Some(root) = fixtures() else { return };
-    let reference: serde_json::Value = serde_json::from_str(include_str!("data/mnn_decode_sha256.json")).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(include_str!("data/mnn_decode_sha256.json")).unwrap();
     let images = reference["images"].as_object().unwrap();
     assert!(images.len() >= 200);
     let mut mismatches = Vec::new();
@@ -46,7 +47,11 @@ fn fixture_images_decode_exactly_as_mnn() {
             mismatches.push(relative.clone());
         }
     }
-    eprintln!("{} images compared with MNN's decoder, {} differ", images.len(), mismatches.len());
+    eprintln!(
+        "{} images compared with MNN's decoder, {} differ",
+        images.len(),
+        mismatches.len()
+    );
     assert!(mismatches.is_empty(), "{mismatches:?}");
 }
 

@@ -94,7 +94,11 @@ fn parallel_batch_equals_sequential_in_file_order() {
             .iter()
             .zip(&parallel)
             .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same_bits && sequential.len() == parallel.len(), "{}", path.display());
+        assert!(
+            same_bits && sequential.len() == parallel.len(),
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -118,7 +122,8 @@ fn float_inputs_bit_identical_to_mnn_for_png_sources() {
             if !image.ends_with(".png") {
                 continue;
             }
-            let bytes = std::fs::read(folder.join(sample["input"]["file"].as_str().unwrap())).unwrap();
+            let bytes =
+                std::fs::read(folder.join(sample["input"]["file"].as_str().unwrap())).unwrap();
             let reference: Vec<u32> = bytes
                 .chunks_exact(4)
                 .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
@@ -128,7 +133,10 @@ fn float_inputs_bit_identical_to_mnn_for_png_sources() {
                 .iter()
                 .map(|v| v.to_bits())
                 .collect();
-            assert!(ours == reference, "{model} {image}: float input differs from MNN's");
+            assert!(
+                ours == reference,
+                "{model} {image}: float input differs from MNN's"
+            );
             compared += 1;
         }
     }
