@@ -8,7 +8,9 @@ use mnnq_preprocess::{
 };
 
 fn main() {
-    let path = std::env::args_os().nth(1).expect("usage: prep_timing CONFIG.json");
+    let path = std::env::args_os()
+        .nth(1)
+        .expect("usage: prep_timing CONFIG.json");
     let (config, _) = Config::from_file(path.as_ref()).expect("config");
     let spec = InputSpec::from_config(&config).expect("input size");
     let files = calibration_files(&config).expect("files");

@@ -63,7 +63,18 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbaImage, ImageError> 
     if is_hdr(bytes) {
         return decode_hdr(bytes).map_err(|reason| decode_error(path_buf, reason));
     }
+    if is_softimage_pic(bytes) {
+        return Err(decode_error(
+            path_buf,
+            "Softimage PIC files are not supported (convert to PNG)".into(),
+        ));
+    }
     decode_with_stb(bytes, path_buf)
+}
+
+/// stb's PIC test: a 4-byte magic, then "PICT" at offset 88.
+fn is_softimage_pic(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x53, 0x80, 0xF6, 0x34]) && bytes.get(88..92) == Some(b"PICT")
 }
 
 fn decode_error(path: PathBuf, reason: String) -> ImageError {

@@ -301,6 +301,23 @@ fn every_image_case_has_its_expected_outcome() {
             b"#?RADIANCE\nFORMAT=32-bit_rle_xyze\n\n-Y 1 +X 1\n\x01\x01\x01\x80".to_vec(),
             Expect::Fails(is_decode),
         ),
+        // Red 1x1 first frame, black second frame: only the first frame is decoded.
+        ("two-frame GIF gives the first frame",
+            b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\x00\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02L\x01\x00;".to_vec(),
+            Expect::Decodes(|i| i.width == 1 && i.height == 1 && pixel(i, 0, 0) == [255, 0, 0, 255])),
+        // Uncompressed 24-bit TGA, top-left origin, pixels stored BGR.
+        ("TGA true colour", {
+            let mut t = vec![0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 24, 0x20];
+            t.extend_from_slice(&[3, 2, 1, 6, 5, 4]);
+            t
+        }, Expect::Decodes(|i| pixel(i, 0, 0) == [1, 2, 3, 255] && pixel(i, 1, 0) == [4, 5, 6, 255])),
+        ("Softimage PIC is refused by name", {
+            let mut p = vec![0x53, 0x80, 0xF6, 0x34];
+            p.resize(88, 0);
+            p.extend_from_slice(b"PICT");
+            p.resize(120, 0);
+            p
+        }, Expect::Fails(|e| is_decode(e) && e.to_string().contains("PIC"))),
         (
             "random bytes",
             (0..4096u32)
