@@ -10,8 +10,10 @@
 //! (MNN takes N in directory order, then sorts); a file that fails to decode is skipped with a
 //! warning (MNN silently reuses the previous image's tensor).
 
+mod bmp;
 pub mod config;
 pub mod decode;
+mod gif;
 pub mod npy;
 pub mod resize;
 pub mod sequence;

@@ -305,6 +305,48 @@ fn every_image_case_has_its_expected_outcome() {
         ("two-frame GIF gives the first frame",
             b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\x00\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02L\x01\x00;".to_vec(),
             Expect::Decodes(|i| i.width == 1 && i.height == 1 && pixel(i, 0, 0) == [255, 0, 0, 255])),
+        // 1-bit BMP, 10 pixels wide (two bytes per row, padded to four), bottom-up, palette
+        // (index 0 = blue, index 1 = red). Top row bits 1000000001, bottom row 0111111110.
+        ("1-bit palette BMP", {
+            let mut b = b"BM".to_vec();
+            b.extend_from_slice(&(62u32 + 8).to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&62u32.to_le_bytes());
+            b.extend_from_slice(&40u32.to_le_bytes());
+            b.extend_from_slice(&10i32.to_le_bytes());
+            b.extend_from_slice(&2i32.to_le_bytes());
+            b.extend_from_slice(&1u16.to_le_bytes());
+            b.extend_from_slice(&1u16.to_le_bytes());
+            b.extend_from_slice(&[0; 24]);
+            b.extend_from_slice(&[255, 0, 0, 0, 0, 0, 255, 0]); // B, G, R, reserved
+            b.extend_from_slice(&[0b0111_1111, 0b1000_0000, 0, 0]); // bottom row first
+            b.extend_from_slice(&[0b1000_0000, 0b0100_0000, 0, 0]);
+            b
+        }, Expect::Decodes(|i| {
+            let red = [255, 0, 0, 255];
+            let blue = [0, 0, 255, 255];
+            i.width == 10 && i.height == 2
+                && pixel(i, 0, 0) == red && pixel(i, 1, 0) == blue && pixel(i, 9, 0) == red
+                && pixel(i, 0, 1) == blue && pixel(i, 1, 1) == red && pixel(i, 9, 1) == blue
+        })),
+        // 8-bit BMP whose pixel index 200 is in a 256-entry palette.
+        ("8-bit palette BMP", {
+            let mut b = b"BM".to_vec();
+            b.extend_from_slice(&(54u32 + 1024 + 4).to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&(54u32 + 1024).to_le_bytes());
+            b.extend_from_slice(&40u32.to_le_bytes());
+            b.extend_from_slice(&1i32.to_le_bytes());
+            b.extend_from_slice(&1i32.to_le_bytes());
+            b.extend_from_slice(&1u16.to_le_bytes());
+            b.extend_from_slice(&8u16.to_le_bytes());
+            b.extend_from_slice(&[0; 24]);
+            for i in 0..256u32 {
+                b.extend_from_slice(&[i as u8, (255 - i) as u8, 7, 0]);
+            }
+            b.extend_from_slice(&[200, 0, 0, 0]);
+            b
+        }, Expect::Decodes(|i| pixel(i, 0, 0) == [7, 55, 200, 255])),
         // Uncompressed 24-bit TGA, top-left origin, pixels stored BGR.
         ("TGA true colour", {
             let mut t = vec![0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 24, 0x20];
