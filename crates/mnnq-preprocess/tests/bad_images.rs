@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use mnnq_preprocess::{
-    decode_file, prepare_images, Config, ImageError, InputSpec, RgbaImage, MAX_PIXELS,
+    decode_bytes, decode_file, prepare_images, Config, ImageError, InputSpec, RgbaImage, MAX_PIXELS,
 };
 
 // ---- Minimal encoders (stored-deflate PNG, BMP, PNM, HDR) -----------------------------------
@@ -541,4 +541,80 @@ fn pixel_limit_applies_before_decoding() {
     std::fs::write(&above, png(side, side + 1, 8, 0, &[vec![0; 4]], &[])).unwrap();
     let error = decode_file(&above).unwrap_err();
     assert!(is_too_large(&error), "{error:?}");
+}
+
+/// Deterministic byte mutations of small files in every format decoded by our own code (GIF,
+/// palette BMP, PNM, HDR) and by the port (PNG, 24-bit BMP, TGA): never a panic.
+#[test]
+fn mutated_small_files_never_panic() {
+    let gif = b"GIF89a\x02\x00\x02\x00\x81\x01\x00\xff\x00\x00\x00\xff\x00\x00\x00\xff\xff\xff\xff!\xf9\x04\x01\x05\x00\x02\x00,\x00\x00\x00\x00\x02\x00\x02\x00\x40\x02\x03\x44\x34\x05\x00;".to_vec();
+    let mut palette_bmp = b"BM".to_vec();
+    palette_bmp.extend_from_slice(&(54u32 + 16 + 8).to_le_bytes());
+    palette_bmp.extend_from_slice(&[0; 4]);
+    palette_bmp.extend_from_slice(&(54u32 + 16).to_le_bytes());
+    palette_bmp.extend_from_slice(&40u32.to_le_bytes());
+    palette_bmp.extend_from_slice(&3i32.to_le_bytes());
+    palette_bmp.extend_from_slice(&(-2i32).to_le_bytes());
+    palette_bmp.extend_from_slice(&1u16.to_le_bytes());
+    palette_bmp.extend_from_slice(&4u16.to_le_bytes());
+    palette_bmp.extend_from_slice(&[0; 24]);
+    palette_bmp.extend_from_slice(&[1, 2, 3, 0, 4, 5, 6, 0, 7, 8, 9, 0, 10, 11, 12, 0]);
+    palette_bmp.extend_from_slice(&[0x01, 0x20, 0, 0, 0x32, 0x10, 0, 0]);
+    let mut hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2 +X 8\n".to_vec();
+    for _ in 0..2 {
+        hdr.extend_from_slice(&[2, 2, 0, 8]);
+        for channel in 0..4u8 {
+            hdr.extend_from_slice(&[130, channel + 100, 6, 1, 2, 3, 4, 5, 6]);
+        }
+    }
+    let sources: Vec<Vec<u8>> = vec![
+        gif,
+        palette_bmp,
+        hdr,
+        b"P5\n# c\n3 2\n255\n\x01\x02\x03\x04\x05\x06".to_vec(),
+        png(
+            3,
+            2,
+            8,
+            3,
+            &[vec![0, 1, 2], vec![2, 1, 0]],
+            &[(b"PLTE", vec![1, 2, 3, 4, 5, 6, 7, 8, 9])],
+        ),
+        bmp(3, 2, &[vec![1; 9], vec![2; 9]]),
+        {
+            let mut t = vec![0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 2, 0, 24, 0];
+            t.extend_from_slice(&[0x82, 1, 2, 3, 0x02, 4, 5, 6, 7, 8, 9, 1, 1, 1]);
+            t
+        },
+    ];
+    for source in &sources {
+        decode_bytes(source, "seed".as_ref()).expect("every seed file is valid");
+    }
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut outcomes = [0usize; 2];
+    for source in &sources {
+        for _ in 0..150 {
+            let mut bytes = source.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % bytes.len() as u64) as usize;
+                bytes[at] = next() as u8;
+            }
+            if next() % 5 == 0 {
+                bytes.truncate((next() % bytes.len() as u64) as usize);
+            }
+            let result = decode_bytes(&bytes, "mutant".as_ref());
+            outcomes[usize::from(result.is_ok())] += 1;
+            if let Ok(image) = result {
+                assert_eq!(image.pixels.len(), image.width * image.height * 4);
+            }
+        }
+    }
+    // Both outcomes must occur, or the mutations are not exercising anything.
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
