@@ -31,6 +31,31 @@ fn main() {
     let prepared = prepare_images(&files, &config, &spec).expect("prepare");
     let parallel = start.elapsed();
 
+    // Stage split on the first file.
+    let image = decode_file(&files[0]).expect("decode");
+    let start = Instant::now();
+    let resized = mnnq_preprocess::resize::crop_and_resize(
+        &image,
+        config.center_crop_w,
+        config.center_crop_h,
+        spec.width,
+        spec.height,
+    )
+    .expect("resize");
+    let resize_time = start.elapsed();
+    let start = Instant::now();
+    let samples = mnnq_preprocess::convert_format(&resized.pixels, config.format);
+    let convert_time = start.elapsed();
+    let start = Instant::now();
+    let _ = mnnq_preprocess::normalize(&samples, &config, &spec);
+    let normalize_time = start.elapsed();
+    println!(
+        "first file stages: resize {:.2} ms, convert {:.2} ms, normalize {:.2} ms",
+        resize_time.as_secs_f64() * 1e3,
+        convert_time.as_secs_f64() * 1e3,
+        normalize_time.as_secs_f64() * 1e3
+    );
+
     println!(
         "{} files -> {:?}: decode only {:.1} ms, preprocess sequential {:.1} ms, parallel ({} threads) {:.1} ms, {} skipped",
         files.len(),

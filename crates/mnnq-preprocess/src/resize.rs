@@ -363,7 +363,9 @@ pub fn crop_and_resize(
                     let y = cur_y.min(y_max).max(0.0);
                     let x = cur_x.min(x_max).max(0.0);
                     let (yi0, xi0) = (y as usize, x as usize);
-                    let (yi1, xi1) = (y.ceil() as usize, x.ceil() as usize);
+                    // ceil for x, y >= 0, without a libm call on baseline x86-64.
+                    let yi1 = yi0 + usize::from(y > yi0 as f32);
+                    let xi1 = xi0 + usize::from(x > xi0 as f32);
                     let fx = x - xi0 as f32;
                     let fy = y - yi0 as f32;
                     let w00 = (1.0 - fx) * (1.0 - fy);
