@@ -463,3 +463,37 @@ fn file_list_is_sorted_bytewise_and_limited_to_the_first_n() {
         ["B.bmp", "_x.bmp"]
     );
 }
+
+#[test]
+fn model_input_hook_fills_missing_sizes_and_checks_channels() {
+    use mnnq_preprocess::Layout;
+    let ws = workspace();
+    let images = ws.root.join("images");
+    let config_path = ws.root.join("configs/model.json");
+    let load = |patch: &str| {
+        std::fs::write(&config_path, config_text(&images, patch)).unwrap();
+        Config::from_file(&config_path).unwrap().0
+    };
+    // Size missing from the config: taken from the model (NHWC dims are [n, h, w, c]).
+    let config = load(r#"{"width": null, "height": null}"#);
+    let (spec, warnings) =
+        InputSpec::for_model_input(&config, "x", Layout::Nhwc, &[1, 48, 192, 3]).unwrap();
+    assert_eq!((spec.height, spec.width, spec.channels), (48, 192, 3));
+    assert_eq!(spec.shape(), [1, 48, 192, 3]);
+    assert!(warnings.is_empty());
+    // Neither config nor model gives the width.
+    let error =
+        InputSpec::for_model_input(&config, "x", Layout::Nchw, &[1, 3, 48, -1]).unwrap_err();
+    assert_eq!(error.key(), Some("width"));
+    // Config wins over a different model size, with a warning (MNN resizes the input).
+    let config = load("{}");
+    let (spec, warnings) =
+        InputSpec::for_model_input(&config, "x", Layout::Nchw, &[1, 3, 224, 224]).unwrap();
+    assert_eq!((spec.height, spec.width), (6, 8));
+    assert_eq!(warnings.len(), 2);
+    // A model with 1 channel cannot take RGB.
+    let error = InputSpec::for_model_input(&config, "x", Layout::Nchw, &[1, 1, 6, 8]).unwrap_err();
+    assert_eq!(error.key(), Some("format"));
+    // Not a 4-D input.
+    assert!(InputSpec::for_model_input(&config, "x", Layout::Nchw, &[1, 128]).is_err());
+}
