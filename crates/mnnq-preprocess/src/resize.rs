@@ -317,27 +317,11 @@ pub fn crop_and_resize(
         [(end_x - 1) as f32, start_y as f32],
         [(end_x - 1) as f32, (end_y - 1) as f32],
     ];
-    // A 1-pixel-wide target or source makes the 4-point solver singular; MNN then leaves the
-    // matrix as it was (identity). The closed form with zero extent is what that amounts to
-    // in the degenerate direction, and is what we use.
-    let transform = Matrix::poly_to_poly(&dst_points, &src_points).unwrap_or_else(|| {
-        let sx = if out_width > 1 {
-            (kept_w - 1) as f32 / ow
-        } else {
-            0.0
-        };
-        let sy = if out_height > 1 {
-            (kept_h - 1) as f32 / oh
-        } else {
-            0.0
-        };
-        let mut m = IDENTITY;
-        m.m[SCALE_X] = sx;
-        m.m[SCALE_Y] = sy;
-        m.m[TRANS_X] = start_x as f32;
-        m.m[TRANS_Y] = start_y as f32;
-        m
-    });
+    // A 1-pixel-wide (or high) source or target makes the 4-point solver singular. MNN then
+    // keeps its matrix as constructed, the identity: no stretch at all, the output samples the
+    // source's top-left corner (clamped at the edges). Reproduced on purpose (checked against
+    // MNN 3.6.1); such images are degenerate calibration data anyway.
+    let transform = Matrix::poly_to_poly(&dst_points, &src_points).unwrap_or(IDENTITY);
 
     let mut out = vec![0u8; out_width * out_height * 4];
     if transform.is_identity() && iw >= out_width && ih >= out_height {
@@ -441,6 +425,27 @@ mod tests {
         let out = crop_and_resize(&image, 1.0, 1.0, 3, 2).unwrap();
         let first_row: Vec<u8> = out.pixels[..12].iter().step_by(4).copied().collect();
         assert_eq!(first_row, vec![0, 50, 100]);
+    }
+
+    #[test]
+    fn degenerate_source_keeps_the_identity_like_mnn() {
+        // 1 x 5 source (grey levels 0, 50, ..., 200) to 3 x 9. Reference from MNN 3.6.1
+        // (`CVMatrix.setPolyToPoly` fails and leaves the identity): every column is
+        // 0, 50, 100, 150, 200, 200, 200, 200, 200.
+        let mut pixels = Vec::new();
+        for y in 0..5u8 {
+            pixels.extend_from_slice(&[y * 50, y * 50, y * 50, 255]);
+        }
+        let image = RgbaImage {
+            width: 1,
+            height: 5,
+            pixels,
+        };
+        let out = crop_and_resize(&image, 1.0, 1.0, 3, 9).unwrap();
+        for x in 0..3 {
+            let column: Vec<u8> = (0..9).map(|y| out.pixels[(y * 3 + x) * 4]).collect();
+            assert_eq!(column, [0, 50, 100, 150, 200, 200, 200, 200, 200]);
+        }
     }
 
     #[test]
