@@ -521,6 +521,10 @@ impl Config {
             winograd_opt,
             extra,
         };
+        // An empty calibration folder is a config error too; the list itself is built again by
+        // the caller (`calibration_files`), which reports the same error if the folder was
+        // emptied in between.
+        crate::calibration_files(&config)?;
         Ok((config, r.warnings))
     }
 
