@@ -1,0 +1,285 @@
+//! Dense (group 1) int8 convolution on NHWC codes: an int8 GEMM with MNN's requantize epilogue
+//! fused into the micro-kernel's store.
+//!
+//! Rows of the GEMM are output pixels. A pointwise convolution reads its rows straight from the
+//! input; any other shape first copies a chunk of im2col rows into per-thread scratch (padding
+//! taps become code 0). The caller splits work by `pixels`; K is never split, so every output
+//! byte is produced by exactly one accumulation whatever the thread count.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use super::pack::{PackedInt8Weights, WeightLayout};
+use super::requant::Requantize;
+use crate::geometry::ConvGeometry;
+
+thread_local! {
+    static IM2COL: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
+    static WIDENED: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rows of im2col scratch built at a time: enough to amortise the tile loop, small enough to stay
+/// in L2 next to the weights. A multiple of every micro-kernel's row count (6, 8, 12, 16).
+fn chunk_rows(row_bytes: usize) -> usize {
+    let rows = (96 * 1024 / row_bytes.max(1)) / 48 * 48;
+    rows.clamp(48, 480)
+}
+
+/// Run a dense int8 convolution for the output pixels `pixels` (row-major `oy * out_w + ox`).
+///
+/// `input` is the whole NHWC image (`in_h * in_w * in_c` codes); `output[p * ldc + c]` receives
+/// output channel `c` of pixel `p`, so `ldc > out_c` writes into a wider tensor (a concat).
+/// The kernel family is the one `weights` was packed for.
+pub fn conv2d_int8_nhwc(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedInt8Weights,
+    requant: &Requantize,
+    output: &mut [i8],
+    ldc: usize,
+    pixels: Range<usize>,
+) {
+    check_arguments(geom, input, weights, requant, output, ldc, &pixels);
+    if pixels.is_empty() {
+        return;
+    }
+    match weights.layout {
+        WeightLayout::Rows => portable(geom, input, weights, requant, output, ldc, pixels),
+        #[cfg(target_arch = "x86_64")]
+        _ => simd(geom, input, weights, requant, output, ldc, pixels),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("SIMD weight layouts are only packed on x86-64"),
+    }
+}
+
+fn check_arguments(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedInt8Weights,
+    requant: &Requantize,
+    output: &[i8],
+    ldc: usize,
+    pixels: &Range<usize>,
+) {
+    assert!(
+        geom.in_c == weights.in_c
+            && geom.out_c == weights.out_c
+            && geom.kernel_h == weights.kernel_h
+            && geom.kernel_w == weights.kernel_w,
+        "conv2d_int8_nhwc: geometry {geom:?} does not match weights [{}][{}][{}][{}]",
+        weights.out_c,
+        weights.in_c,
+        weights.kernel_h,
+        weights.kernel_w
+    );
+    assert_eq!(
+        requant.channels(),
+        geom.out_c,
+        "conv2d_int8_nhwc: requantize has the wrong channel count"
+    );
+    assert!(
+        input.len() >= geom.in_h * geom.in_w * geom.in_c,
+        "conv2d_int8_nhwc: input has {} codes, geometry needs {}",
+        input.len(),
+        geom.in_h * geom.in_w * geom.in_c
+    );
+    assert!(
+        ldc >= geom.out_c,
+        "conv2d_int8_nhwc: ldc {ldc} < out_c {}",
+        geom.out_c
+    );
+    assert!(
+        pixels.end <= geom.pixels(),
+        "conv2d_int8_nhwc: pixel range {pixels:?} beyond {} output pixels",
+        geom.pixels()
+    );
+    if !pixels.is_empty() {
+        assert!(
+            output.len() >= (pixels.end - 1) * ldc + geom.out_c,
+            "conv2d_int8_nhwc: output too short for pixels {pixels:?} with ldc {ldc}"
+        );
+    }
+}
+
+/// Write the im2col rows of output pixels `first..first + count` into `dst` with row stride `lda`
+/// (`lda >= k`; the gap after `k` is zero-filled). Padding taps are code 0.
+fn im2col(
+    geom: &ConvGeometry,
+    input: &[i8],
+    first: usize,
+    count: usize,
+    dst: &mut [i8],
+    lda: usize,
+) {
+    let in_c = geom.in_c;
+    for (row, p) in (first..first + count).enumerate() {
+        let (oy, ox) = (p / geom.out_w, p % geom.out_w);
+        let dst_row = &mut dst[row * lda..(row + 1) * lda];
+        let mut at = 0;
+        for ky in 0..geom.kernel_h {
+            let iy = geom.input_row(oy, ky);
+            for kx in 0..geom.kernel_w {
+                let target = &mut dst_row[at..at + in_c];
+                match (iy, geom.input_col(ox, kx)) {
+                    (Some(iy), Some(ix)) => {
+                        let src = (iy * geom.in_w + ix) * in_c;
+                        target.copy_from_slice(&input[src..src + in_c]);
+                    }
+                    _ => target.fill(0),
+                }
+                at += in_c;
+            }
+        }
+        dst_row[at..].fill(0);
+    }
+}
+
+/// The portable kernel and the reference for every SIMD kernel: an i32 dot product per output
+/// and [`Requantize::apply`].
+fn portable(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedInt8Weights,
+    requant: &Requantize,
+    output: &mut [i8],
+    ldc: usize,
+    pixels: Range<usize>,
+) {
+    let k = weights.k;
+    let mut row = vec![0i8; k];
+    for p in pixels {
+        im2col(geom, input, p, 1, &mut row, k);
+        for c in 0..geom.out_c {
+            let w = &weights.rows[c * k..(c + 1) * k];
+            let acc: i32 = row.iter().zip(w).map(|(&a, &b)| a as i32 * b as i32).sum();
+            output[p * ldc + c] = requant.apply(acc, c);
+        }
+    }
+}
+
+/// Drive the SIMD micro-kernels over chunks of pixels and blocks of output channels.
+#[cfg(target_arch = "x86_64")]
+fn simd(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedInt8Weights,
+    requant: &Requantize,
+    output: &mut [i8],
+    ldc: usize,
+    pixels: Range<usize>,
+) {
+    use super::x86;
+    let layout = weights.layout;
+    let data = weights.data();
+    let pointwise = geom.is_pointwise();
+    let lda8 = weights.k_padded;
+    let chunk = chunk_rows(lda8 * if layout == WeightLayout::Vnni16 { 1 } else { 3 });
+    let out_ptr = output.as_mut_ptr();
+    IM2COL.with_borrow_mut(|im2col_buf| {
+        WIDENED.with_borrow_mut(|wide_buf| {
+            let mut first = pixels.start;
+            while first < pixels.end {
+                let rows = chunk.min(pixels.end - first);
+                // The chunk's i8 rows: straight from the input for pointwise convolutions.
+                let (a8, lda, k): (&[i8], usize, usize) = if pointwise {
+                    (
+                        &input[first * geom.in_c..(first + rows) * geom.in_c],
+                        geom.in_c,
+                        geom.in_c,
+                    )
+                } else {
+                    if im2col_buf.len() < rows * lda8 {
+                        im2col_buf.resize(rows * lda8, 0);
+                    }
+                    im2col(geom, input, first, rows, im2col_buf, lda8);
+                    (&im2col_buf[..rows * lda8], lda8, lda8)
+                };
+                let tile = x86::TileParams {
+                    k,
+                    lo: requant.lo as f32,
+                    hi: requant.hi as f32,
+                    ldc,
+                };
+                match layout {
+                    WeightLayout::Vnni16 => {
+                        for block in &weights.blocks {
+                            // SAFETY: the weights were packed for VNNI, which `pack_conv_for`
+                            // checked the CPU supports; pointers stay within the slices checked
+                            // by `check_arguments` (rows beyond `rows` are never read).
+                            unsafe {
+                                x86::vnni_rows(
+                                    &tile,
+                                    a8.as_ptr(),
+                                    lda,
+                                    rows,
+                                    data.as_ptr().add(block.offset),
+                                    block,
+                                    weights,
+                                    requant,
+                                    out_ptr.add(first * ldc),
+                                )
+                            }
+                        }
+                    }
+                    WeightLayout::I16Pairs { lanes } => {
+                        // Sign-extend the chunk to i16 pairs (k padded to even with zeros).
+                        let lda16 = weights.k_padded;
+                        if wide_buf.len() < rows * lda16 {
+                            wide_buf.resize(rows * lda16, 0);
+                        }
+                        for r in 0..rows {
+                            let src = &a8[r * lda..r * lda + k.min(lda16)];
+                            let dst = &mut wide_buf[r * lda16..(r + 1) * lda16];
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d = s as i16;
+                            }
+                            dst[src.len()..].fill(0);
+                        }
+                        let tile = x86::TileParams { k: lda16, ..tile };
+                        for block in &weights.blocks {
+                            // SAFETY: as above, for the AVX-512 or AVX2 i16 layout.
+                            unsafe {
+                                let b = data.as_ptr().add(block.offset);
+                                let out = out_ptr.add(first * ldc);
+                                if lanes == 16 {
+                                    x86::avx512_i16_rows(
+                                        &tile,
+                                        wide_buf.as_ptr(),
+                                        lda16,
+                                        rows,
+                                        b,
+                                        block,
+                                        weights,
+                                        requant,
+                                        out,
+                                    )
+                                } else {
+                                    x86::avx2_i16_rows(
+                                        &tile,
+                                        wide_buf.as_ptr(),
+                                        lda16,
+                                        rows,
+                                        b,
+                                        block,
+                                        weights,
+                                        requant,
+                                        out,
+                                    )
+                                }
+                            }
+                        }
+                    }
+                    WeightLayout::Rows => unreachable!(),
+                }
+                first += rows;
+            }
+        })
+    });
+}
+
+#[cfg(test)]
+pub(crate) fn im2col_for_tests(geom: &ConvGeometry, input: &[i8], p: usize) -> Vec<i8> {
+    let mut row = vec![0i8; geom.im2col_len()];
+    im2col(geom, input, p, 1, &mut row, geom.im2col_len());
+    row
+}
