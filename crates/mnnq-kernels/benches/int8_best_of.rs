@@ -1,0 +1,75 @@
+//! Best-of-many timing of the int8 convolution on a busy machine: criterion's mean is dominated
+//! by time slices lost to other processes, the minimum over many short runs is not.
+//! Run: `cargo bench -p mnnq-kernels --bench int8_best_of`. Prints GMAC/s and the fraction of
+//! 525 GMAC/s (one Zen 5 core with `vpdpbusd`).
+
+use std::time::{Duration, Instant};
+
+use mnnq_kernels::dispatch::Isa;
+use mnnq_kernels::int8::{conv2d_int8_nhwc, PackedInt8Weights, Requantize};
+use mnnq_kernels::ConvGeometry;
+
+const PEAK_GMACS: f64 = 525.0;
+
+/// (label, out_h, out_w, in_c, out_c, kernel, stride)
+const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
+    ("pw M=3136 K=144 N=24", 56, 56, 144, 24, 1, 1),
+    ("pw M=196 K=480 N=80", 14, 14, 480, 80, 1, 1),
+    ("pw M=784 K=40 N=240", 28, 28, 40, 240, 1, 1),
+    ("pw M=49 K=1152 N=320", 7, 7, 1152, 320, 1, 1),
+    ("pw M=3136 K=24 N=144", 56, 56, 24, 144, 1, 1),
+    ("pw M=196 K=192 N=1152", 14, 14, 192, 1152, 1, 1),
+    ("3x3s2 M=12544 K=27 N=32", 112, 112, 3, 32, 3, 2),
+    ("3x3 M=1600 K=576 N=64", 40, 40, 64, 64, 3, 1),
+];
+
+fn main() {
+    let budget = Duration::from_millis(
+        std::env::var("MNNQ_BENCH_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(1500),
+    );
+    for &(label, out_h, out_w, in_c, out_c, k, stride) in SHAPES {
+        let pad = k / 2;
+        let geom = ConvGeometry {
+            in_h: out_h * stride,
+            in_w: out_w * stride,
+            in_c,
+            out_h,
+            out_w,
+            out_c,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: stride,
+            stride_w: stride,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: pad,
+            pad_left: pad,
+        };
+        let input: Vec<i8> = (0..geom.in_h * geom.in_w * in_c)
+            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+            .collect();
+        let w: Vec<i8> = (0..out_c * in_c * k * k)
+            .map(|i| ((i * 91 % 255) as i32 - 127) as i8)
+            .collect();
+        let rq = Requantize::for_conv(&vec![0.01; out_c], &vec![0.1; out_c], 0.05, 0.5, true);
+        let macs = (geom.pixels() * in_c * k * k * out_c) as f64;
+        let mut out = vec![0i8; geom.pixels() * out_c];
+        for isa in Isa::supported().into_iter().rev() {
+            let packed = PackedInt8Weights::pack_conv_for(isa, &w, out_c, in_c, k, k);
+            let start = Instant::now();
+            let mut best = f64::INFINITY;
+            while start.elapsed() < budget {
+                let t = Instant::now();
+                conv2d_int8_nhwc(&geom, &input, &packed, &rq, &mut out, out_c, 0..geom.pixels());
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let gmacs = macs / best / 1e9;
+            println!(
+                "{label:26} {:>10}  best {:>9.1} us  {gmacs:7.1} GMAC/s  {:5.1}% of VNNI peak",
+                isa.name(),
+                best * 1e6,
+                100.0 * gmacs / PEAK_GMACS
+            );
+        }
+    }
+}
