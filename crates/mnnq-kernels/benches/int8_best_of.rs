@@ -25,7 +25,10 @@ const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
 
 fn main() {
     let budget = Duration::from_millis(
-        std::env::var("MNNQ_BENCH_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(1500),
+        std::env::var("MNNQ_BENCH_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1500),
     );
     for &(label, out_h, out_w, in_c, out_c, k, stride) in SHAPES {
         let pad = k / 2;
@@ -60,7 +63,15 @@ fn main() {
             let mut best = f64::INFINITY;
             while start.elapsed() < budget {
                 let t = Instant::now();
-                conv2d_int8_nhwc(&geom, &input, &packed, &rq, &mut out, out_c, 0..geom.pixels());
+                conv2d_int8_nhwc(
+                    &geom,
+                    &input,
+                    &packed,
+                    &rq,
+                    &mut out,
+                    out_c,
+                    0..geom.pixels(),
+                );
                 best = best.min(t.elapsed().as_secs_f64());
             }
             let gmacs = macs / best / 1e9;

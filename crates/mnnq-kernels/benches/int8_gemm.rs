@@ -24,7 +24,9 @@ const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
 ];
 
 fn bench(c: &mut Criterion) {
-    let only = std::env::var("MNNQ_BENCH_ISA").ok().and_then(|s| Isa::parse(&s));
+    let only = std::env::var("MNNQ_BENCH_ISA")
+        .ok()
+        .and_then(|s| Isa::parse(&s));
     let mut group = c.benchmark_group("int8_conv");
     group
         .warm_up_time(Duration::from_millis(300))
@@ -64,7 +66,17 @@ fn bench(c: &mut Criterion) {
             }
             let packed = PackedInt8Weights::pack_conv_for(isa, &w, out_c, in_c, k, k);
             group.bench_function(BenchmarkId::new(label, isa.name()), |b| {
-                b.iter(|| conv2d_int8_nhwc(&geom, &input, &packed, &rq, &mut out, out_c, 0..geom.pixels()))
+                b.iter(|| {
+                    conv2d_int8_nhwc(
+                        &geom,
+                        &input,
+                        &packed,
+                        &rq,
+                        &mut out,
+                        out_c,
+                        0..geom.pixels(),
+                    )
+                })
             });
         }
     }

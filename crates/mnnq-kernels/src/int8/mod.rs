@@ -14,3 +14,10 @@ mod x86;
 pub use conv::conv2d_int8_nhwc;
 pub use pack::{PackedInt8Weights, WeightLayout};
 pub use requant::{DepthwiseRequantize, Requantize};
+pub mod depthwise;
+pub mod elementwise;
+pub mod pool;
+
+pub use depthwise::{depthwise_int8_nhwc, PackedDepthwiseInt8};
+pub use elementwise::{binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales};
+pub use pool::{pool_int8_nhwc, PoolKind};

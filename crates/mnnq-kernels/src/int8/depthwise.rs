@@ -1,0 +1,393 @@
+//! Depthwise int8 convolution on NHWC codes with MNN's integer-bias epilogue (§11.5):
+//! `q = clamp(round((acc + B[c]) * m[c]), lo, hi)`.
+//!
+//! Vectorised over channels: each tap multiplies 16 (AVX-512) or 8 (AVX2) sign-extended input
+//! codes by the tap's weights stored as i32 whose upper 16 bits are zero, so `vpmaddwd` (or VNNI
+//! `vpdpwssd`) is an exact 16 x 16 -> 32 bit multiply(-add). Padding taps are skipped (code 0):
+//! each output pixel loops only over its valid tap rectangle, so interior pixels run the full
+//! kernel without per-tap checks and border pixels a smaller one.
+
+use std::ops::Range;
+
+use super::requant::DepthwiseRequantize;
+use crate::dispatch::Isa;
+use crate::geometry::ConvGeometry;
+
+/// Depthwise weights packed once at load.
+#[derive(Clone, Debug)]
+pub struct PackedDepthwiseInt8 {
+    pub isa: Isa,
+    pub channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    /// `[tap][c]` codes (tap = ky * kernel_w + kx), for the portable kernel and channel tails.
+    pub taps: Vec<i8>,
+    /// `[tap][c]` as i32 with zero upper halves, channels padded to 16.
+    wide: Vec<i32>,
+    padded_channels: usize,
+}
+
+impl PackedDepthwiseInt8 {
+    /// Pack for the process's active instruction set.
+    pub fn pack(q_w: &[i8], channels: usize, kh: usize, kw: usize) -> Self {
+        Self::pack_for(crate::dispatch::active_isa(), q_w, channels, kh, kw)
+    }
+
+    /// Pack `q_w`, laid out `[c][kh][kw]` as in MNN, for the kernels of `isa`.
+    pub fn pack_for(isa: Isa, q_w: &[i8], channels: usize, kh: usize, kw: usize) -> Self {
+        assert!(
+            isa.is_supported(),
+            "PackedDepthwiseInt8: {isa} is not supported by this CPU"
+        );
+        assert_eq!(
+            q_w.len(),
+            channels * kh * kw,
+            "PackedDepthwiseInt8: weight length does not match [{channels}][{kh}][{kw}]"
+        );
+        let taps_n = kh * kw;
+        let padded = channels.div_ceil(16) * 16;
+        let mut taps = vec![0i8; taps_n * channels];
+        let mut wide = vec![0i32; taps_n * padded];
+        for c in 0..channels {
+            for t in 0..taps_n {
+                let w = q_w[c * taps_n + t];
+                taps[t * channels + c] = w;
+                wide[t * padded + c] = (w as i16 as u16) as i32;
+            }
+        }
+        PackedDepthwiseInt8 {
+            isa,
+            channels,
+            kernel_h: kh,
+            kernel_w: kw,
+            taps,
+            wide,
+            padded_channels: padded,
+        }
+    }
+}
+
+/// Valid kernel index range for an output coordinate: the taps that do not fall in padding.
+#[inline]
+pub(crate) fn valid_taps(
+    o: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    kernel: usize,
+    extent: usize,
+) -> Range<usize> {
+    let origin = (o * stride) as isize - pad as isize;
+    let mut first = 0;
+    while first < kernel && origin + ((first * dilation) as isize) < 0 {
+        first += 1;
+    }
+    let mut last = kernel;
+    while last > first && origin + ((last - 1) * dilation) as isize >= extent as isize {
+        last -= 1;
+    }
+    first..last
+}
+
+/// Run a depthwise int8 convolution for output rows `rows`. `geom.in_c == geom.out_c ==
+/// channels`; `output[(oy * out_w + ox) * ldc + c]`.
+pub fn depthwise_int8_nhwc(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    ldc: usize,
+    rows: Range<usize>,
+) {
+    let c = weights.channels;
+    assert!(
+        geom.in_c == c
+            && geom.out_c == c
+            && geom.kernel_h == weights.kernel_h
+            && geom.kernel_w == weights.kernel_w,
+        "depthwise_int8_nhwc: geometry {geom:?} does not match {c} channels of {}x{} weights",
+        weights.kernel_h,
+        weights.kernel_w
+    );
+    assert_eq!(
+        requant.channels(),
+        c,
+        "depthwise_int8_nhwc: requantize has the wrong channel count"
+    );
+    assert!(
+        input.len() >= geom.in_h * geom.in_w * c,
+        "depthwise_int8_nhwc: input too short"
+    );
+    assert!(ldc >= c, "depthwise_int8_nhwc: ldc {ldc} < channels {c}");
+    assert!(
+        rows.end <= geom.out_h,
+        "depthwise_int8_nhwc: rows {rows:?} beyond {}",
+        geom.out_h
+    );
+    if rows.is_empty() {
+        return;
+    }
+    assert!(
+        output.len() >= ((rows.end - 1) * geom.out_w + geom.out_w - 1) * ldc + c,
+        "depthwise_int8_nhwc: output too short"
+    );
+    let mut acc = vec![0i32; c];
+    for oy in rows {
+        let ky_range = valid_taps(
+            oy,
+            geom.stride_h,
+            geom.dilation_h,
+            geom.pad_top,
+            geom.kernel_h,
+            geom.in_h,
+        );
+        for ox in 0..geom.out_w {
+            let kx_range = valid_taps(
+                ox,
+                geom.stride_w,
+                geom.dilation_w,
+                geom.pad_left,
+                geom.kernel_w,
+                geom.in_w,
+            );
+            let pixel = Pixel {
+                iy0: (oy * geom.stride_h) as isize - geom.pad_top as isize,
+                ix0: (ox * geom.stride_w) as isize - geom.pad_left as isize,
+                ky: ky_range.clone(),
+                kx: kx_range,
+                out: (oy * geom.out_w + ox) * ldc,
+            };
+            match weights.isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 | Isa::Avx512Vnni => unsafe {
+                    // SAFETY: packing checked the CPU supports the ISA; indices are in bounds of
+                    // the slices checked above.
+                    if weights.isa == Isa::Avx512Vnni {
+                        pixel_avx512_vnni(geom, input, weights, requant, output, &pixel)
+                    } else {
+                        pixel_avx512(geom, input, weights, requant, output, &pixel)
+                    }
+                },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { pixel_avx2(geom, input, weights, requant, output, &pixel) },
+                _ => pixel_portable(geom, input, weights, requant, output, &pixel, &mut acc, 0),
+            }
+        }
+    }
+}
+
+/// One output pixel's input origin, valid tap rectangle and output offset.
+struct Pixel {
+    iy0: isize,
+    ix0: isize,
+    ky: Range<usize>,
+    kx: Range<usize>,
+    out: usize,
+}
+
+impl Pixel {
+    #[inline(always)]
+    fn input_offset(&self, geom: &ConvGeometry, ky: usize, kx: usize) -> usize {
+        let iy = (self.iy0 + (ky * geom.dilation_h) as isize) as usize;
+        let ix = (self.ix0 + (kx * geom.dilation_w) as isize) as usize;
+        (iy * geom.in_w + ix) * geom.in_c
+    }
+}
+
+/// The reference: channels `first_channel..` of one pixel, accumulating in `acc[..]` (at least
+/// `channels - first_channel` long).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pixel_portable(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+    acc: &mut [i32],
+    first_channel: usize,
+) {
+    let c = weights.channels;
+    let acc = &mut acc[..c - first_channel];
+    acc.fill(0);
+    for ky in pixel.ky.clone() {
+        for kx in pixel.kx.clone() {
+            let at = pixel.input_offset(geom, ky, kx) + first_channel;
+            let tap = (ky * geom.kernel_w + kx) * c + first_channel;
+            let x = &input[at..at + acc.len()];
+            let w = &weights.taps[tap..tap + acc.len()];
+            for ((a, &x), &w) in acc.iter_mut().zip(x).zip(w) {
+                *a += x as i32 * w as i32;
+            }
+        }
+    }
+    for (i, &a) in acc.iter().enumerate() {
+        output[pixel.out + first_channel + i] = requant.apply(a, first_channel + i);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pixel_avx512_vnni(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+) {
+    pixel_avx512_body::<true>(geom, input, weights, requant, output, pixel)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pixel_avx512(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+) {
+    pixel_avx512_body::<false>(geom, input, weights, requant, output, pixel)
+}
+
+/// Body shared by the AVX-512 variants; only called from functions that enable AVX-512 (and
+/// VNNI when `VNNI`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pixel_avx512_body<const VNNI: bool>(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let c = weights.channels;
+    let pc = weights.padded_channels;
+    let lo = _mm512_set1_ps(requant.lo as f32);
+    let hi = _mm512_set1_ps(requant.hi as f32);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    let inp = input.as_ptr();
+    let wide = weights.wide.as_ptr();
+    let mut c0 = 0;
+    while c0 < c {
+        // Up to four vectors (64 channels) per pass, masked on the last one.
+        const V: usize = 4;
+        let mut acc = [_mm512_setzero_si512(); V];
+        let mut masks = [0 as __mmask16; V];
+        for (v, m) in masks.iter_mut().enumerate() {
+            let valid = c.saturating_sub(c0 + 16 * v).min(16);
+            *m = if valid == 16 {
+                0xffff
+            } else {
+                ((1u32 << valid) - 1) as __mmask16
+            };
+        }
+        for ky in pixel.ky.clone() {
+            for kx in pixel.kx.clone() {
+                let at = inp.add(pixel.input_offset(geom, ky, kx) + c0);
+                let w = wide.add((ky * geom.kernel_w + kx) * pc + c0);
+                for v in 0..V {
+                    if masks[v] == 0 {
+                        break;
+                    }
+                    let x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(masks[v], at.add(16 * v)));
+                    let wv = _mm512_loadu_si512(w.add(16 * v) as *const _);
+                    acc[v] = if VNNI {
+                        _mm512_dpwssd_epi32(acc[v], x, wv)
+                    } else {
+                        _mm512_add_epi32(acc[v], _mm512_madd_epi16(x, wv))
+                    };
+                }
+            }
+        }
+        for v in 0..V {
+            let mask = masks[v];
+            if mask == 0 {
+                break;
+            }
+            let ch = c0 + 16 * v;
+            let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
+            let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
+            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[v], bias)), mult);
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            let half = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(y), sign), almost_half);
+            let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
+            _mm_mask_storeu_epi8(
+                output.as_mut_ptr().add(pixel.out + ch),
+                mask,
+                _mm512_cvtsepi32_epi8(q),
+            );
+        }
+        c0 += 16 * V;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pixel_avx2(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let c = weights.channels;
+    let pc = weights.padded_channels;
+    let lo = _mm256_set1_ps(requant.lo as f32);
+    let hi = _mm256_set1_ps(requant.hi as f32);
+    let sign = _mm256_set1_ps(-0.0);
+    let almost_half = _mm256_set1_ps(ALMOST_HALF);
+    let inp = input.as_ptr();
+    let wide = weights.wide.as_ptr();
+    let full = c / 8 * 8;
+    let mut c0 = 0;
+    while c0 < full {
+        // Up to four vectors (32 channels) per pass; channels beyond the last multiple of 8 go
+        // through the portable code, which computes the same bytes.
+        let vectors = ((full - c0) / 8).min(4);
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for ky in pixel.ky.clone() {
+            for kx in pixel.kx.clone() {
+                let at = inp.add(pixel.input_offset(geom, ky, kx) + c0);
+                let w = wide.add((ky * geom.kernel_w + kx) * pc + c0);
+                for (v, a) in acc.iter_mut().enumerate().take(vectors) {
+                    let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(at.add(8 * v) as *const __m128i));
+                    let wv = _mm256_loadu_si256(w.add(8 * v) as *const __m256i);
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, wv));
+                }
+            }
+        }
+        for (v, a) in acc.iter().enumerate().take(vectors) {
+            let ch = c0 + 8 * v;
+            let bias = _mm256_loadu_si256(requant.bias.as_ptr().add(ch) as *const __m256i);
+            let mult = _mm256_loadu_ps(requant.multiplier.as_ptr().add(ch));
+            let y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(*a, bias)), mult);
+            let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+            let half = _mm256_or_ps(_mm256_and_ps(y, sign), almost_half);
+            let q = _mm256_cvttps_epi32(_mm256_add_ps(y, half));
+            let words =
+                _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            let bytes = _mm_packs_epi16(words, words);
+            _mm_storel_epi64(
+                output.as_mut_ptr().add(pixel.out + ch) as *mut __m128i,
+                bytes,
+            );
+        }
+        c0 += 8 * vectors;
+    }
+    if full < c {
+        let mut acc = [0i32; 8];
+        pixel_portable(geom, input, weights, requant, output, pixel, &mut acc, full);
+    }
+}
