@@ -6,7 +6,10 @@
 use std::time::{Duration, Instant};
 
 use mnnq_kernels::dispatch::Isa;
-use mnnq_kernels::int8::{conv2d_int8_nhwc, PackedInt8Weights, Requantize};
+use mnnq_kernels::int8::{
+    conv2d_int8_nhwc, depthwise_int8_nhwc, DepthwiseRequantize, PackedDepthwiseInt8,
+    PackedInt8Weights, Requantize,
+};
 use mnnq_kernels::ConvGeometry;
 
 const PEAK_GMACS: f64 = 525.0;
@@ -22,6 +25,28 @@ const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("3x3s2 M=12544 K=27 N=32", 112, 112, 3, 32, 3, 2),
     ("3x3 M=1600 K=576 N=64", 40, 40, 64, 64, 3, 1),
 ];
+
+/// Depthwise: (label, out_h, out_w, channels, kernel, stride)
+const DEPTHWISE: &[(&str, usize, usize, usize, usize, usize)] = &[
+    ("dw3x3 112x112x32", 112, 112, 32, 3, 1),
+    ("dw3x3s2 56x56x96", 56, 56, 96, 3, 2),
+    ("dw3x3 56x56x144", 56, 56, 144, 3, 1),
+    ("dw5x5 28x28x240", 28, 28, 240, 5, 1),
+    ("dw5x5 14x14x672", 14, 14, 672, 5, 1),
+    ("dw5x5 7x7x1152", 7, 7, 1152, 5, 1),
+];
+
+/// Best time of `run` within `budget`.
+fn best_of(budget: Duration, mut run: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    while start.elapsed() < budget {
+        let t = Instant::now();
+        run();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
+}
 
 fn main() {
     let budget = Duration::from_millis(
@@ -80,6 +105,46 @@ fn main() {
                 isa.name(),
                 best * 1e6,
                 100.0 * gmacs / PEAK_GMACS
+            );
+        }
+    }
+    for &(label, out_h, out_w, c, k, stride) in DEPTHWISE {
+        let pad = k / 2;
+        let geom = ConvGeometry {
+            in_h: out_h * stride,
+            in_w: out_w * stride,
+            in_c: c,
+            out_h,
+            out_w,
+            out_c: c,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: stride,
+            stride_w: stride,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: pad,
+            pad_left: pad,
+        };
+        let input: Vec<i8> = (0..geom.in_h * geom.in_w * c)
+            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+            .collect();
+        let w: Vec<i8> = (0..c * k * k)
+            .map(|i| ((i * 91 % 255) as i32 - 127) as i8)
+            .collect();
+        let rq = DepthwiseRequantize::for_depthwise(&vec![0.01; c], &vec![0.1; c], 0.05, 0.5, true);
+        let macs = (geom.pixels() * c * k * k) as f64;
+        let mut out = vec![0i8; geom.pixels() * c];
+        for isa in Isa::supported().into_iter().rev() {
+            let packed = PackedDepthwiseInt8::pack_for(isa, &w, c, k, k);
+            let best = best_of(budget, || {
+                depthwise_int8_nhwc(&geom, &input, &packed, &rq, &mut out, c, 0..out_h)
+            });
+            println!(
+                "{label:26} {:>10}  best {:>9.1} us  {:7.1} GMAC/s",
+                isa.name(),
+                best * 1e6,
+                macs / best / 1e9
             );
         }
     }

@@ -101,6 +101,25 @@ fn check_arguments(
     }
 }
 
+/// Copy a short run of codes. Kernel rows of small-channel convolutions are a few bytes long,
+/// where a `memcpy` call costs more than the copy.
+#[inline(always)]
+fn copy_codes(dst: &mut [i8], src: &[i8]) {
+    if src.len() > 32 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut i = 0;
+    while i + 8 <= src.len() {
+        dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
+        i += 8;
+    }
+    while i < src.len() {
+        dst[i] = src[i];
+        i += 1;
+    }
+}
+
 /// Write the im2col rows of output pixels `first..first + count` into `dst` with row stride `lda`
 /// (`lda >= k`; the gap after `k` is zero-filled). Padding taps are code 0.
 fn im2col(
@@ -112,25 +131,62 @@ fn im2col(
     lda: usize,
 ) {
     let in_c = geom.in_c;
+    let kernel_row = geom.kernel_w * in_c;
+    let columns: Vec<Range<usize>> = (0..geom.out_w)
+        .map(|ox| {
+            super::depthwise::valid_taps(
+                ox,
+                geom.stride_w,
+                geom.dilation_w,
+                geom.pad_left,
+                geom.kernel_w,
+                geom.in_w,
+            )
+        })
+        .collect();
     for (row, p) in (first..first + count).enumerate() {
         let (oy, ox) = (p / geom.out_w, p % geom.out_w);
         let dst_row = &mut dst[row * lda..(row + 1) * lda];
-        let mut at = 0;
+        // Taps kx.start..kx.end of this column are inside the image.
+        let kx = &columns[ox];
         for ky in 0..geom.kernel_h {
-            let iy = geom.input_row(oy, ky);
-            for kx in 0..geom.kernel_w {
-                let target = &mut dst_row[at..at + in_c];
-                match (iy, geom.input_col(ox, kx)) {
-                    (Some(iy), Some(ix)) => {
-                        let src = (iy * geom.in_w + ix) * in_c;
-                        target.copy_from_slice(&input[src..src + in_c]);
-                    }
-                    _ => target.fill(0),
+            let target = &mut dst_row[ky * kernel_row..(ky + 1) * kernel_row];
+            let Some(iy) = geom.input_row(oy, ky) else {
+                target.fill(0);
+                continue;
+            };
+            // Border columns only: a zero-length fill is still a `memset` call.
+            if kx.start > 0 {
+                target[..kx.start * in_c].fill(0);
+            }
+            if kx.end < geom.kernel_w {
+                target[kx.end * in_c..].fill(0);
+            }
+            if kx.is_empty() {
+                continue;
+            }
+            let ix0 = ox * geom.stride_w + kx.start * geom.dilation_w - geom.pad_left;
+            let src_row = &input[iy * geom.in_w * in_c..(iy + 1) * geom.in_w * in_c];
+            if geom.dilation_w == 1 {
+                // Adjacent taps are adjacent pixels: one contiguous run.
+                let run = kx.len() * in_c;
+                copy_codes(
+                    &mut target[kx.start * in_c..kx.end * in_c],
+                    &src_row[ix0 * in_c..ix0 * in_c + run],
+                );
+            } else {
+                for (t, tap) in kx.clone().enumerate() {
+                    let ix = ix0 + t * geom.dilation_w;
+                    copy_codes(
+                        &mut target[tap * in_c..(tap + 1) * in_c],
+                        &src_row[ix * in_c..(ix + 1) * in_c],
+                    );
                 }
-                at += in_c;
             }
         }
-        dst_row[at..].fill(0);
+        for b in &mut dst_row[geom.kernel_h * kernel_row..] {
+            *b = 0;
+        }
     }
 }
 
@@ -146,14 +202,21 @@ fn portable(
     pixels: Range<usize>,
 ) {
     let k = weights.k;
-    let mut row = vec![0i8; k];
-    for p in pixels {
-        im2col(geom, input, p, 1, &mut row, k);
-        for c in 0..geom.out_c {
-            let w = &weights.rows[c * k..(c + 1) * k];
-            let acc: i32 = row.iter().zip(w).map(|(&a, &b)| a as i32 * b as i32).sum();
-            output[p * ldc + c] = requant.apply(acc, c);
+    const ROWS: usize = 64;
+    let mut rows = vec![0i8; ROWS * k];
+    let mut first = pixels.start;
+    while first < pixels.end {
+        let count = ROWS.min(pixels.end - first);
+        im2col(geom, input, first, count, &mut rows, k);
+        for (r, row) in rows.chunks_exact(k.max(1)).take(count).enumerate() {
+            let p = first + r;
+            for c in 0..geom.out_c {
+                let w = &weights.rows[c * k..(c + 1) * k];
+                let acc: i32 = row.iter().zip(w).map(|(&a, &b)| a as i32 * b as i32).sum();
+                output[p * ldc + c] = requant.apply(acc, c);
+            }
         }
+        first += count;
     }
 }
 

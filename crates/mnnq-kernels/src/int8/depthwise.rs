@@ -132,49 +132,102 @@ pub fn depthwise_int8_nhwc(
         output.len() >= ((rows.end - 1) * geom.out_w + geom.out_w - 1) * ldc + c,
         "depthwise_int8_nhwc: output too short"
     );
-    let mut acc = vec![0i32; c];
-    for oy in rows {
-        let ky_range = valid_taps(
-            oy,
-            geom.stride_h,
-            geom.dilation_h,
-            geom.pad_top,
-            geom.kernel_h,
-            geom.in_h,
-        );
-        for ox in 0..geom.out_w {
-            let kx_range = valid_taps(
+    let columns: Vec<Range<usize>> = (0..geom.out_w)
+        .map(|ox| {
+            valid_taps(
                 ox,
                 geom.stride_w,
                 geom.dilation_w,
                 geom.pad_left,
                 geom.kernel_w,
                 geom.in_w,
-            );
-            let pixel = Pixel {
-                iy0: (oy * geom.stride_h) as isize - geom.pad_top as isize,
-                ix0: (ox * geom.stride_w) as isize - geom.pad_left as isize,
-                ky: ky_range.clone(),
-                kx: kx_range,
-                out: (oy * geom.out_w + ox) * ldc,
-            };
-            match weights.isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 | Isa::Avx512Vnni => unsafe {
-                    // SAFETY: packing checked the CPU supports the ISA; indices are in bounds of
-                    // the slices checked above.
-                    if weights.isa == Isa::Avx512Vnni {
-                        pixel_avx512_vnni(geom, input, weights, requant, output, &pixel)
-                    } else {
-                        pixel_avx512(geom, input, weights, requant, output, &pixel)
-                    }
-                },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { pixel_avx2(geom, input, weights, requant, output, &pixel) },
-                _ => pixel_portable(geom, input, weights, requant, output, &pixel, &mut acc, 0),
-            }
+            )
+        })
+        .collect();
+    let job = Job {
+        geom,
+        input,
+        weights,
+        requant,
+        ldc,
+        columns: &columns,
+    };
+    match weights.isa {
+        // SAFETY: packing checked the CPU supports the ISA; every index stays within the slices
+        // whose lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { rows_avx512_vnni(&job, output, rows) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { rows_avx512(&job, output, rows) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { rows_avx2(&job, output, rows) },
+        _ => {
+            let mut acc = vec![0i32; c];
+            for_each_pixel!(job, rows, pixel, {
+                pixel_portable(geom, input, weights, requant, output, &pixel, &mut acc, 0)
+            });
         }
     }
+}
+
+/// Everything a row loop needs apart from the output.
+struct Job<'a> {
+    geom: &'a ConvGeometry,
+    input: &'a [i8],
+    weights: &'a PackedDepthwiseInt8,
+    requant: &'a DepthwiseRequantize,
+    ldc: usize,
+    /// Valid kx range per output column.
+    columns: &'a [Range<usize>],
+}
+
+/// Loop over the output pixels of `rows`, binding each [`Pixel`] (a macro rather than a closure
+/// so SIMD bodies inline into the `target_feature` function that expands it).
+macro_rules! for_each_pixel {
+    ($job:expr, $rows:expr, $pixel:ident, $body:block) => {
+        let g = $job.geom;
+        for oy in $rows {
+            let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                let $pixel = Pixel {
+                    iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
+                    ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
+                    ky: ky.clone(),
+                    kx: $job.columns[ox].clone(),
+                    out: (oy * g.out_w + ox) * $job.ldc,
+                };
+                $body
+            }
+        }
+    };
+}
+use for_each_pixel;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_avx512_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    rows_avx512_body::<true>(job, output, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn rows_avx512(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    rows_avx512_body::<false>(job, output, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    for_each_pixel!(job, rows, pixel, {
+        pixel_avx2_body(
+            job.geom,
+            job.input,
+            job.weights,
+            job.requant,
+            output,
+            &pixel,
+        )
+    });
 }
 
 /// One output pixel's input origin, valid tap rectangle and output offset.
@@ -228,61 +281,70 @@ fn pixel_portable(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn pixel_avx512_vnni(
-    geom: &ConvGeometry,
-    input: &[i8],
-    weights: &PackedDepthwiseInt8,
-    requant: &DepthwiseRequantize,
-    output: &mut [i8],
-    pixel: &Pixel,
-) {
-    pixel_avx512_body::<true>(geom, input, weights, requant, output, pixel)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn pixel_avx512(
-    geom: &ConvGeometry,
-    input: &[i8],
-    weights: &PackedDepthwiseInt8,
-    requant: &DepthwiseRequantize,
-    output: &mut [i8],
-    pixel: &Pixel,
-) {
-    pixel_avx512_body::<false>(geom, input, weights, requant, output, pixel)
-}
-
-/// Body shared by the AVX-512 variants; only called from functions that enable AVX-512 (and
-/// VNNI when `VNNI`).
+/// Row loop shared by the AVX-512 variants; only called from functions that enable AVX-512
+/// (and VNNI when `VNNI`). Runs of 4 adjacent output pixels with the same valid taps (the
+/// interior) go through the 4-pixel body: 4 independent accumulator chains per channel vector
+/// hide the multiply-add latency, and each weight load serves 4 pixels.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn pixel_avx512_body<const VNNI: bool>(
-    geom: &ConvGeometry,
-    input: &[i8],
-    weights: &PackedDepthwiseInt8,
-    requant: &DepthwiseRequantize,
+unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    let g = job.geom;
+    for oy in rows {
+        let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+        let mut ox = 0;
+        while ox < g.out_w {
+            let pixel = Pixel {
+                iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
+                ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
+                ky: ky.clone(),
+                kx: job.columns[ox].clone(),
+                out: (oy * g.out_w + ox) * job.ldc,
+            };
+            if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
+                pixels_avx512::<VNNI, 4>(job, output, &pixel);
+                ox += 4;
+            } else {
+                pixels_avx512::<VNNI, 1>(job, output, &pixel);
+                ox += 1;
+            }
+        }
+    }
+}
+
+/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
+    job: &Job,
     output: &mut [i8],
     pixel: &Pixel,
 ) {
     use super::requant::ALMOST_HALF;
     use std::arch::x86_64::*;
+    let (geom, weights, requant) = (job.geom, job.weights, job.requant);
     let c = weights.channels;
     let pc = weights.padded_channels;
+    let pixel_step = geom.stride_w * geom.in_c;
     let lo = _mm512_set1_ps(requant.lo as f32);
     let hi = _mm512_set1_ps(requant.hi as f32);
     let sign = _mm512_set1_epi32(i32::MIN);
     let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
-    let inp = input.as_ptr();
+    let inp = job.input.as_ptr();
     let wide = weights.wide.as_ptr();
+    // Channel vectors per pass: 4 for one pixel, 2 for four (8 or 4... accumulators stay in
+    // registers either way).
+    const fn vectors(px: usize) -> usize {
+        if px == 1 {
+            4
+        } else {
+            2
+        }
+    }
     let mut c0 = 0;
     while c0 < c {
-        // Up to four vectors (64 channels) per pass, masked on the last one.
-        const V: usize = 4;
-        let mut acc = [_mm512_setzero_si512(); V];
-        let mut masks = [0 as __mmask16; V];
-        for (v, m) in masks.iter_mut().enumerate() {
+        let mut acc = [[_mm512_setzero_si512(); 4]; PX];
+        let mut masks = [0 as __mmask16; 4];
+        for (v, m) in masks.iter_mut().enumerate().take(vectors(PX)) {
             let valid = c.saturating_sub(c0 + 16 * v).min(16);
             *m = if valid == 16 {
                 0xffff
@@ -294,21 +356,26 @@ unsafe fn pixel_avx512_body<const VNNI: bool>(
             for kx in pixel.kx.clone() {
                 let at = inp.add(pixel.input_offset(geom, ky, kx) + c0);
                 let w = wide.add((ky * geom.kernel_w + kx) * pc + c0);
-                for v in 0..V {
+                for v in 0..vectors(PX) {
                     if masks[v] == 0 {
                         break;
                     }
-                    let x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(masks[v], at.add(16 * v)));
                     let wv = _mm512_loadu_si512(w.add(16 * v) as *const _);
-                    acc[v] = if VNNI {
-                        _mm512_dpwssd_epi32(acc[v], x, wv)
-                    } else {
-                        _mm512_add_epi32(acc[v], _mm512_madd_epi16(x, wv))
-                    };
+                    for (j, acc_j) in acc.iter_mut().enumerate() {
+                        let x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
+                            masks[v],
+                            at.add(j * pixel_step + 16 * v),
+                        ));
+                        acc_j[v] = if VNNI {
+                            _mm512_dpwssd_epi32(acc_j[v], x, wv)
+                        } else {
+                            _mm512_add_epi32(acc_j[v], _mm512_madd_epi16(x, wv))
+                        };
+                    }
                 }
             }
         }
-        for v in 0..V {
+        for v in 0..vectors(PX) {
             let mask = masks[v];
             if mask == 0 {
                 break;
@@ -316,23 +383,27 @@ unsafe fn pixel_avx512_body<const VNNI: bool>(
             let ch = c0 + 16 * v;
             let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
             let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
-            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[v], bias)), mult);
-            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-            let half = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(y), sign), almost_half);
-            let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
-            _mm_mask_storeu_epi8(
-                output.as_mut_ptr().add(pixel.out + ch),
-                mask,
-                _mm512_cvtsepi32_epi8(q),
-            );
+            for (j, acc_j) in acc.iter().enumerate() {
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc_j[v], bias)), mult);
+                let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                let half =
+                    _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(y), sign), almost_half);
+                let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
+                _mm_mask_storeu_epi8(
+                    output.as_mut_ptr().add(pixel.out + j * job.ldc + ch),
+                    mask,
+                    _mm512_cvtsepi32_epi8(q),
+                );
+            }
         }
-        c0 += 16 * V;
+        c0 += 16 * vectors(PX);
     }
 }
 
+/// Only called from functions that enable AVX2.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pixel_avx2(
+#[inline(always)]
+unsafe fn pixel_avx2_body(
     geom: &ConvGeometry,
     input: &[i8],
     weights: &PackedDepthwiseInt8,
