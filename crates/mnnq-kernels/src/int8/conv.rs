@@ -339,10 +339,3 @@ fn simd(
         })
     });
 }
-
-#[cfg(test)]
-pub(crate) fn im2col_for_tests(geom: &ConvGeometry, input: &[i8], p: usize) -> Vec<i8> {
-    let mut row = vec![0i8; geom.im2col_len()];
-    im2col(geom, input, p, 1, &mut row, geom.im2col_len());
-    row
-}

@@ -161,7 +161,7 @@ pub fn binary_int8_with(
     }
     for (name, len) in [("first", a.len()), ("second", b.len())] {
         assert!(
-            len == n || (len > 0 && n % len == 0),
+            len == n || (len > 0 && n.is_multiple_of(len)),
             "binary_int8: {name} operand has {len} elements, not a broadcast of {n}"
         );
     }
@@ -177,7 +177,7 @@ pub fn binary_int8_with(
             return None;
         }
         assert!(
-            period % x.len() == 0,
+            period.is_multiple_of(x.len()),
             "binary_int8: operands of {} and {} elements do not broadcast together",
             a.len(),
             b.len()
