@@ -144,8 +144,16 @@ fn im2col(
             )
         })
         .collect();
-    for (row, p) in (first..first + count).enumerate() {
-        let (oy, ox) = (p / geom.out_w, p % geom.out_w);
+    // Walk (oy, ox) incrementally: a division per pixel costs as much as a small pixel's copy.
+    let (mut oy, mut ox) = (first / geom.out_w, first % geom.out_w);
+    for row in 0..count {
+        if row > 0 {
+            ox += 1;
+            if ox == geom.out_w {
+                ox = 0;
+                oy += 1;
+            }
+        }
         let dst_row = &mut dst[row * lda..(row + 1) * lda];
         // Taps kx.start..kx.end of this column are inside the image.
         let kx = &columns[ox];
