@@ -1,7 +1,9 @@
 //! Best-of-many timing of the int8 convolution on a busy machine: criterion's mean is dominated
 //! by time slices lost to other processes, the minimum over many short runs is not.
 //! Run: `cargo bench -p mnnq-kernels --bench int8_best_of`. Prints GMAC/s and the fraction of
-//! 525 GMAC/s (one Zen 5 core with `vpdpbusd`).
+//! 525 GMAC/s (one Zen 5 core with `vpdpbusd`). `MNNQ_BENCH_FILTER=dw3x3` keeps shapes whose
+//! label contains the text, `MNNQ_BENCH_ISA=avx512vnni` one instruction set, `MNNQ_BENCH_MS` the
+//! time per measurement.
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,25 @@ fn best_of(budget: Duration, mut run: impl FnMut()) -> f64 {
     best
 }
 
+/// Measured ceiling: 24 independent `vpdpbusd` chains on registers, no loads. Returns GMAC/s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vpdpbusd_ceiling(iterations: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_epi32(std::hint::black_box(0x0101_0101));
+    let b = _mm512_set1_epi32(std::hint::black_box(0x0102_0301));
+    let mut acc = [_mm512_setzero_si512(); 24];
+    let t = Instant::now();
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm512_dpbusd_epi32(*x, a, b);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(&acc);
+    (iterations * 24 * 64) as f64 / secs / 1e9
+}
+
 fn main() {
     let budget = Duration::from_millis(
         std::env::var("MNNQ_BENCH_MS")
@@ -55,7 +76,22 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1500),
     );
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx512Vnni.is_supported() {
+        // SAFETY: VNNI support checked just above.
+        let best = (0..20)
+            .map(|_| unsafe { vpdpbusd_ceiling(200_000) })
+            .fold(0.0, f64::max);
+        println!("vpdpbusd register-only ceiling on this machine: {best:.1} GMAC/s");
+    }
+    let only = std::env::var("MNNQ_BENCH_ISA")
+        .ok()
+        .and_then(|s| Isa::parse(&s));
+    let filter = std::env::var("MNNQ_BENCH_FILTER").unwrap_or_default();
     for &(label, out_h, out_w, in_c, out_c, k, stride) in SHAPES {
+        if !label.contains(&filter) {
+            continue;
+        }
         let pad = k / 2;
         let geom = ConvGeometry {
             in_h: out_h * stride,
@@ -83,6 +119,9 @@ fn main() {
         let macs = (geom.pixels() * in_c * k * k * out_c) as f64;
         let mut out = vec![0i8; geom.pixels() * out_c];
         for isa in Isa::supported().into_iter().rev() {
+            if only.is_some_and(|o| o != isa) {
+                continue;
+            }
             let packed = PackedInt8Weights::pack_conv_for(isa, &w, out_c, in_c, k, k);
             let start = Instant::now();
             let mut best = f64::INFINITY;
@@ -109,6 +148,9 @@ fn main() {
         }
     }
     for &(label, out_h, out_w, c, k, stride) in DEPTHWISE {
+        if !label.contains(&filter) {
+            continue;
+        }
         let pad = k / 2;
         let geom = ConvGeometry {
             in_h: out_h * stride,
@@ -136,6 +178,9 @@ fn main() {
         let macs = (geom.pixels() * c * k * k) as f64;
         let mut out = vec![0i8; geom.pixels() * c];
         for isa in Isa::supported().into_iter().rev() {
+            if only.is_some_and(|o| o != isa) {
+                continue;
+            }
             let packed = PackedDepthwiseInt8::pack_for(isa, &w, c, k, k);
             let best = best_of(budget, || {
                 depthwise_int8_nhwc(&geom, &input, &packed, &rq, &mut out, c, 0..out_h)

@@ -25,6 +25,11 @@ pub struct PackedDepthwiseInt8 {
     /// `[tap][c]` as i32 with zero upper halves, channels padded to 16.
     wide: Vec<i32>,
     padded_channels: usize,
+    /// AVX-512 layout: per tap, per block of 32 channels, two vectors of 16 i32 lanes: "even"
+    /// holds channel `2j` of the block in the low 16 bits of lane j, "odd" channel `2j + 1` in
+    /// the high 16 bits. `vpmaddwd` of 32 i16 input channels with them yields the even and odd
+    /// channels' products separately (exact, no sign-extension shuffle per tap).
+    even_odd: Vec<i32>,
 }
 
 impl PackedDepthwiseInt8 {
@@ -55,7 +60,23 @@ impl PackedDepthwiseInt8 {
                 wide[t * padded + c] = (w as i16 as u16) as i32;
             }
         }
+        let blocks = channels.div_ceil(32);
+        let mut even_odd = vec![0i32; taps_n * blocks * 32];
+        for t in 0..taps_n {
+            for c in 0..channels {
+                let (b, within) = (c / 32, c % 32);
+                let lane = within / 2;
+                let bits = (q_w[c * taps_n + t] as i16 as u16) as i32;
+                let base = (t * blocks + b) * 32;
+                if within % 2 == 0 {
+                    even_odd[base + lane] = bits;
+                } else {
+                    even_odd[base + 16 + lane] = bits << 16;
+                }
+            }
+        }
         PackedDepthwiseInt8 {
+            even_odd,
             isa,
             channels,
             kernel_h: kh,
@@ -281,41 +302,75 @@ fn pixel_portable(
     }
 }
 
+thread_local! {
+    static WIDENED_ROWS: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Row loop shared by the AVX-512 variants; only called from functions that enable AVX-512
-/// (and VNNI when `VNNI`). Runs of 4 adjacent output pixels with the same valid taps (the
-/// interior) go through the 4-pixel body: 4 independent accumulator chains per channel vector
-/// hide the multiply-add latency, and each weight load serves 4 pixels.
+/// (and VNNI when `VNNI`). The input rows the output rows need are first sign-extended to i16
+/// once (one shuffle per 32 codes instead of one per tap). Runs of 4 adjacent output pixels with
+/// the same valid taps (the interior) go through the 4-pixel body: independent accumulator chains
+/// hide the multiply-add latency and each weight vector serves 4 pixels.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
     let g = job.geom;
-    for oy in rows {
-        let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
-        let mut ox = 0;
-        while ox < g.out_w {
-            let pixel = Pixel {
-                iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
-                ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
-                ky: ky.clone(),
-                kx: job.columns[ox].clone(),
-                out: (oy * g.out_w + ox) * job.ldc,
-            };
-            if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
-                pixels_avx512::<VNNI, 4>(job, output, &pixel);
-                ox += 4;
-            } else {
-                pixels_avx512::<VNNI, 1>(job, output, &pixel);
-                ox += 1;
+    let row_len = g.in_w * g.in_c;
+    let first_in = (rows.start * g.stride_h)
+        .saturating_sub(g.pad_top)
+        .min(g.in_h);
+    let last_in = ((rows.end - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1)
+        .saturating_sub(g.pad_top)
+        .min(g.in_h)
+        .max(first_in);
+    // The scratch is taken out of the thread-local rather than used inside a `with` closure: a
+    // closure does not inherit this function's target features, so the intrinsics in it would
+    // not inline.
+    let mut wide = WIDENED_ROWS.with_borrow_mut(std::mem::take);
+    {
+        let n = (last_in - first_in) * row_len;
+        if wide.len() < n {
+            wide.resize(n, 0);
+        }
+        for (d, &s) in wide[..n]
+            .iter_mut()
+            .zip(&job.input[first_in * row_len..last_in * row_len])
+        {
+            *d = s as i16;
+        }
+        // `Pixel::input_offset` counts from input row 0; the widened copy starts at `first_in`.
+        let base = wide.as_ptr().wrapping_sub(first_in * row_len);
+        for oy in rows {
+            let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+            let mut ox = 0;
+            while ox < g.out_w {
+                let pixel = Pixel {
+                    iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
+                    ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
+                    ky: ky.clone(),
+                    kx: job.columns[ox].clone(),
+                    out: (oy * g.out_w + ox) * job.ldc,
+                };
+                if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
+                    pixels_avx512::<VNNI, 4>(job, base, output, &pixel);
+                    ox += 4;
+                } else {
+                    pixels_avx512::<VNNI, 1>(job, base, output, &pixel);
+                    ox += 1;
+                }
             }
         }
     }
+    WIDENED_ROWS.with_borrow_mut(|slot| *slot = wide);
 }
 
-/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps.
+/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps, reading the
+/// i16 input through `wide` (indexed like the i8 input; only the widened rows are touched).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
     job: &Job,
+    wide: *const i16,
     output: &mut [i8],
     pixel: &Pixel,
 ) {
@@ -323,80 +378,101 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
     use std::arch::x86_64::*;
     let (geom, weights, requant) = (job.geom, job.weights, job.requant);
     let c = weights.channels;
-    let pc = weights.padded_channels;
+    let blocks = c.div_ceil(32);
     let pixel_step = geom.stride_w * geom.in_c;
     let lo = _mm512_set1_ps(requant.lo as f32);
     let hi = _mm512_set1_ps(requant.hi as f32);
     let sign = _mm512_set1_epi32(i32::MIN);
     let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
-    let inp = job.input.as_ptr();
-    let wide = weights.wide.as_ptr();
-    // Channel vectors per pass: 4 for one pixel, 2 for four (8 or 4... accumulators stay in
-    // registers either way).
-    const fn vectors(px: usize) -> usize {
+    // Channel order from the (even, odd) unpacks back to 0..15 and 16..31.
+    let first_half = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    let second_half =
+        _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    let eo = weights.even_odd.as_ptr();
+    // Blocks of 32 channels per pass: 2 for four pixels (16 accumulators), 4 for one.
+    const fn per_pass(px: usize) -> usize {
         if px == 1 {
             4
         } else {
             2
         }
     }
-    let mut c0 = 0;
-    while c0 < c {
-        let mut acc = [[_mm512_setzero_si512(); 4]; PX];
-        let mut masks = [0 as __mmask16; 4];
-        for (v, m) in masks.iter_mut().enumerate().take(vectors(PX)) {
-            let valid = c.saturating_sub(c0 + 16 * v).min(16);
-            *m = if valid == 16 {
-                0xffff
+    let mut b0 = 0;
+    while b0 < blocks {
+        let nb = per_pass(PX).min(blocks - b0);
+        let mut even = [[_mm512_setzero_si512(); 4]; PX];
+        let mut odd = [[_mm512_setzero_si512(); 4]; PX];
+        let mut masks = [0 as __mmask32; 4];
+        for (b, m) in masks.iter_mut().enumerate().take(nb) {
+            let valid = c - (b0 + b) * 32;
+            *m = if valid >= 32 {
+                u32::MAX
             } else {
-                ((1u32 << valid) - 1) as __mmask16
+                (1u32 << valid) - 1
             };
         }
         for ky in pixel.ky.clone() {
             for kx in pixel.kx.clone() {
-                let at = inp.add(pixel.input_offset(geom, ky, kx) + c0);
-                let w = wide.add((ky * geom.kernel_w + kx) * pc + c0);
-                for v in 0..vectors(PX) {
-                    if masks[v] == 0 {
+                // `wrapping_add`: `wide` itself may point before the widened rows.
+                let at = wide.wrapping_add(pixel.input_offset(geom, ky, kx) + b0 * 32);
+                let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
+                for b in 0..per_pass(PX) {
+                    if b >= nb {
                         break;
                     }
-                    let wv = _mm512_loadu_si512(w.add(16 * v) as *const _);
-                    for (j, acc_j) in acc.iter_mut().enumerate() {
-                        let x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
-                            masks[v],
-                            at.add(j * pixel_step + 16 * v),
-                        ));
-                        acc_j[v] = if VNNI {
-                            _mm512_dpwssd_epi32(acc_j[v], x, wv)
+                    let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
+                    let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
+                    for j in 0..PX {
+                        let x = _mm512_maskz_loadu_epi16(masks[b], at.add(j * pixel_step + 32 * b));
+                        if VNNI {
+                            even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
+                            odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
                         } else {
-                            _mm512_add_epi32(acc_j[v], _mm512_madd_epi16(x, wv))
-                        };
+                            even[j][b] = _mm512_add_epi32(even[j][b], _mm512_madd_epi16(x, we));
+                            odd[j][b] = _mm512_add_epi32(odd[j][b], _mm512_madd_epi16(x, wo));
+                        }
                     }
                 }
             }
         }
-        for v in 0..vectors(PX) {
-            let mask = masks[v];
-            if mask == 0 {
+        for b in 0..per_pass(PX) {
+            if b >= nb {
                 break;
             }
-            let ch = c0 + 16 * v;
-            let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
-            let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
-            for (j, acc_j) in acc.iter().enumerate() {
-                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc_j[v], bias)), mult);
-                let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-                let half =
-                    _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(y), sign), almost_half);
-                let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
-                _mm_mask_storeu_epi8(
-                    output.as_mut_ptr().add(pixel.out + j * job.ldc + ch),
-                    mask,
-                    _mm512_cvtsepi32_epi8(q),
-                );
+            for half in 0..2 {
+                let ch = (b0 + b) * 32 + 16 * half;
+                if ch >= c {
+                    break;
+                }
+                let valid = (c - ch).min(16);
+                let mask: __mmask16 = if valid == 16 {
+                    0xffff
+                } else {
+                    ((1u32 << valid) - 1) as __mmask16
+                };
+                let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
+                let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
+                let order = if half == 0 { first_half } else { second_half };
+                for j in 0..PX {
+                    let low = _mm512_unpacklo_epi32(even[j][b], odd[j][b]);
+                    let high = _mm512_unpackhi_epi32(even[j][b], odd[j][b]);
+                    let acc = _mm512_permutex2var_epi32(low, order, high);
+                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
+                    let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                    let half_away = _mm512_or_si512(
+                        _mm512_and_si512(_mm512_castps_si512(y), sign),
+                        almost_half,
+                    );
+                    let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half_away)));
+                    _mm_mask_storeu_epi8(
+                        output.as_mut_ptr().add(pixel.out + j * job.ldc + ch),
+                        mask,
+                        _mm512_cvtsepi32_epi8(q),
+                    );
+                }
             }
         }
-        c0 += 16 * vectors(PX);
+        b0 += nb;
     }
 }
 
