@@ -7,8 +7,9 @@
 //! * AVX-512 (no VNNI): same tiles, `vpmaddwd` on sign-extended i16 pairs + `vpaddd`.
 //! * AVX2: 6x2, 8x1 ymm (8 channels each), `vpmaddwd` + `vpaddd`.
 //!
-//! A tile with fewer valid rows reads its last valid row again for the missing ones and does not
-//! store them. The epilogue is `cvt(acc) * m + b` (separate `vmulps`, `vaddps`: no FMA, like the
+//! Row tails of at most 4 rows use 1-, 2- or 4-row tiles; a tile with fewer valid rows than its
+//! height (only a tail of 5+ rows) reads its last valid row again for the missing ones and does
+//! not store them. The epilogue is `cvt(acc) * m + b` (separate `vmulps`, `vaddps`: no FMA, like the
 //! reference), `max(y, lo)`, `min(y, hi)`, then round half away from zero as
 //! `trunc(y + copysign(0.49999997, y))`, which equals `f32::round` (see `requant.rs`).
 
@@ -77,8 +78,25 @@ macro_rules! row_driver {
                     n_valid,
                     out: out.add(m0 * tile.ldc + c0),
                 };
+                // Fewer rows left than a full tile (small images, the last tile, a 1-pixel fully
+                // connected layer): a shorter tile instead of recomputing repeated rows.
+                let left = rows - m0;
                 let done = match block.vectors {
-                    $($nv => { $kernel::<$mr, $nv>(tile, &t); $mr })*
+                    $($nv => {
+                        if left >= $mr || left > 4 {
+                            $kernel::<$mr, $nv>(tile, &t);
+                            $mr
+                        } else if left > 2 {
+                            $kernel::<4, $nv>(tile, &t);
+                            4
+                        } else if left == 2 {
+                            $kernel::<2, $nv>(tile, &t);
+                            2
+                        } else {
+                            $kernel::<1, $nv>(tile, &t);
+                            1
+                        }
+                    })*
                     other => unreachable!("no micro-kernel for {other} vectors"),
                 };
                 m0 += done;
