@@ -25,6 +25,8 @@ const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("pw M=3136 K=24 N=144", 56, 56, 24, 144, 1, 1),
     ("pw M=196 K=192 N=1152", 14, 14, 192, 1152, 1, 1),
     ("3x3s2 M=12544 K=27 N=32", 112, 112, 3, 32, 3, 2),
+    // The stem's GEMM alone (its im2col rows as a pointwise input), to see what im2col costs.
+    ("pw M=12544 K=27 N=32", 112, 112, 27, 32, 1, 1),
     ("3x3 M=1600 K=576 N=64", 40, 40, 64, 64, 3, 1),
 ];
 

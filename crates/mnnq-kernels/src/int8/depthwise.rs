@@ -314,6 +314,23 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    // Bands of output rows whose widened input (2 bytes a code) stays in L2; rows shared by two
+    // bands are widened twice.
+    let g = job.geom;
+    let row_len = g.in_w * g.in_c;
+    let band = (128 * 1024 / (2 * row_len * g.stride_h).max(1)).max(1);
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + band).min(rows.end);
+        band_avx512::<VNNI>(job, output, start..end);
+        start = end;
+    }
+}
+
+/// One band of [`rows_avx512_body`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn band_avx512<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
     let g = job.geom;
     let row_len = g.in_w * g.in_c;
     let first_in = (rows.start * g.stride_h)
