@@ -27,6 +27,9 @@ const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("3x3s2 M=12544 K=27 N=32", 112, 112, 3, 32, 3, 2),
     // The stem's GEMM alone (its im2col rows as a pointwise input), to see what im2col costs.
     ("pw M=12544 K=27 N=32", 112, 112, 27, 32, 1, 1),
+    ("pw M=12544 K=28 N=32", 112, 112, 28, 32, 1, 1),
+    ("pw M=12544 K=28 N=64", 112, 112, 28, 64, 1, 1),
+    ("pw M=12544 K=128 N=32", 112, 112, 128, 32, 1, 1),
     ("3x3 M=1600 K=576 N=64", 40, 40, 64, 64, 3, 1),
 ];
 

@@ -102,21 +102,51 @@ fn check_arguments(
 }
 
 /// Copy a short run of codes. Kernel rows of small-channel convolutions are a few bytes long,
-/// where a `memcpy` call costs more than the copy.
+/// where a `memcpy` call costs more than the copy; two overlapping fixed-size moves cover any
+/// length up to 32 without a loop (a byte loop would be turned back into a `memcpy` call).
 #[inline(always)]
 fn copy_codes(dst: &mut [i8], src: &[i8]) {
-    if src.len() > 32 {
-        dst.copy_from_slice(src);
-        return;
+    assert_eq!(dst.len(), src.len());
+    // SAFETY: both slices hold `src.len()` bytes.
+    unsafe { copy_run(dst.as_mut_ptr(), src.as_ptr(), src.len()) }
+}
+
+/// [`copy_codes`] on raw pointers.
+///
+/// # Safety
+/// `src` readable and `dst` writable for `n` bytes, not overlapping.
+#[inline(always)]
+unsafe fn copy_run(dst: *mut i8, src: *const i8, n: usize) {
+    macro_rules! two_moves {
+        ($t:ty) => {{
+            // w <= n <= 2w, so both moves stay inside the n bytes.
+            let w = std::mem::size_of::<$t>();
+            let head = (src as *const $t).read_unaligned();
+            let tail = (src.add(n - w) as *const $t).read_unaligned();
+            (dst as *mut $t).write_unaligned(head);
+            (dst.add(n - w) as *mut $t).write_unaligned(tail);
+        }};
     }
-    let mut i = 0;
-    while i + 8 <= src.len() {
-        dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
-        i += 8;
+    match n {
+        0 => {}
+        1 => *dst = *src,
+        2..=3 => two_moves!(u16),
+        4..=7 => two_moves!(u32),
+        8..=16 => two_moves!(u64),
+        17..=32 => two_moves!(u128),
+        _ => std::ptr::copy_nonoverlapping(src, dst, n),
     }
-    while i < src.len() {
-        dst[i] = src[i];
-        i += 1;
+}
+
+/// Zero the 0..=3 bytes that pad an im2col row to the k-group, without a `memset` call.
+#[inline(always)]
+fn zero_pad(dst: &mut [i8]) {
+    match dst.len() {
+        0 => {}
+        1 => dst[0] = 0,
+        2 => dst[..2].copy_from_slice(&[0; 2]),
+        3 => dst[..3].copy_from_slice(&[0; 3]),
+        _ => dst.fill(0),
     }
 }
 
@@ -144,6 +174,14 @@ fn im2col(
             )
         })
         .collect();
+    // Offset of input row `iy(oy, ky)` per ky, for the current output row.
+    let mut row_offsets: Vec<Option<usize>> = vec![None; geom.kernel_h];
+    let mut offsets_row = usize::MAX;
+    assert!(
+        input.len() >= geom.in_h * geom.in_w * in_c
+            && dst.len() >= count * lda
+            && lda >= geom.im2col_len()
+    );
     // Walk (oy, ox) incrementally: a division per pixel costs as much as a small pixel's copy.
     let (mut oy, mut ox) = (first / geom.out_w, first % geom.out_w);
     for row in 0..count {
@@ -157,6 +195,33 @@ fn im2col(
         let dst_row = &mut dst[row * lda..(row + 1) * lda];
         // Taps kx.start..kx.end of this column are inside the image.
         let kx = &columns[ox];
+        if geom.dilation_w == 1 && kx.start == 0 && kx.end == geom.kernel_w {
+            // Interior column (the common case): each kernel row is one contiguous run.
+            if offsets_row != oy {
+                for (ky, offset) in row_offsets.iter_mut().enumerate() {
+                    *offset = geom.input_row(oy, ky).map(|iy| iy * geom.in_w * in_c);
+                }
+                offsets_row = oy;
+            }
+            let x_offset = (ox * geom.stride_w - geom.pad_left) * in_c;
+            for (ky, offset) in row_offsets.iter().enumerate() {
+                match offset {
+                    // SAFETY: every tap of this pixel is inside the image (checked by
+                    // `valid_taps` and `input_row`), so the run lies inside `input`; the target
+                    // lies inside `dst_row` because `lda >= kernel_h * kernel_row`.
+                    Some(offset) => unsafe {
+                        copy_run(
+                            dst_row.as_mut_ptr().add(ky * kernel_row),
+                            input.as_ptr().add(offset + x_offset),
+                            kernel_row,
+                        )
+                    },
+                    None => dst_row[ky * kernel_row..(ky + 1) * kernel_row].fill(0),
+                }
+            }
+            zero_pad(&mut dst_row[geom.kernel_h * kernel_row..]);
+            continue;
+        }
         for ky in 0..geom.kernel_h {
             let target = &mut dst_row[ky * kernel_row..(ky + 1) * kernel_row];
             let Some(iy) = geom.input_row(oy, ky) else {
@@ -192,9 +257,7 @@ fn im2col(
                 }
             }
         }
-        for b in &mut dst_row[geom.kernel_h * kernel_row..] {
-            *b = 0;
-        }
+        zero_pad(&mut dst_row[geom.kernel_h * kernel_row..]);
     }
 }
 

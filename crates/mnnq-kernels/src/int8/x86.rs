@@ -220,13 +220,17 @@ unsafe fn vnni_tile<const MR: usize, const NV: usize>(params: &TileParams, t: &T
             *wv = _mm512_load_si512(b.add(64 * v) as *const _);
         }
         for r in 0..MR {
-            let mut bytes = [0u8; 4];
-            std::ptr::copy_nonoverlapping(
-                rows[r].add(4 * groups) as *const u8,
-                bytes.as_mut_ptr(),
-                tail,
-            );
-            let a = _mm512_xor_si512(_mm512_set1_epi32(i32::from_ne_bytes(bytes)), flip);
+            // Byte by byte without a loop (a loop or copy of a variable length becomes a
+            // `memcpy` call, which costs more than the whole group).
+            let p = rows[r].add(4 * groups) as *const u8;
+            let mut quad = *p as u32;
+            if tail > 1 {
+                quad |= (*p.add(1) as u32) << 8;
+            }
+            if tail > 2 {
+                quad |= (*p.add(2) as u32) << 16;
+            }
+            let a = _mm512_xor_si512(_mm512_set1_epi32(quad as i32), flip);
             for v in 0..NV {
                 acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, w[v]);
             }
