@@ -74,6 +74,26 @@ unsafe fn vpdpbusd_ceiling(iterations: usize) -> f64 {
     (iterations * 24 * 64) as f64 / secs / 1e9
 }
 
+/// Same ceiling for `vpdpwssd` (i16 pairs; the depthwise kernels' instruction). Returns
+/// instructions per nanosecond.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vpdpwssd_rate(iterations: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_epi32(std::hint::black_box(0x0001_0001));
+    let b = _mm512_set1_epi32(std::hint::black_box(0x0002_0001));
+    let mut acc = [_mm512_setzero_si512(); 24];
+    let t = Instant::now();
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm512_dpwssd_epi32(*x, a, b);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(&acc);
+    (iterations * 24) as f64 / secs / 1e9
+}
+
 fn main() {
     let budget = Duration::from_millis(
         std::env::var("MNNQ_BENCH_MS")
@@ -88,6 +108,14 @@ fn main() {
             .map(|_| unsafe { vpdpbusd_ceiling(200_000) })
             .fold(0.0, f64::max);
         println!("vpdpbusd register-only ceiling on this machine: {best:.1} GMAC/s");
+        // SAFETY: as above.
+        let wssd = (0..20)
+            .map(|_| unsafe { vpdpwssd_rate(200_000) })
+            .fold(0.0, f64::max);
+        println!(
+            "vpdpbusd {:.2} per ns, vpdpwssd {wssd:.2} per ns",
+            best / 64.0
+        );
     }
     let only = std::env::var("MNNQ_BENCH_ISA")
         .ok()

@@ -192,6 +192,7 @@ pub fn depthwise_int8_nhwc(
 }
 
 /// Everything a row loop needs apart from the output.
+#[derive(Clone, Copy)]
 struct Job<'a> {
     geom: &'a ConvGeometry,
     input: &'a [i8],
@@ -314,11 +315,14 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
-    // Bands of output rows whose widened input (2 bytes a code) stays in L2; rows shared by two
-    // bands are widened twice.
+    // Rows shared by two bands are widened twice.
     let g = job.geom;
-    let row_len = g.in_w * g.in_c;
-    let band = (128 * 1024 / (2 * row_len * g.stride_h).max(1)).max(1);
+    // Bands of output rows whose input rows, for one 64-channel chunk (128 bytes a pixel once
+    // widened), fit in 32 KiB of L1.
+    let padded_w = g.in_w + g.pad_left + g.kernel_w * g.dilation_w;
+    let input_rows = 32 * 1024 / (padded_w * 128).max(1);
+    let span = (g.kernel_h - 1) * g.dilation_h + 1;
+    let band = (input_rows.saturating_sub(span) / g.stride_h + 1).max(1);
     let mut start = rows.start;
     while start < rows.end {
         let end = (start + band).min(rows.end);
@@ -332,47 +336,74 @@ unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows:
 #[inline(always)]
 unsafe fn band_avx512<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
     let g = job.geom;
-    let row_len = g.in_w * g.in_c;
-    let first_in = (rows.start * g.stride_h)
-        .saturating_sub(g.pad_top)
-        .min(g.in_h);
-    let last_in = ((rows.end - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1)
-        .saturating_sub(g.pad_top)
-        .min(g.in_h)
-        .max(first_in);
+    let c = g.in_c;
+    // The widened copy includes the zero padding, so every output pixel sees a full kernel
+    // window: no border cases, and every run of 4 pixels takes the 4-pixel body.
+    let padded_w =
+        (g.in_w + g.pad_left).max((g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1);
+    let first_row = rows.start * g.stride_h;
+    let end_row = (rows.end - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1;
+    let row_len = padded_w * c;
     // The scratch is taken out of the thread-local rather than used inside a `with` closure: a
     // closure does not inherit this function's target features, so the intrinsics in it would
     // not inline.
     let mut wide = WIDENED_ROWS.with_borrow_mut(std::mem::take);
-    {
-        let n = (last_in - first_in) * row_len;
-        if wide.len() < n {
-            wide.resize(n, 0);
-        }
-        for (d, &s) in wide[..n]
+    let n = (end_row - first_row) * row_len;
+    if wide.len() < n {
+        wide.resize(n, 0);
+    }
+    for (r, dst) in wide[..n].chunks_exact_mut(row_len).enumerate() {
+        let Some(iy) = (first_row + r)
+            .checked_sub(g.pad_top)
+            .filter(|&y| y < g.in_h)
+        else {
+            dst.fill(0);
+            continue;
+        };
+        let left = g.pad_left * c;
+        let body = g.in_w * c;
+        dst[..left].fill(0);
+        for (d, &s) in dst[left..left + body]
             .iter_mut()
-            .zip(&job.input[first_in * row_len..last_in * row_len])
+            .zip(&job.input[iy * body..(iy + 1) * body])
         {
             *d = s as i16;
         }
-        // `Pixel::input_offset` counts from input row 0; the widened copy starts at `first_in`.
-        let base = wide.as_ptr().wrapping_sub(first_in * row_len);
-        for oy in rows {
-            let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+        dst[left + body..].fill(0);
+    }
+    // The band as an unpadded image of its own.
+    let padded = ConvGeometry {
+        in_h: end_row - first_row,
+        in_w: padded_w,
+        pad_top: 0,
+        pad_left: 0,
+        ..*g
+    };
+    let band_job = Job {
+        geom: &padded,
+        ..*job
+    };
+    let base = wide.as_ptr();
+    // Channel chunks outermost: one chunk of the band (64 channels, 128 bytes a pixel) stays in
+    // L1 while all its pixels are computed.
+    let blocks = c.div_ceil(32);
+    for chunk in (0..blocks).step_by(2) {
+        let chunk = chunk..(chunk + 2).min(blocks);
+        for oy in rows.clone() {
             let mut ox = 0;
             while ox < g.out_w {
                 let pixel = Pixel {
-                    iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
-                    ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
-                    ky: ky.clone(),
-                    kx: job.columns[ox].clone(),
+                    iy0: (oy * g.stride_h - first_row) as isize,
+                    ix0: (ox * g.stride_w) as isize,
+                    ky: 0..g.kernel_h,
+                    kx: 0..g.kernel_w,
                     out: (oy * g.out_w + ox) * job.ldc,
                 };
-                if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
-                    pixels_avx512::<VNNI, 4>(job, base, output, &pixel);
+                if ox + 4 <= g.out_w {
+                    pixels_avx512::<VNNI, 4>(&band_job, base, output, &pixel, chunk.clone());
                     ox += 4;
                 } else {
-                    pixels_avx512::<VNNI, 1>(job, base, output, &pixel);
+                    pixels_avx512::<VNNI, 1>(&band_job, base, output, &pixel, chunk.clone());
                     ox += 1;
                 }
             }
@@ -390,6 +421,7 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
     wide: *const i16,
     output: &mut [i8],
     pixel: &Pixel,
+    block_range: Range<usize>,
 ) {
     use super::requant::ALMOST_HALF;
     use std::arch::x86_64::*;
@@ -414,9 +446,9 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
             2
         }
     }
-    let mut b0 = 0;
-    while b0 < blocks {
-        let nb = per_pass(PX).min(blocks - b0);
+    let mut b0 = block_range.start;
+    while b0 < block_range.end {
+        let nb = per_pass(PX).min(block_range.end - b0);
         let mut even = [[_mm512_setzero_si512(); 4]; PX];
         let mut odd = [[_mm512_setzero_si512(); 4]; PX];
         let mut masks = [0 as __mmask32; 4];
@@ -440,7 +472,14 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
                     let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
                     let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
                     for j in 0..PX {
-                        let x = _mm512_maskz_loadu_epi16(masks[b], at.add(j * pixel_step + 32 * b));
+                        // A masked load costs an extra ALU uop on the ports the multiply-adds
+                        // need: only the last, partial block uses one.
+                        let src = at.add(j * pixel_step + 32 * b);
+                        let x = if masks[b] == u32::MAX {
+                            _mm512_loadu_si512(src as *const _)
+                        } else {
+                            _mm512_maskz_loadu_epi16(masks[b], src)
+                        };
                         if VNNI {
                             even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
                             odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
