@@ -303,122 +303,47 @@ fn pixel_portable(
     }
 }
 
-thread_local! {
-    static WIDENED_ROWS: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Row loop shared by the AVX-512 variants; only called from functions that enable AVX-512
-/// (and VNNI when `VNNI`). The input rows the output rows need are first sign-extended to i16
-/// once (one shuffle per 32 codes instead of one per tap). Runs of 4 adjacent output pixels with
-/// the same valid taps (the interior) go through the 4-pixel body: independent accumulator chains
-/// hide the multiply-add latency and each weight vector serves 4 pixels.
+/// (and VNNI when `VNNI`). Channel chunks of 64 are the outer loop so a chunk's input rows stay
+/// in L1 while its pixels are computed. Runs of 4 adjacent output pixels with the same valid taps
+/// (the interior) go through the 4-pixel body: independent accumulator chains hide the
+/// multiply-add latency and each weight vector serves 4 pixels.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
-    // Rows shared by two bands are widened twice.
     let g = job.geom;
-    // Bands of output rows whose input rows, for one 64-channel chunk (128 bytes a pixel once
-    // widened), fit in 32 KiB of L1.
-    let padded_w = g.in_w + g.pad_left + g.kernel_w * g.dilation_w;
-    let input_rows = 32 * 1024 / (padded_w * 128).max(1);
-    let span = (g.kernel_h - 1) * g.dilation_h + 1;
-    let band = (input_rows.saturating_sub(span) / g.stride_h + 1).max(1);
-    let mut start = rows.start;
-    while start < rows.end {
-        let end = (start + band).min(rows.end);
-        band_avx512::<VNNI>(job, output, start..end);
-        start = end;
-    }
-}
-
-/// One band of [`rows_avx512_body`].
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn band_avx512<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
-    let g = job.geom;
-    let c = g.in_c;
-    // The widened copy includes the zero padding, so every output pixel sees a full kernel
-    // window: no border cases, and every run of 4 pixels takes the 4-pixel body.
-    let padded_w =
-        (g.in_w + g.pad_left).max((g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1);
-    let first_row = rows.start * g.stride_h;
-    let end_row = (rows.end - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1;
-    let row_len = padded_w * c;
-    // The scratch is taken out of the thread-local rather than used inside a `with` closure: a
-    // closure does not inherit this function's target features, so the intrinsics in it would
-    // not inline.
-    let mut wide = WIDENED_ROWS.with_borrow_mut(std::mem::take);
-    let n = (end_row - first_row) * row_len;
-    if wide.len() < n {
-        wide.resize(n, 0);
-    }
-    for (r, dst) in wide[..n].chunks_exact_mut(row_len).enumerate() {
-        let Some(iy) = (first_row + r)
-            .checked_sub(g.pad_top)
-            .filter(|&y| y < g.in_h)
-        else {
-            dst.fill(0);
-            continue;
-        };
-        let left = g.pad_left * c;
-        let body = g.in_w * c;
-        dst[..left].fill(0);
-        for (d, &s) in dst[left..left + body]
-            .iter_mut()
-            .zip(&job.input[iy * body..(iy + 1) * body])
-        {
-            *d = s as i16;
-        }
-        dst[left + body..].fill(0);
-    }
-    // The band as an unpadded image of its own.
-    let padded = ConvGeometry {
-        in_h: end_row - first_row,
-        in_w: padded_w,
-        pad_top: 0,
-        pad_left: 0,
-        ..*g
-    };
-    let band_job = Job {
-        geom: &padded,
-        ..*job
-    };
-    let base = wide.as_ptr();
-    // Channel chunks outermost: one chunk of the band (64 channels, 128 bytes a pixel) stays in
-    // L1 while all its pixels are computed.
-    let blocks = c.div_ceil(32);
+    let blocks = g.in_c.div_ceil(32);
     for chunk in (0..blocks).step_by(2) {
         let chunk = chunk..(chunk + 2).min(blocks);
         for oy in rows.clone() {
+            let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
             let mut ox = 0;
             while ox < g.out_w {
                 let pixel = Pixel {
-                    iy0: (oy * g.stride_h - first_row) as isize,
-                    ix0: (ox * g.stride_w) as isize,
-                    ky: 0..g.kernel_h,
-                    kx: 0..g.kernel_w,
+                    iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
+                    ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
+                    ky: ky.clone(),
+                    kx: job.columns[ox].clone(),
                     out: (oy * g.out_w + ox) * job.ldc,
                 };
-                if ox + 4 <= g.out_w {
-                    pixels_avx512::<VNNI, 4>(&band_job, base, output, &pixel, chunk.clone());
+                if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
+                    pixels_avx512::<VNNI, 4>(job, output, &pixel, chunk.clone());
                     ox += 4;
                 } else {
-                    pixels_avx512::<VNNI, 1>(&band_job, base, output, &pixel, chunk.clone());
+                    pixels_avx512::<VNNI, 1>(job, output, &pixel, chunk.clone());
                     ox += 1;
                 }
             }
         }
     }
-    WIDENED_ROWS.with_borrow_mut(|slot| *slot = wide);
 }
 
 /// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps, reading the
-/// i16 input through `wide` (indexed like the i8 input; only the widened rows are touched).
+/// i8 input directly (sign-extended to i16 32 channels at a time).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
     job: &Job,
-    wide: *const i16,
     output: &mut [i8],
     pixel: &Pixel,
     block_range: Range<usize>,
@@ -462,8 +387,10 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
         }
         for ky in pixel.ky.clone() {
             for kx in pixel.kx.clone() {
-                // `wrapping_add`: `wide` itself may point before the widened rows.
-                let at = wide.wrapping_add(pixel.input_offset(geom, ky, kx) + b0 * 32);
+                let at = job
+                    .input
+                    .as_ptr()
+                    .add(pixel.input_offset(geom, ky, kx) + b0 * 32);
                 let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
                 for b in 0..per_pass(PX) {
                     if b >= nb {
@@ -475,11 +402,11 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
                         // A masked load costs an extra ALU uop on the ports the multiply-adds
                         // need: only the last, partial block uses one.
                         let src = at.add(j * pixel_step + 32 * b);
-                        let x = if masks[b] == u32::MAX {
-                            _mm512_loadu_si512(src as *const _)
+                        let x = _mm512_cvtepi8_epi16(if masks[b] == u32::MAX {
+                            _mm256_loadu_si256(src as *const __m256i)
                         } else {
-                            _mm512_maskz_loadu_epi16(masks[b], src)
-                        };
+                            _mm256_maskz_loadu_epi8(masks[b], src)
+                        });
                         if VNNI {
                             even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
                             odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
