@@ -13,11 +13,18 @@
 //! splits a reduction, so results do not depend on the split.
 
 mod conv;
+mod depthwise;
 mod gemm;
 mod pack;
+mod pool;
 pub mod reference;
 mod simd;
 
 pub use conv::{conv2d_nhwc, deconv2d_nhwc};
+pub use depthwise::{depthwise_conv2d_nhwc, depthwise_conv2d_nhwc_isa, PackedDepthwise};
 pub use gemm::gemm;
 pub use pack::PackedWeights;
+pub use pool::{
+    avg_pool2d_nhwc, global_avg_pool_nhwc, global_avg_pool_nhwc_isa, max_pool2d_nhwc,
+    pool2d_nhwc_isa, PoolKind,
+};
