@@ -170,30 +170,34 @@ impl TileSet for Avx512Tiles {
     }
 }
 
-/// The blocked loop nest around the micro-kernels. Slices have been checked by [`gemm`].
-#[inline(always)]
-unsafe fn gemm_blocked<T: TileSet>(
+/// One GEMM call's operands, checked by [`gemm`].
+struct Operands<'a> {
     m: usize,
     a: *const f32,
     lda: usize,
-    packed: &PackedWeights,
-    bias: &[f32],
-    (lo, hi): (f32, f32),
+    packed: &'a PackedWeights,
+    bias: &'a [f32],
+    lo: f32,
+    hi: f32,
     c: *mut f32,
     ldc: usize,
-) {
-    let k = packed.k();
-    let data = packed.data().as_ptr();
+}
+
+/// The blocked loop nest around the micro-kernels.
+#[inline(always)]
+unsafe fn gemm_blocked<T: TileSet>(op: &Operands) {
+    let (m, k) = (op.m, op.packed.k());
+    let data = op.packed.data().as_ptr();
     let lanes = T::V::LANES;
     for m0 in (0..m).step_by(T::MC) {
         let mc = T::MC.min(m - m0);
         for k0 in (0..k).step_by(T::KC) {
             let kc = T::KC.min(k - k0);
-            for panel in packed.panels() {
+            for panel in op.packed.panels() {
                 let mut panel_bias = [0.0f32; MAX_PANEL_WIDTH];
-                if !bias.is_empty() {
+                if !op.bias.is_empty() {
                     panel_bias[..panel.width]
-                        .copy_from_slice(&bias[panel.col0..panel.col0 + panel.width]);
+                        .copy_from_slice(&op.bias[panel.col0..panel.col0 + panel.width]);
                 }
                 let b = data.add(panel.offset + k0 * panel.vectors * lanes);
                 for i0 in (0..mc).step_by(T::MR) {
@@ -201,17 +205,17 @@ unsafe fn gemm_blocked<T: TileSet>(
                     let row = m0 + i0;
                     let args = TileArgs {
                         kc,
-                        a: a.add(row * lda + k0),
-                        lda,
+                        a: op.a.add(row * op.lda + k0),
+                        lda: op.lda,
                         b,
-                        c: c.add(row * ldc + panel.col0),
-                        ldc,
+                        c: op.c.add(row * op.ldc + panel.col0),
+                        ldc: op.ldc,
                         cols: panel.width,
                         first: k0 == 0,
                         last: k0 + kc == k,
                         bias: panel_bias.as_ptr(),
-                        lo,
-                        hi,
+                        lo: op.lo,
+                        hi: op.hi,
                     };
                     T::tile(rows, panel.vectors, &args);
                 }
@@ -220,47 +224,20 @@ unsafe fn gemm_blocked<T: TileSet>(
     }
 }
 
-unsafe fn gemm_portable(
-    m: usize,
-    a: *const f32,
-    lda: usize,
-    packed: &PackedWeights,
-    bias: &[f32],
-    bounds: (f32, f32),
-    c: *mut f32,
-    ldc: usize,
-) {
-    gemm_blocked::<PortableTiles>(m, a, lda, packed, bias, bounds, c, ldc)
+unsafe fn gemm_portable(op: &Operands) {
+    gemm_blocked::<PortableTiles>(op)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_avx2(
-    m: usize,
-    a: *const f32,
-    lda: usize,
-    packed: &PackedWeights,
-    bias: &[f32],
-    bounds: (f32, f32),
-    c: *mut f32,
-    ldc: usize,
-) {
-    gemm_blocked::<Avx2Tiles>(m, a, lda, packed, bias, bounds, c, ldc)
+unsafe fn gemm_avx2(op: &Operands) {
+    gemm_blocked::<Avx2Tiles>(op)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn gemm_avx512(
-    m: usize,
-    a: *const f32,
-    lda: usize,
-    packed: &PackedWeights,
-    bias: &[f32],
-    bounds: (f32, f32),
-    c: *mut f32,
-    ldc: usize,
-) {
-    gemm_blocked::<Avx512Tiles>(m, a, lda, packed, bias, bounds, c, ldc)
+unsafe fn gemm_avx512(op: &Operands) {
+    gemm_blocked::<Avx512Tiles>(op)
 }
 
 /// `C[i][j] = act(sum_k A[i][k] * B[k][j] + bias[j])` for `i < m`, `j < packed.n()`.
@@ -308,7 +285,6 @@ pub fn gemm(
         "gemm: bias has {} floats, expected {n} or none",
         bias.len()
     );
-    let bounds = act.bounds();
     if k == 0 {
         // No reduction: every output is the activated bias.
         for row in c.chunks_mut(ldc).take(m) {
@@ -318,15 +294,26 @@ pub fn gemm(
         }
         return;
     }
-    let (a, c) = (a.as_ptr(), c.as_mut_ptr());
+    let (lo, hi) = act.bounds();
+    let op = Operands {
+        m,
+        a: a.as_ptr(),
+        lda,
+        packed,
+        bias,
+        lo,
+        hi,
+        c: c.as_mut_ptr(),
+        ldc,
+    };
     // SAFETY: sizes checked above; the packing's family was checked against the CPU when packed.
     unsafe {
         match packed.family() {
-            Family::Portable => gemm_portable(m, a, lda, packed, bias, bounds, c, ldc),
+            Family::Portable => gemm_portable(&op),
             #[cfg(target_arch = "x86_64")]
-            Family::Avx2 => gemm_avx2(m, a, lda, packed, bias, bounds, c, ldc),
+            Family::Avx2 => gemm_avx2(&op),
             #[cfg(target_arch = "x86_64")]
-            Family::Avx512 => gemm_avx512(m, a, lda, packed, bias, bounds, c, ldc),
+            Family::Avx512 => gemm_avx512(&op),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel family on another architecture"),
         }
