@@ -19,6 +19,12 @@ use super::simd::{Avx2, Avx512};
 /// never need a mask.
 const CHANNEL_ALIGN: usize = 16;
 
+/// Channels computed together over a whole row range (a multiple of every vector width).
+const CHANNEL_BLOCK: usize = 64;
+
+/// Weights up to this size are not split into channel blocks.
+const SMALL_WEIGHTS_BYTES: usize = 16 * 1024;
+
 /// Depthwise weights packed as `[ky][kx][channel]`, channels padded to a multiple of 16.
 #[derive(Clone, Debug)]
 pub struct PackedDepthwise {
@@ -235,43 +241,214 @@ unsafe fn depthwise_rows<V: F32Vector>(job: &Job) {
         }
     };
     let mut kernel_rows: Vec<(usize, usize)> = Vec::with_capacity(g.kernel_h);
-    for (out_row, oy) in job.rows.clone().enumerate() {
-        // (input row offset in floats, ky) of the kernel rows inside the image.
-        kernel_rows.clear();
-        for ky in valid_taps(oy, g.kernel_h, g.stride_h, g.dilation_h, g.pad_top, g.in_h) {
-            let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
-            kernel_rows.push((iy * g.in_w * c, ky));
+    // Channel blocks outermost: a block's weights and the input rows it reads stay in L1 while
+    // every pixel of the rows passes, instead of streaming all channels' weights per pixel.
+    // When all weights fit in L1 anyway, one block avoids re-reading each input pixel's cache
+    // lines once per block (which costs when the image itself is larger than L2).
+    let taps = g.kernel_h * g.kernel_w;
+    let block = if c * taps * 4 <= SMALL_WEIGHTS_BYTES {
+        c.max(1)
+    } else {
+        CHANNEL_BLOCK
+    };
+    for block_start in (0..c).step_by(block) {
+        let channels = block_start..(block_start + block).min(c);
+        for (out_row, oy) in job.rows.clone().enumerate() {
+            // (input row offset in floats, ky) of the kernel rows inside the image.
+            kernel_rows.clear();
+            for ky in valid_taps(oy, g.kernel_h, g.stride_h, g.dilation_h, g.pad_top, g.in_h) {
+                let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
+                kernel_rows.push((iy * g.in_w * c, ky));
+            }
+            let out_row = job.output.add(out_row * g.out_w * c);
+            let pixel = |ox: usize, taps: Range<usize>| PixelRun {
+                channels: channels.clone(),
+                // Saturating only for a window entirely in padding, where no input is read.
+                input_col: (ox * g.stride_w + taps.start * g.dilation_w).saturating_sub(g.pad_left),
+                taps,
+                output: out_row.add(ox * c),
+            };
+            let border =
+                (0..interior.start.min(g.out_w)).chain(interior.end.max(interior.start)..g.out_w);
+            for ox in border {
+                single_pixel::<V>(job, &kernel_rows, &pixel(ox, x_taps(ox)));
+            }
+            let mut ox = interior.start;
+            while ox + 8 <= interior.end {
+                interior_run::<V, 8>(job, &kernel_rows, &pixel(ox, 0..g.kernel_w));
+                ox += 8;
+            }
+            if ox + 4 <= interior.end {
+                interior_run::<V, 4>(job, &kernel_rows, &pixel(ox, 0..g.kernel_w));
+                ox += 4;
+            }
+            while ox < interior.end {
+                single_pixel::<V>(job, &kernel_rows, &pixel(ox, 0..g.kernel_w));
+                ox += 1;
+            }
         }
-        let out_row = job.output.add(out_row * g.out_w * c);
-        let pixel = |ox: usize, taps: Range<usize>| PixelRun {
-            // Saturating only for a window entirely in padding, where no input is read.
-            input_col: (ox * g.stride_w + taps.start * g.dilation_w).saturating_sub(g.pad_left),
-            taps,
-            output: out_row.add(ox * c),
-        };
-        let border =
-            (0..interior.start.min(g.out_w)).chain(interior.end.max(interior.start)..g.out_w);
-        for ox in border {
-            pixel_run::<V, 1>(job, &kernel_rows, &pixel(ox, x_taps(ox)));
+    }
+}
+
+/// `PIXELS` interior pixels: the specialised kernel for the common kernel widths and strides,
+/// the generic one otherwise.
+#[inline(always)]
+unsafe fn interior_run<V: F32Vector, const PIXELS: usize>(
+    job: &Job,
+    kernel_rows: &[(usize, usize)],
+    run: &PixelRun,
+) {
+    let g = job.geom;
+    if g.dilation_w != 1 {
+        return pixel_run::<V, PIXELS>(job, kernel_rows, run);
+    }
+    match (g.kernel_w, g.stride_w) {
+        (3, 1) => fixed_run::<V, PIXELS, 3, 1>(job, kernel_rows, run),
+        (3, 2) => fixed_run::<V, PIXELS, 3, 2>(job, kernel_rows, run),
+        (5, 1) => fixed_run::<V, PIXELS, 5, 1>(job, kernel_rows, run),
+        (5, 2) => fixed_run::<V, PIXELS, 5, 2>(job, kernel_rows, run),
+        _ => pixel_run::<V, PIXELS>(job, kernel_rows, run),
+    }
+}
+
+/// `PIXELS` interior pixels of a kernel `KW` wide with horizontal stride `STRIDE`, no dilation.
+///
+/// Adjacent pixels' windows overlap, so each input vector of the row is loaded once and used by
+/// every (pixel, tap) pair that reads it, with the row's `KW` weight vectors held in registers:
+/// `(PIXELS - 1) * STRIDE + KW` loads instead of `PIXELS * KW`. Each pixel still sums its taps
+/// in `kx` order, as the generic path does.
+#[inline(always)]
+unsafe fn fixed_run<V: F32Vector, const PIXELS: usize, const KW: usize, const STRIDE: usize>(
+    job: &Job,
+    kernel_rows: &[(usize, usize)],
+    run: &PixelRun,
+) {
+    let (mut c0, end) = (run.channels.start, run.channels.end);
+    let full_end = c0 + (end - c0) / V::LANES * V::LANES;
+    while c0 < full_end {
+        fixed_vector::<V, PIXELS, KW, STRIDE, true>(job, kernel_rows, run, c0);
+        c0 += V::LANES;
+    }
+    if c0 < end {
+        fixed_vector::<V, PIXELS, KW, STRIDE, false>(job, kernel_rows, run, c0);
+    }
+}
+
+#[inline(always)]
+unsafe fn fixed_vector<
+    V: F32Vector,
+    const PIXELS: usize,
+    const KW: usize,
+    const STRIDE: usize,
+    const FULL: bool,
+>(
+    job: &Job,
+    kernel_rows: &[(usize, usize)],
+    run: &PixelRun,
+    c0: usize,
+) {
+    let c = job.geom.in_c;
+    let lanes = run.channels.end - c0;
+    let mut acc = [V::zero(); PIXELS];
+    for &(row_offset, ky) in kernel_rows {
+        let src = job.input.add(row_offset + run.input_col * c + c0);
+        let w = job.weights.add(ky * KW * job.padded_channels + c0);
+        let mut weights = [V::zero(); KW];
+        for (kx, weight) in weights.iter_mut().enumerate() {
+            *weight = V::load(w.add(kx * job.padded_channels));
         }
-        let mut ox = interior.start;
-        while ox + 8 <= interior.end {
-            pixel_run::<V, 8>(job, &kernel_rows, &pixel(ox, 0..g.kernel_w));
-            ox += 8;
+        for column in 0..(PIXELS - 1) * STRIDE + KW {
+            let ptr = src.add(column * c);
+            let v = if FULL {
+                V::load(ptr)
+            } else {
+                V::load_partial(ptr, lanes)
+            };
+            for (kx, weight) in weights.iter().enumerate() {
+                if column >= kx && (column - kx) % STRIDE == 0 && (column - kx) / STRIDE < PIXELS {
+                    let p = (column - kx) / STRIDE;
+                    acc[p] = v.mul_add(*weight, acc[p]);
+                }
+            }
         }
-        if ox + 4 <= interior.end {
-            pixel_run::<V, 4>(job, &kernel_rows, &pixel(ox, 0..g.kernel_w));
-            ox += 4;
+    }
+    store_pixels::<V, PIXELS, FULL>(job, run.output.add(c0), c, acc, c0, lanes);
+}
+
+/// Adds the bias, clamps and stores `PIXELS` pixels' vector at channel `c0`.
+#[inline(always)]
+unsafe fn store_pixels<V: F32Vector, const PIXELS: usize, const FULL: bool>(
+    job: &Job,
+    output: *mut f32,
+    pixel_step: usize,
+    acc: [V; PIXELS],
+    c0: usize,
+    lanes: usize,
+) {
+    let bias = V::load(job.bias.add(c0));
+    let (lo, hi) = (V::splat(job.bounds.0), V::splat(job.bounds.1));
+    for (p, acc) in acc.iter().enumerate() {
+        let out = acc.add(bias).clamp(lo, hi);
+        let dst = output.add(p * pixel_step);
+        if FULL {
+            out.store(dst)
+        } else {
+            out.store_partial(dst, lanes)
         }
-        while ox < interior.end {
-            pixel_run::<V, 1>(job, &kernel_rows, &pixel(ox, 0..g.kernel_w));
-            ox += 1;
+    }
+}
+
+/// Channel vectors a single pixel computes at once: independent FMA chains, since a lone
+/// pixel's taps form one dependent chain per vector.
+const SINGLE_PIXEL_VECTORS: usize = 4;
+
+/// One pixel (border, or interior leftovers), any kernel: four channel vectors at a time.
+#[inline(always)]
+unsafe fn single_pixel<V: F32Vector>(job: &Job, kernel_rows: &[(usize, usize)], run: &PixelRun) {
+    let g = job.geom;
+    let c = g.in_c;
+    let group = SINGLE_PIXEL_VECTORS * V::LANES;
+    let tap_step = g.dilation_w * c;
+    let (mut c0, end) = (run.channels.start, run.channels.end);
+    while c0 + group <= end {
+        let mut acc = [V::zero(); SINGLE_PIXEL_VECTORS];
+        for &(row_offset, ky) in kernel_rows {
+            let mut src = job.input.add(row_offset + run.input_col * c + c0);
+            let mut w = job
+                .weights
+                .add((ky * g.kernel_w + run.taps.start) * job.padded_channels + c0);
+            for _ in run.taps.clone() {
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    let x = V::load(src.add(v * V::LANES));
+                    *acc = x.mul_add(V::load(w.add(v * V::LANES)), *acc);
+                }
+                src = src.add(tap_step);
+                w = w.add(job.padded_channels);
+            }
         }
+        let bias = job.bias.add(c0);
+        let (lo, hi) = (V::splat(job.bounds.0), V::splat(job.bounds.1));
+        for (v, acc) in acc.iter().enumerate() {
+            let out = acc.add(V::load(bias.add(v * V::LANES))).clamp(lo, hi);
+            out.store(run.output.add(c0 + v * V::LANES));
+        }
+        c0 += group;
+    }
+    // Leftover vectors (fewer than four, the last maybe partial) one at a time.
+    while c0 < end {
+        if c0 + V::LANES <= end {
+            channel_vector::<V, 1, true>(job, kernel_rows, run, c0);
+        } else {
+            channel_vector::<V, 1, false>(job, kernel_rows, run, c0);
+        }
+        c0 += V::LANES;
     }
 }
 
 /// `PIXELS` horizontally adjacent output pixels sharing the same horizontal tap range.
 struct PixelRun {
+    /// The block of channels computed.
+    channels: Range<usize>,
     /// Input column of the first pixel's first valid tap.
     input_col: usize,
     taps: Range<usize>,
@@ -285,14 +462,13 @@ unsafe fn pixel_run<V: F32Vector, const PIXELS: usize>(
     kernel_rows: &[(usize, usize)],
     run: &PixelRun,
 ) {
-    let c = job.geom.in_c;
-    let full_vectors = c / V::LANES * V::LANES;
-    let mut c0 = 0;
-    while c0 < full_vectors {
+    let (mut c0, end) = (run.channels.start, run.channels.end);
+    let full_end = c0 + (end - c0) / V::LANES * V::LANES;
+    while c0 < full_end {
         channel_vector::<V, PIXELS, true>(job, kernel_rows, run, c0);
         c0 += V::LANES;
     }
-    if c0 < c {
+    if c0 < end {
         channel_vector::<V, PIXELS, false>(job, kernel_rows, run, c0);
     }
 }
@@ -307,7 +483,7 @@ unsafe fn channel_vector<V: F32Vector, const PIXELS: usize, const FULL: bool>(
 ) {
     let g = job.geom;
     let c = g.in_c;
-    let lanes = c - c0;
+    let lanes = run.channels.end - c0;
     let load = |ptr: *const f32| {
         if FULL {
             V::load(ptr)
@@ -332,15 +508,5 @@ unsafe fn channel_vector<V: F32Vector, const PIXELS: usize, const FULL: bool>(
             w = w.add(job.padded_channels);
         }
     }
-    let bias = V::load(job.bias.add(c0));
-    let (lo, hi) = (V::splat(job.bounds.0), V::splat(job.bounds.1));
-    for (p, acc) in acc.iter().enumerate() {
-        let out = acc.add(bias).clamp(lo, hi);
-        let dst = run.output.add(p * c + c0);
-        if FULL {
-            out.store(dst)
-        } else {
-            out.store_partial(dst, lanes)
-        }
-    }
+    store_pixels::<V, PIXELS, FULL>(job, run.output.add(c0), c, acc, c0, lanes);
 }
