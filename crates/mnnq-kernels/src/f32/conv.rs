@@ -1,5 +1,6 @@
 //! Dense convolution and transposed convolution over NHWC tensors, both built on [`gemm`].
 
+use super::col2im::{col2im_rows, Col2Im};
 use super::gemm::gemm;
 use super::pack::PackedWeights;
 use crate::geometry::{Activation, ConvGeometry};
@@ -231,21 +232,15 @@ pub fn deconv2d_nhwc(
     let block_rows = (DECONV_BLOCK_BYTES / (4 * col_row_len.max(1)) * geom.stride_h)
         .max(geom.stride_h)
         .max(1);
-    let mut acc = vec![0.0f32; out_c];
+    let mut padded_bias = vec![0.0f32; out_c.div_ceil(16) * 16];
+    padded_bias[..bias.len()].copy_from_slice(bias);
+    let mut row_sums = vec![0.0f32; out_row_len * out_c];
+    let (lo, hi) = act.bounds();
     let mut oy0 = row_range.start;
     while oy0 < row_range.end {
         let oy1 = (oy0 + block_rows).min(row_range.end);
-        let Some(input_rows) = deconv_input_rows(geom, oy0..oy1) else {
-            // No input reaches these rows (all padding): bias only.
-            for oy in oy0..oy1 {
-                let out_row = &mut output[(oy - row_range.start) * out_row_len * out_c..];
-                for pixel in out_row[..out_row_len * out_c].chunks_exact_mut(out_c) {
-                    finish_pixel(&mut vec![0.0; out_c], bias, act, pixel);
-                }
-            }
-            oy0 = oy1;
-            continue;
-        };
+        // Rows no input reaches (all padding) gather nothing and get the activated bias.
+        let input_rows = deconv_input_rows(geom, oy0..oy1).unwrap_or(0..0);
         with_scratch(input_rows.len() * col_row_len, |columns| {
             let a = &input[input_rows.start * in_w * geom.in_c..input_rows.end * in_w * geom.in_c];
             let m = input_rows.len() * in_w;
@@ -259,75 +254,23 @@ pub fn deconv2d_nhwc(
                 columns,
                 taps * out_c,
             );
-            for oy in oy0..oy1 {
-                let out_row = &mut output[(oy - row_range.start) * out_row_len * out_c..];
-                for ox in 0..geom.out_w {
-                    acc.fill(0.0);
-                    for ky in 0..geom.kernel_h {
-                        let Some(iy) = deconv_source(
-                            oy,
-                            ky,
-                            geom.stride_h,
-                            geom.dilation_h,
-                            geom.pad_top,
-                            geom.in_h,
-                        ) else {
-                            continue;
-                        };
-                        for kx in 0..geom.kernel_w {
-                            let Some(ix) = deconv_source(
-                                ox,
-                                kx,
-                                geom.stride_w,
-                                geom.dilation_w,
-                                geom.pad_left,
-                                in_w,
-                            ) else {
-                                continue;
-                            };
-                            let col = (((iy - input_rows.start) * in_w + ix) * taps
-                                + ky * geom.kernel_w
-                                + kx)
-                                * out_c;
-                            for (acc, &v) in acc.iter_mut().zip(&columns[col..col + out_c]) {
-                                *acc += v;
-                            }
-                        }
-                    }
-                    finish_pixel(
-                        &mut acc,
-                        bias,
-                        act,
-                        &mut out_row[ox * out_c..(ox + 1) * out_c],
-                    );
-                }
-            }
+            let job = Col2Im {
+                geom,
+                columns: columns.as_ptr(),
+                first_input_row: input_rows.start,
+                bias: padded_bias.as_ptr(),
+                lo,
+                hi,
+                row_sums: row_sums.as_mut_ptr(),
+                output: output[(oy0 - row_range.start) * out_row_len * out_c..].as_mut_ptr(),
+                rows: oy0..oy1,
+            };
+            // SAFETY: buffers sized above and checked by check_conv_buffers; the family was
+            // checked against the CPU when the weights were packed.
+            unsafe { col2im_rows(packed.family(), &job) };
         });
         oy0 = oy1;
     }
-}
-
-fn finish_pixel(acc: &mut [f32], bias: &[f32], act: Activation, out: &mut [f32]) {
-    for (j, (out, &sum)) in out.iter_mut().zip(acc.iter()).enumerate() {
-        *out = act.apply(sum + bias.get(j).copied().unwrap_or(0.0));
-    }
-}
-
-/// The input index feeding output index `o` through tap `t` of a transposed convolution:
-/// `o = i * stride + t * dilation - pad`, when such an integer `i < size` exists.
-#[inline]
-fn deconv_source(
-    o: usize,
-    t: usize,
-    stride: usize,
-    dilation: usize,
-    pad: usize,
-    size: usize,
-) -> Option<usize> {
-    let shifted = (o + pad).checked_sub(t * dilation)?;
-    (shifted % stride == 0)
-        .then_some(shifted / stride)
-        .filter(|&i| i < size)
 }
 
 /// Input rows that feed output rows `rows`, or `None` when none does.

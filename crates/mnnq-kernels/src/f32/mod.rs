@@ -12,6 +12,7 @@
 //! Work is split between threads by the caller through output row or pixel ranges; no kernel
 //! splits a reduction, so results do not depend on the split.
 
+mod col2im;
 mod conv;
 mod depthwise;
 mod gemm;
