@@ -1,7 +1,8 @@
 //! Dense convolution and transposed convolution over NHWC tensors, both built on [`gemm`].
 
 use super::col2im::{col2im_rows, Col2Im};
-use super::gemm::gemm;
+use super::depthwise::valid_taps;
+use super::gemm::{gemm, gemm_pass};
 use super::pack::PackedWeights;
 use crate::geometry::{Activation, ConvGeometry};
 use std::cell::RefCell;
@@ -118,6 +119,10 @@ pub fn conv2d_nhwc(
         );
         return;
     }
+    if geom.in_c >= DIRECT_MIN_CHANNELS {
+        conv_by_taps(geom, input, packed, bias, act, output, pixel_range);
+        return;
+    }
     let tile_rows = (IM2COL_TILE_BYTES / (4 * k.max(1)) / TILE_ROW_MULTIPLE * TILE_ROW_MULTIPLE)
         .max(TILE_ROW_MULTIPLE);
     with_scratch(tile_rows * k, |scratch| {
@@ -141,6 +146,87 @@ pub fn conv2d_nhwc(
             start = end;
         }
     });
+}
+
+/// From this many input channels on, a convolution runs as one GEMM pass per kernel tap straight
+/// on the input (enough reduction per pass to amortise reloading the output tile); below, the
+/// im2col copy is cheaper than many short passes (the 3-channel stem).
+const DIRECT_MIN_CHANNELS: usize = 32;
+
+/// Output pixels per chunk of [`conv_by_taps`]: the chunk's sums stay in L2 between taps.
+const DIRECT_CHUNK_PIXELS: usize = 256;
+
+/// Convolution without im2col: within an output row, the pixels a tap `(ky, kx)` reaches inside
+/// the image read input pixels a constant stride apart, so the tap is a GEMM pass on the input
+/// in place (`lda = stride_w * in_c`) over that tap's slice of the packed reduction. Passes run
+/// in `(ky, kx)` order, continuing each output's FMA chain in memory, then bias and activation.
+#[allow(clippy::too_many_arguments)]
+fn conv_by_taps(
+    geom: &ConvGeometry,
+    input: &[f32],
+    packed: &PackedWeights,
+    bias: &[f32],
+    act: Activation,
+    output: &mut [f32],
+    pixel_range: Range<usize>,
+) {
+    let (in_c, out_c, out_w) = (geom.in_c, geom.out_c, geom.out_w);
+    let mut pixel = pixel_range.start;
+    while pixel < pixel_range.end {
+        let (oy, ox0) = (pixel / out_w, pixel % out_w);
+        let ox1 = out_w
+            .min(ox0 + (pixel_range.end - pixel))
+            .min(ox0 + DIRECT_CHUNK_PIXELS);
+        let offset = (pixel - pixel_range.start) * out_c;
+        let sums = &mut output[offset..offset + (ox1 - ox0) * out_c];
+        sums.fill(0.0);
+        for ky in 0..geom.kernel_h {
+            let Some(iy) = geom.input_row(oy, ky) else {
+                continue;
+            };
+            for kx in 0..geom.kernel_w {
+                // Output columns whose tap lands inside the image: ox*stride + kx*dilation - pad.
+                let reach = valid_taps(
+                    1,
+                    out_w,
+                    kx * geom.dilation_w,
+                    geom.stride_w,
+                    geom.pad_left,
+                    geom.in_w,
+                );
+                let (first, end) = (reach.start.max(ox0), reach.end.min(ox1));
+                if first >= end {
+                    continue;
+                }
+                let ix = first * geom.stride_w + kx * geom.dilation_w - geom.pad_left;
+                let lda = geom.stride_w * in_c;
+                let a_start = (iy * geom.in_w + ix) * in_c;
+                let a = &input[a_start..a_start + (end - first - 1) * lda + in_c];
+                let tap = ky * geom.kernel_w + kx;
+                gemm_pass(
+                    end - first,
+                    a,
+                    lda,
+                    packed,
+                    tap * in_c..(tap + 1) * in_c,
+                    None,
+                    &mut sums[(first - ox0) * out_c..],
+                    out_c,
+                );
+            }
+        }
+        gemm_pass(
+            ox1 - ox0,
+            &[],
+            0,
+            packed,
+            0..0,
+            Some((bias, act)),
+            sums,
+            out_c,
+        );
+        pixel += ox1 - ox0;
+    }
 }
 
 /// Writes output pixel `pixel`'s receptive field in `(ky, kx, ic)` order; padding reads as zero.

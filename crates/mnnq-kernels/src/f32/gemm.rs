@@ -13,6 +13,7 @@
 use super::pack::{Family, PackedWeights};
 use super::simd::{F32Vector, Portable};
 use crate::geometry::Activation;
+use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
@@ -181,18 +182,27 @@ struct Operands<'a> {
     hi: f32,
     c: *mut f32,
     ldc: usize,
+    /// The slice of the reduction this call covers; `A`'s column 0 is `k_range.start`.
+    k_range: Range<usize>,
+    /// Start from zero (otherwise from the partial sums already in `C`).
+    from_zero: bool,
+    /// Apply bias and activation after the last reduction step.
+    finish: bool,
 }
 
 /// The blocked loop nest around the micro-kernels.
 #[inline(always)]
 unsafe fn gemm_blocked<T: TileSet>(op: &Operands) {
-    let (m, k) = (op.m, op.packed.k());
+    let m = op.m;
+    let (k_start, k_end) = (op.k_range.start, op.k_range.end);
     let data = op.packed.data().as_ptr();
     let lanes = T::V::LANES;
     for m0 in (0..m).step_by(T::MC) {
         let mc = T::MC.min(m - m0);
-        for k0 in (0..k).step_by(T::KC) {
-            let kc = T::KC.min(k - k0);
+        // An empty range still makes one pass when it has to finish (bias and activation only).
+        let mut k0 = k_start;
+        while k0 < k_end || (k0 == k_start && op.finish) {
+            let kc = T::KC.min(k_end - k0);
             for panel in op.packed.panels() {
                 let mut panel_bias = [0.0f32; MAX_PANEL_WIDTH];
                 if !op.bias.is_empty() {
@@ -205,20 +215,24 @@ unsafe fn gemm_blocked<T: TileSet>(op: &Operands) {
                     let row = m0 + i0;
                     let args = TileArgs {
                         kc,
-                        a: op.a.add(row * op.lda + k0),
+                        a: op.a.add(row * op.lda + (k0 - k_start)),
                         lda: op.lda,
                         b,
                         c: op.c.add(row * op.ldc + panel.col0),
                         ldc: op.ldc,
                         cols: panel.width,
-                        first: k0 == 0,
-                        last: k0 + kc == k,
+                        first: op.from_zero && k0 == k_start,
+                        last: op.finish && k0 + kc == k_end,
                         bias: panel_bias.as_ptr(),
                         lo: op.lo,
                         hi: op.hi,
                     };
                     T::tile(rows, panel.vectors, &args);
                 }
+            }
+            k0 += kc;
+            if kc == 0 {
+                break;
             }
         }
     }
@@ -305,17 +319,84 @@ pub fn gemm(
         hi,
         c: c.as_mut_ptr(),
         ldc,
+        k_range: 0..k,
+        from_zero: true,
+        finish: true,
     };
-    // SAFETY: sizes checked above; the packing's family was checked against the CPU when packed.
+    // SAFETY: sizes checked above.
+    unsafe { run(&op) }
+}
+
+/// Runs the micro-kernels of the packing's family.
+///
+/// # Safety
+/// `op`'s pointers must cover the sizes it describes.
+unsafe fn run(op: &Operands) {
+    // The packing's family was checked against the CPU when packed.
     unsafe {
-        match packed.family() {
-            Family::Portable => gemm_portable(&op),
+        match op.packed.family() {
+            Family::Portable => gemm_portable(op),
             #[cfg(target_arch = "x86_64")]
-            Family::Avx2 => gemm_avx2(&op),
+            Family::Avx2 => gemm_avx2(op),
             #[cfg(target_arch = "x86_64")]
-            Family::Avx512 => gemm_avx512(&op),
+            Family::Avx512 => gemm_avx512(op),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel family on another architecture"),
         }
     }
+}
+
+/// One pass of a GEMM split along the reduction: `C[i][j] += sum over k in k_range of
+/// A[i][k - k_range.start] * B[k][j]`, continuing each element's FMA chain from the value in `C`
+/// (so a sequence of passes over consecutive ranges rounds exactly like one call). With
+/// `finish`, bias and activation are applied after the pass; an empty `k_range` with `finish`
+/// only applies them. `a` is not read when `k_range` is empty.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_pass(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &PackedWeights,
+    k_range: Range<usize>,
+    finish: Option<(&[f32], Activation)>,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let n = packed.n();
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kc = k_range.len();
+    assert!(
+        k_range.end <= packed.k(),
+        "gemm_pass: k range beyond {}",
+        packed.k()
+    );
+    assert!(
+        kc == 0 || (lda >= kc && a.len() >= (m - 1) * lda + kc),
+        "gemm_pass: A too short"
+    );
+    assert!(
+        ldc >= n && c.len() >= (m - 1) * ldc + n,
+        "gemm_pass: C too short"
+    );
+    let (bias, act) = finish.unwrap_or((&[], Activation::None));
+    assert!(bias.is_empty() || bias.len() == n, "gemm_pass: bias length");
+    let (lo, hi) = act.bounds();
+    let op = Operands {
+        m,
+        a: a.as_ptr(),
+        lda,
+        packed,
+        bias,
+        lo,
+        hi,
+        c: c.as_mut_ptr(),
+        ldc,
+        k_range,
+        from_zero: false,
+        finish: finish.is_some(),
+    };
+    // SAFETY: sizes checked above.
+    unsafe { run(&op) }
 }
