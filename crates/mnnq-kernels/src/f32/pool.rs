@@ -250,27 +250,32 @@ unsafe fn global_avg<V: F32Vector>(pixels: usize, channels: usize, src: *const f
     } else {
         1.0 / pixels as f32
     });
-    // Four channel vectors at a time: four independent add chains per pass over the pixels.
-    const GROUP: usize = 4;
+    // Sums accumulate in `dst` (a few KB, stays in L1) while the input streams through once,
+    // pixel by pixel; each channel still sums its pixels in order.
     let mut c0 = 0;
     while c0 < channels {
-        let mut acc = [V::zero(); GROUP];
-        let lanes = |g: usize| (channels.saturating_sub(c0 + g * V::LANES)).min(V::LANES);
-        for p in 0..pixels {
-            let row = src.add(p * channels + c0);
-            for (g, acc) in acc.iter_mut().enumerate() {
-                let n = lanes(g);
-                if n > 0 {
-                    *acc = acc.add(V::load_n(row.add(g * V::LANES), n));
-                }
-            }
+        V::zero().store_n(dst.add(c0), channels - c0);
+        c0 += V::LANES;
+    }
+    for p in 0..pixels {
+        let row = src.add(p * channels);
+        let mut c0 = 0;
+        while c0 + V::LANES <= channels {
+            V::load(dst.add(c0))
+                .add(V::load(row.add(c0)))
+                .store(dst.add(c0));
+            c0 += V::LANES;
         }
-        for (g, acc) in acc.iter().enumerate() {
-            let n = lanes(g);
-            if n > 0 {
-                acc.mul(scale).store_n(dst.add(c0 + g * V::LANES), n);
-            }
+        // Scalar tail: a masked load of `dst` right after the masked store of the previous
+        // pixel would not be store-forwarded.
+        for c in c0..channels {
+            *dst.add(c) += *row.add(c);
         }
-        c0 += GROUP * V::LANES;
+    }
+    let mut c0 = 0;
+    while c0 < channels {
+        let n = channels - c0;
+        V::load_n(dst.add(c0), n).mul(scale).store_n(dst.add(c0), n);
+        c0 += V::LANES;
     }
 }
