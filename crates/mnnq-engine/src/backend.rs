@@ -267,7 +267,8 @@ mod avx512 {
         }
     }
 
-    /// Depthwise rows, see `super::depthwise_rows`.
+    /// Depthwise rows, see `super::depthwise_rows`. Up to 8 channel vectors are accumulated side
+    /// by side so that the FMA chains of different channels overlap.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn depthwise_rows(
@@ -281,37 +282,97 @@ mod avx512 {
         out: &mut [f32],
     ) {
         let c = g.channels;
-        let (lo, hi) = act.bounds();
-        let lo = _mm512_set1_ps(lo);
-        let hi = _mm512_set1_ps(hi);
-        let full = c / 16;
-        let tail = c % 16;
-        let tail_mask: u16 = if tail == 0 { 0 } else { (1u16 << tail) - 1 };
+        let blocks = c.div_ceil(16);
         for oy in oy0..oy1 {
             let (ky0, ky1) = g.tap_range_y(oy);
             for ox in 0..g.out_w {
                 let (kx0, kx1) = g.tap_range_x(ox);
                 let op = out.as_mut_ptr().add(((oy - oy0) * g.out_w + ox) * c);
-                let mut cb = 0;
-                while cb < full + (tail > 0) as usize {
-                    let mask = if cb < full { 0xffffu16 } else { tail_mask };
-                    let c0 = cb * 16;
-                    let mut acc = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0));
-                    for ky in ky0..ky1 {
-                        let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
-                        let row = input.as_ptr().add(iy * g.in_w * c + c0);
-                        let wrow = weights.as_ptr().add(ky * g.kernel_w * c + c0);
-                        for kx in kx0..kx1 {
-                            let ix = ox * g.stride_w + kx * g.dilation_w - g.pad_left;
-                            let x = _mm512_maskz_loadu_ps(mask, row.add(ix * c));
-                            let w = _mm512_maskz_loadu_ps(mask, wrow.add(kx * c));
-                            acc = _mm512_fmadd_ps(x, w, acc);
-                        }
+                let t = DwPixel {
+                    g,
+                    input: input.as_ptr(),
+                    weights: weights.as_ptr(),
+                    bias: bias.as_ptr(),
+                    out: op,
+                    oy,
+                    ox,
+                    ky: (ky0, ky1),
+                    kx: (kx0, kx1),
+                    act,
+                };
+                let mut b = 0;
+                while b < blocks {
+                    let n = (blocks - b).min(8);
+                    match n {
+                        8 => t.run::<8>(b),
+                        7 => t.run::<7>(b),
+                        6 => t.run::<6>(b),
+                        5 => t.run::<5>(b),
+                        4 => t.run::<4>(b),
+                        3 => t.run::<3>(b),
+                        2 => t.run::<2>(b),
+                        _ => t.run::<1>(b),
                     }
-                    let v = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
-                    _mm512_mask_storeu_ps(op.add(c0), mask, v);
-                    cb += 1;
+                    b += n;
                 }
+            }
+        }
+    }
+
+    struct DwPixel<'a> {
+        g: &'a super::DepthwiseGeometry,
+        input: *const f32,
+        weights: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        oy: usize,
+        ox: usize,
+        ky: (usize, usize),
+        kx: (usize, usize),
+        act: Activation,
+    }
+
+    impl DwPixel<'_> {
+        /// Channel vectors `[b0, b0 + B)` of one output pixel.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run<const B: usize>(&self, b0: usize) {
+            let g = self.g;
+            let c = g.channels;
+            let mask = |b: usize| -> u16 {
+                let rest = c - (b0 + b) * 16;
+                if rest >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << rest) - 1
+                }
+            };
+            let mut acc = [_mm512_setzero_ps(); B];
+            for (b, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_maskz_loadu_ps(mask(b), self.bias.add((b0 + b) * 16));
+            }
+            let c0 = b0 * 16;
+            for ky in self.ky.0..self.ky.1 {
+                let iy = self.oy * g.stride_h + ky * g.dilation_h - g.pad_top;
+                let row = self.input.add(iy * g.in_w * c + c0);
+                let wrow = self.weights.add(ky * g.kernel_w * c + c0);
+                for kx in self.kx.0..self.kx.1 {
+                    let ix = self.ox * g.stride_w + kx * g.dilation_w - g.pad_left;
+                    let xp = row.add(ix * c);
+                    let wp = wrow.add(kx * c);
+                    for b in 0..B {
+                        let m = mask(b);
+                        let x = _mm512_maskz_loadu_ps(m, xp.add(b * 16));
+                        let w = _mm512_maskz_loadu_ps(m, wp.add(b * 16));
+                        acc[b] = _mm512_fmadd_ps(x, w, acc[b]);
+                    }
+                }
+            }
+            let (lo, hi) = self.act.bounds();
+            let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+            for (b, a) in acc.iter().enumerate() {
+                let v = _mm512_min_ps(_mm512_max_ps(*a, lo), hi);
+                _mm512_mask_storeu_ps(self.out.add(c0 + b * 16), mask(b), v);
             }
         }
     }

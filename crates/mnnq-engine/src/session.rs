@@ -16,6 +16,8 @@ pub struct Session<'e> {
     threads: usize,
     /// Per-tensor scale for fake quantization (quantize-dequantize right after the tensor is made).
     fake_quant: HashMap<usize, f32>,
+    /// Accumulated time per step when profiling is on.
+    profile: Option<Vec<std::time::Duration>>,
 }
 
 /// Runs one op. Inputs and outputs are in the layouts the schedule chose.
@@ -170,6 +172,7 @@ impl<'e> Session<'e> {
             pool,
             threads,
             fake_quant: HashMap::new(),
+            profile: None,
         })
     }
 
@@ -188,6 +191,37 @@ impl<'e> Session<'e> {
             Some(s) => self.fake_quant.insert(tensor, s),
             None => self.fake_quant.remove(&tensor),
         };
+    }
+
+    /// Starts (or stops) timing every step of later runs.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![std::time::Duration::ZERO; self.engine.steps.len()]);
+    }
+
+    /// Accumulated time per step since profiling started: (op type, op name, milliseconds).
+    /// Layout conversions the engine inserted are reported as type `Convert`.
+    pub fn profile_report(&self) -> Vec<(String, String, f64)> {
+        let Some(times) = &self.profile else {
+            return Vec::new();
+        };
+        self.engine
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(step, t)| {
+                let (ty, name) = match step {
+                    Step::Node { node, .. } => {
+                        let n = &self.engine.ir.nodes[*node];
+                        (n.type_name.clone(), n.name.clone())
+                    }
+                    Step::Convert { to, .. } => (
+                        "Convert".to_string(),
+                        self.engine.tensor_name(self.engine.slots[*to].tensor).to_string(),
+                    ),
+                };
+                (ty, name, t.as_secs_f64() * 1e3)
+            })
+            .collect()
     }
 
     /// Runs the model on named inputs (logical row-major); returns every output, row-major.
@@ -267,7 +301,8 @@ impl<'e> Session<'e> {
     ) -> Result<(), EngineError> {
         let engine = self.engine;
         let par = Parallel { pool };
-        for step in &engine.steps {
+        for (step_index, step) in engine.steps.iter().enumerate() {
+            let started = self.profile.is_some().then(std::time::Instant::now);
             match step {
                 Step::Convert { from, to } => {
                     let (src, dst) = (&engine.slots[*from], &engine.slots[*to]);
@@ -308,6 +343,9 @@ impl<'e> Session<'e> {
                         }
                     }
                 }
+            }
+            if let (Some(start), Some(times)) = (started, self.profile.as_mut()) {
+                times[step_index] += start.elapsed();
             }
         }
         Ok(())

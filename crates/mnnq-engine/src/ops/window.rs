@@ -277,10 +277,14 @@ impl PreparedConv {
                         (ox * self.stride_w + kx * self.dilation_w) as isize - self.pad_left as isize;
                     let d = &mut dst[(ky * self.kernel_w + kx) * cn..][..cn];
                     if iy < 0 || ix < 0 || iy >= self.in_h as isize || ix >= self.in_w as isize {
-                        d.fill(0.0);
+                        d.iter_mut().for_each(|v| *v = 0.0);
                     } else {
                         let s = (iy as usize * self.in_w + ix as usize) * self.in_c + c0;
-                        d.copy_from_slice(&x[s..s + cn]);
+                        // An element loop: for the few channels of a stem convolution a memcpy
+                        // call per tap costs more than the copy.
+                        for (d, &v) in d.iter_mut().zip(&x[s..s + cn]) {
+                            *d = v;
+                        }
                     }
                 }
             }
