@@ -64,36 +64,25 @@ pub fn gemm_rows(
     c: &mut [f32],
     ldc: usize,
 ) {
-    debug_assert_eq!(col0 % NR, 0);
-    if rows == 0 || col1 <= col0 {
+    if rows == 0 {
         return;
     }
     assert!(a.len() >= (rows - 1) * lda + b.k, "A too short");
-    assert!(c.len() >= (rows - 1) * ldc + col1, "C too short");
-    assert!(bias.len() >= b.n, "bias too short");
-    #[cfg(target_arch = "x86_64")]
-    {
-        if active_isa() >= Isa::Avx512 {
-            // SAFETY: the CPU supports AVX-512 (checked by `active_isa`), and the bounds of A, B,
-            // C and bias were checked above.
-            unsafe { avx512::gemm_rows(a, lda, rows, b, col0, col1, bias, act, c, ldc) };
-            return;
-        }
-        if active_isa() >= Isa::Avx2 {
-            // SAFETY: AVX2 and FMA are available.
-            unsafe { gemm_rows_avx2(a, lda, rows, b, col0, col1, bias, act, c, ldc) };
-            return;
-        }
-    }
-    gemm_rows_portable(a, lda, rows, b, col0, col1, bias, act, c, ldc)
+    let ptrs: Vec<*const f32> = (0..rows).map(|r| a[r * lda..].as_ptr()).collect();
+    // SAFETY: every row pointer has `b.k` readable floats (checked above).
+    unsafe { gemm_indirect(&ptrs, 1, rows, b, col0, col1, bias, act, c, ldc) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+/// Indirect GEMM: row `r` of A is the concatenation, over `taps` taps, of the `b.k / taps` floats
+/// at `ptrs[r * taps + t]`. This is a convolution without an im2col copy: the pointers address
+/// input pixels directly (or a zero row for padding).
+///
+/// # Safety
+/// Every pointer must be valid for reading `b.k / taps` floats.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rows_avx2(
-    a: &[f32],
-    lda: usize,
+pub unsafe fn gemm_indirect(
+    ptrs: &[*const f32],
+    taps: usize,
     rows: usize,
     b: &PackedMatrix,
     col0: usize,
@@ -103,15 +92,55 @@ unsafe fn gemm_rows_avx2(
     c: &mut [f32],
     ldc: usize,
 ) {
-    gemm_rows_portable(a, lda, rows, b, col0, col1, bias, act, c, ldc)
+    debug_assert_eq!(col0 % NR, 0);
+    if rows == 0 || col1 <= col0 {
+        return;
+    }
+    assert!(taps > 0 && b.k % taps == 0, "k must split evenly over taps");
+    assert!(ptrs.len() >= rows * taps, "indirection too short");
+    assert!(c.len() >= (rows - 1) * ldc + col1, "C too short");
+    assert!(col1 <= b.n && bias.len() >= col1, "bias or columns out of range");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if active_isa() >= Isa::Avx512 {
+            // SAFETY: the CPU supports AVX-512 (checked by `active_isa`); C, bias and the
+            // indirection were checked above, the pointers by the caller.
+            unsafe { avx512::gemm(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) };
+            return;
+        }
+        if active_isa() >= Isa::Avx2 {
+            // SAFETY: AVX2 and FMA are available.
+            unsafe { gemm_avx2(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) };
+            return;
+        }
+    }
+    unsafe { gemm_portable(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx2(
+    ptrs: &[*const f32],
+    taps: usize,
+    rows: usize,
+    b: &PackedMatrix,
+    col0: usize,
+    col1: usize,
+    bias: &[f32],
+    act: Activation,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    unsafe { gemm_portable(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) }
 }
 
 /// Plain Rust GEMM (the reference; also the AVX2 path, auto-vectorized).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gemm_rows_portable(
-    a: &[f32],
-    lda: usize,
+unsafe fn gemm_portable(
+    ptrs: &[*const f32],
+    taps: usize,
     rows: usize,
     b: &PackedMatrix,
     col0: usize,
@@ -122,17 +151,21 @@ fn gemm_rows_portable(
     ldc: usize,
 ) {
     let (lo, hi) = act.bounds();
-    let k = b.k;
+    let cin = b.k / taps;
     for p in col0 / NR..col1.div_ceil(NR) {
         let panel = b.panel(p);
         let width = (col1 - p * NR).min(NR);
         for r in 0..rows {
-            let arow = &a[r * lda..r * lda + k];
             let mut acc = [0.0f32; NR];
-            for (kk, &av) in arow.iter().enumerate() {
-                let brow = &panel[kk * NR..kk * NR + NR];
-                for j in 0..NR {
-                    acc[j] += av * brow[j];
+            for t in 0..taps {
+                // SAFETY: the caller guarantees `cin` readable floats per pointer.
+                let arow = unsafe { std::slice::from_raw_parts(ptrs[r * taps + t], cin) };
+                for (ci, &av) in arow.iter().enumerate() {
+                    let kk = t * cin + ci;
+                    let brow = &panel[kk * NR..kk * NR + NR];
+                    for j in 0..NR {
+                        acc[j] += av * brow[j];
+                    }
                 }
             }
             let crow = &mut c[r * ldc + p * NR..r * ldc + p * NR + width];
@@ -151,9 +184,9 @@ mod avx512 {
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn gemm_rows(
-        a: &[f32],
-        lda: usize,
+    pub unsafe fn gemm(
+        ptrs: &[*const f32],
+        taps: usize,
         rows: usize,
         b: &PackedMatrix,
         col0: usize,
@@ -165,6 +198,7 @@ mod avx512 {
     ) {
         let (lo, hi) = act.bounds();
         let k = b.k;
+        let cin = k / taps;
         let mut p = col0 / NR;
         let p_end = col1.div_ceil(NR);
         while p < p_end {
@@ -179,9 +213,20 @@ mod avx512 {
             let mut r = 0;
             while r < rows {
                 let mr = (rows - r).min(MR);
-                let ap = a.as_ptr().add(r * lda);
-                let cp = c.as_mut_ptr().add(r * ldc + p * NR);
-                let t = Tile { k, a: ap, lda, b0, b1, c: cp, ldc, bias0, m0, m1, lo, hi };
+                let t = Tile {
+                    cin,
+                    taps,
+                    ptrs: ptrs.as_ptr().add(r * taps),
+                    b0,
+                    b1,
+                    c: c.as_mut_ptr().add(r * ldc + p * NR),
+                    ldc,
+                    bias0,
+                    m0,
+                    m1,
+                    lo,
+                    hi,
+                };
                 match (mr, two) {
                     (8, true) => t.run::<8, 2>(),
                     (8, false) => t.run::<8, 1>(),
@@ -207,9 +252,10 @@ mod avx512 {
     }
 
     struct Tile {
-        k: usize,
-        a: *const f32,
-        lda: usize,
+        cin: usize,
+        taps: usize,
+        /// `M x taps` row pointers.
+        ptrs: *const *const f32,
         b0: *const f32,
         b1: *const f32,
         c: *mut f32,
@@ -227,24 +273,26 @@ mod avx512 {
         #[target_feature(enable = "avx512f")]
         unsafe fn run<const M: usize, const P: usize>(&self) {
             let mut acc = [[_mm512_setzero_ps(); P]; M];
-            let mut ap = [self.a; M];
-            for (r, a) in ap.iter_mut().enumerate() {
-                *a = self.a.add(r * self.lda);
-            }
             let mut b0 = self.b0;
             let mut b1 = self.b1;
-            for kk in 0..self.k {
-                let bv0 = _mm512_loadu_ps(b0);
-                let bv1 = if P == 2 { _mm512_loadu_ps(b1) } else { bv0 };
-                for r in 0..M {
-                    let av = _mm512_set1_ps(*ap[r].add(kk));
-                    acc[r][0] = _mm512_fmadd_ps(av, bv0, acc[r][0]);
-                    if P == 2 {
-                        acc[r][1] = _mm512_fmadd_ps(av, bv1, acc[r][1]);
-                    }
+            for t in 0..self.taps {
+                let mut ap = [std::ptr::null::<f32>(); M];
+                for (r, a) in ap.iter_mut().enumerate() {
+                    *a = *self.ptrs.add(r * self.taps + t);
                 }
-                b0 = b0.add(NR);
-                b1 = b1.add(NR);
+                for kk in 0..self.cin {
+                    let bv0 = _mm512_loadu_ps(b0);
+                    let bv1 = if P == 2 { _mm512_loadu_ps(b1) } else { bv0 };
+                    for r in 0..M {
+                        let av = _mm512_set1_ps(*ap[r].add(kk));
+                        acc[r][0] = _mm512_fmadd_ps(av, bv0, acc[r][0]);
+                        if P == 2 {
+                            acc[r][1] = _mm512_fmadd_ps(av, bv1, acc[r][1]);
+                        }
+                    }
+                    b0 = b0.add(NR);
+                    b1 = b1.add(NR);
+                }
             }
             let lo = _mm512_set1_ps(self.lo);
             let hi = _mm512_set1_ps(self.hi);

@@ -344,6 +344,12 @@ impl Engine {
                 } else {
                     Layout::RowMajor
                 }
+            } else if let OpKind::Concat { .. } = node.kind {
+                // Concatenating channels-last tensors keeps them channels-last.
+                in_slots
+                    .first()
+                    .map(|&s| slots[s].layout)
+                    .unwrap_or(Layout::RowMajor)
             } else if keeps_layout(&node.kind) {
                 in_slots
                     .iter()

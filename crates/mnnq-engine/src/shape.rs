@@ -1136,9 +1136,12 @@ mod tests {
 
     #[test]
     fn strided_slice_with_negative_step() {
-        let p = strided_slice_plan(&[5], &[-1], &[0], &[-2], (0, 2, 0, 0, 0)).unwrap();
         // end_mask on dim 0: go all the way: indices 4, 2, 0.
+        let p = strided_slice_plan(&[5], &[-1], &[0], &[-2], (0, 1, 0, 0, 0)).unwrap();
         assert_eq!(p.out_shape, vec![3]);
         assert_eq!(p.ranges[0], (4, -2, 3));
+        // Without the mask the end (index 0) is exclusive: indices 4, 2.
+        let p = strided_slice_plan(&[5], &[-1], &[0], &[-2], (0, 0, 0, 0, 0)).unwrap();
+        assert_eq!(p.out_shape, vec![2]);
     }
 }

@@ -135,14 +135,49 @@ pub fn binary(op: BinaryOperation, relu: bool, a: &In, b: &In, out: &mut Out, pa
             let len = piece_len.min(total - start);
             // SAFETY: pieces are disjoint ranges of the output.
             let o = unsafe { ptr.slice(start, len) };
-            flat_binary_row(op, relu, ad, start, ia, bd, start, ib, o);
+            let a0 = if ia == 0 { 0 } else { start };
+            let b0 = if ib == 0 { 0 } else { start };
+            flat_binary_row(op, relu, ad, a0, ia, bd, b0, ib, o);
+        });
+        return;
+    }
+
+    let io = so[so.len() - 1];
+    // Float rows whose inner strides are 0 or 1 (per-channel scales on channels-last data, rows of
+    // a broadcast...) run through the vectorizable row kernel; rows are independent, so they are
+    // spread over threads in fixed pieces.
+    if !ints
+        && !out_int
+        && a.dtype == DType::F32
+        && b.dtype == DType::F32
+        && io == 1
+        && (ia == 0 || ia == 1)
+        && (ib == 0 || ib == 1)
+    {
+        let mut rows: Vec<[isize; 3]> = Vec::new();
+        for_each_row(&dims, [&sa, &sb, &so], |bases, _| rows.push(bases));
+        let row_len = dims[dims.len() - 1];
+        let rows_per_piece = if total >= PARALLEL_MIN {
+            (PIECE / row_len.max(1)).max(1)
+        } else {
+            rows.len().max(1)
+        };
+        let pieces = rows.len().div_ceil(rows_per_piece);
+        let ptr = SharedMut(out.data.as_mut_ptr());
+        let (ad, bd) = (a.data, b.data);
+        let rows = &rows;
+        par.for_each(pieces, |p| {
+            for &[ba, bb, bo] in &rows[p * rows_per_piece..((p + 1) * rows_per_piece).min(rows.len())] {
+                // SAFETY: every row is written by exactly one piece.
+                let o = unsafe { ptr.slice(bo as usize, row_len) };
+                flat_binary_row(op, relu, ad, ba as usize, ia, &bd[bb as usize..], 0, ib, o);
+            }
         });
         return;
     }
 
     let out_data: &mut [f32] = out.data;
     for_each_row(&dims, [&sa, &sb, &so], |[ba, bb, bo], len| {
-        let io = so[so.len() - 1];
         for i in 0..len as isize {
             let (pa, pb, po) = (
                 (ba + i * ia) as usize,
@@ -181,8 +216,8 @@ fn flat_binary_row(
     out: &mut [f32],
 ) {
     let len = out.len();
-    let a_row = if ia == 0 { &a[..1] } else { &a[a_start..a_start + len] };
-    let b_row = if ib == 0 { &b[..1] } else { &b[b_start..b_start + len] };
+    let a_row = if ia == 0 { &a[a_start..a_start + 1] } else { &a[a_start..a_start + len] };
+    let b_row = if ib == 0 { &b[b_start..b_start + 1] } else { &b[b_start..b_start + len] };
     macro_rules! run {
         ($f:expr) => {
             match (ia == 0, ib == 0) {

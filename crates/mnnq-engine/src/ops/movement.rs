@@ -125,9 +125,18 @@ pub fn copy_view(
     dst_base: isize,
     dst_strides: &[isize],
 ) {
-    // Sort dims by destination stride (outermost first) for sequential writes.
+    // Walk in destination memory order (sequential writes), unless the destination's innermost
+    // dim is short and the source's is longer (a transpose to channels-last with few channels):
+    // then walk in source order so the inner loop is long.
     let mut order: Vec<usize> = (0..shape.len()).collect();
     order.sort_by_key(|&d| std::cmp::Reverse(dst_strides[d].unsigned_abs()));
+    let mut src_order: Vec<usize> = (0..shape.len()).collect();
+    src_order.sort_by_key(|&d| std::cmp::Reverse(src_strides[d].unsigned_abs()));
+    if let (Some(&di), Some(&si)) = (order.last(), src_order.last()) {
+        if shape[di] < 16 && shape[si] > shape[di] {
+            order = src_order;
+        }
+    }
     let dims = in_order(shape, &order);
     let (dims, [ss, ds]) = simplify(
         &dims,

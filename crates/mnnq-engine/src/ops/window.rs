@@ -250,41 +250,47 @@ impl PreparedConv {
             // covers rows of this piece starting at its first column.
             let c = unsafe { out.slice(c_start, out_len - c_start) };
             let bias = &self.bias[g * cout_g..];
+            let taps = if direct { 1 } else { self.kernel_h * self.kernel_w };
+            let zeros = vec![0.0f32; cin_g];
+            let mut ptrs: Vec<*const f32> = Vec::with_capacity(rows * taps);
             if direct {
-                let a = &x[p0 * self.in_c + g * cin_g..];
-                backend::gemm_rows(a, self.in_c, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c);
+                for r in 0..rows {
+                    ptrs.push(x[(p0 + r) * self.in_c + g * cin_g..].as_ptr());
+                }
             } else {
-                let mut cols = vec![0.0f32; rows * k];
-                self.im2col(x, g * cin_g, cin_g, p0, rows, &mut cols);
-                backend::gemm_rows(&cols, k, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c);
+                self.indirection(x, g * cin_g, &zeros, p0, rows, &mut ptrs);
             }
+            // SAFETY: every pointer addresses `cin_g` floats of the input or of `zeros`.
+            unsafe {
+                backend::gemm_indirect(&ptrs, taps, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c)
+            };
         });
+        let _ = k;
     }
 
-    /// Gathers the receptive fields of output pixels `[p0, p0 + rows)` (channels `c0..c0+cn`),
-    /// K ordered (ky, kx, ci), zeros for padding.
-    #[allow(clippy::too_many_arguments)]
-    fn im2col(&self, x: &[f32], c0: usize, cn: usize, p0: usize, rows: usize, cols: &mut [f32]) {
-        let k = self.kernel_h * self.kernel_w * cn;
+    /// Pointers to the input pixel (channels `c0..`) each kernel tap of output pixels
+    /// `[p0, p0 + rows)` reads, `zeros` where the tap falls in padding. Taps ordered (ky, kx).
+    fn indirection(
+        &self,
+        x: &[f32],
+        c0: usize,
+        zeros: &[f32],
+        p0: usize,
+        rows: usize,
+        ptrs: &mut Vec<*const f32>,
+    ) {
         for r in 0..rows {
             let p = p0 + r;
             let (oy, ox) = (p / self.out_w, p % self.out_w);
-            let dst = &mut cols[r * k..(r + 1) * k];
             for ky in 0..self.kernel_h {
                 let iy = (oy * self.stride_h + ky * self.dilation_h) as isize - self.pad_top as isize;
                 for kx in 0..self.kernel_w {
                     let ix =
                         (ox * self.stride_w + kx * self.dilation_w) as isize - self.pad_left as isize;
-                    let d = &mut dst[(ky * self.kernel_w + kx) * cn..][..cn];
                     if iy < 0 || ix < 0 || iy >= self.in_h as isize || ix >= self.in_w as isize {
-                        d.iter_mut().for_each(|v| *v = 0.0);
+                        ptrs.push(zeros.as_ptr());
                     } else {
-                        let s = (iy as usize * self.in_w + ix as usize) * self.in_c + c0;
-                        // An element loop: for the few channels of a stem convolution a memcpy
-                        // call per tap costs more than the copy.
-                        for (d, &v) in d.iter_mut().zip(&x[s..s + cn]) {
-                            *d = v;
-                        }
+                        ptrs.push(x[(iy as usize * self.in_w + ix as usize) * self.in_c + c0..].as_ptr());
                     }
                 }
             }
@@ -317,12 +323,36 @@ impl PreparedConv {
             let row_len = self.out_w * self.out_c;
             let (lo, hi) = self.act.bounds();
             let cols = &cols;
+            let simple = self.stride_h == self.kernel_h
+                && self.stride_w == self.kernel_w
+                && self.dilation_h == 1
+                && self.dilation_w == 1
+                && self.pad_top == 0
+                && self.pad_left == 0
+                && self.out_h == self.in_h * self.stride_h
+                && self.out_w == self.in_w * self.stride_w;
             par.for_each(self.out_h.div_ceil(ROW_CHUNK), |i| {
                 let oy0 = i * ROW_CHUNK;
                 let oy1 = (oy0 + ROW_CHUNK).min(self.out_h);
                 // SAFETY: disjoint output rows.
                 let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
                 let mut acc = vec![0.0f32; cout_g];
+                let bias = &self.bias[g * cout_g..(g + 1) * cout_g];
+                if simple {
+                    // Stride equals kernel, no padding: each output pixel gets exactly one tap.
+                    for oy in oy0..oy1 {
+                        let (iy, ky) = (oy / self.stride_h, oy % self.stride_h);
+                        for ox in 0..self.out_w {
+                            let (ix, kx) = (ox / self.stride_w, ox % self.stride_w);
+                            let src = &cols[(iy * self.in_w + ix) * n + (ky * self.kernel_w + kx) * cout_g..][..cout_g];
+                            let dst = &mut o[((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..][..cout_g];
+                            for ((d, &v), &b) in dst.iter_mut().zip(src).zip(bias) {
+                                *d = (v + b).max(lo).min(hi);
+                            }
+                        }
+                    }
+                    return;
+                }
                 for oy in oy0..oy1 {
                     for ox in 0..self.out_w {
                         acc.copy_from_slice(&self.bias[g * cout_g..(g + 1) * cout_g]);
