@@ -302,7 +302,7 @@ impl<'e> Session<'e> {
         let engine = self.engine;
         let par = Parallel { pool };
         for (step_index, step) in engine.steps.iter().enumerate() {
-            let started = self.profile.is_some().then(std::time::Instant::now);
+            let started = self.profile.is_some().then(step_clock);
             match step {
                 Step::Convert { from, to } => {
                     let (src, dst) = (&engine.slots[*from], &engine.slots[*to]);
@@ -345,7 +345,7 @@ impl<'e> Session<'e> {
                 }
             }
             if let (Some(start), Some(times)) = (started, self.profile.as_mut()) {
-                times[step_index] += start.elapsed();
+                times[step_index] += step_clock().saturating_sub(start);
             }
         }
         Ok(())
@@ -366,6 +366,20 @@ impl<'e> Session<'e> {
             },
         );
     }
+}
+
+/// The clock profiles use: this thread's on-CPU time where Linux exposes it (a loaded machine
+/// inflates wall time), else wall time since the first call. With more than one thread the
+/// workers' time is not included.
+fn step_clock() -> std::time::Duration {
+    if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+    {
+        return std::time::Duration::from_nanos(ns);
+    }
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// A read view of a slot. The arena pointer is shared by the views of one step; the schedule
