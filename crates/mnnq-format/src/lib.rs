@@ -16,6 +16,8 @@ mod schema_layout;
 #[allow(clippy::all, clippy::pedantic, missing_docs, unused_imports, dead_code, non_camel_case_types)]
 mod generated;
 
+pub mod weights;
+
 pub use error::FormatError;
 pub use generated::mnn::*;
 pub use model::{ExternalData, Model, SIDECAR_SUFFIX};
