@@ -9,15 +9,19 @@
 mod error;
 mod model;
 mod verify;
+#[rustfmt::skip]
+mod schema_layout;
 
 #[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, missing_docs, unused_imports, dead_code, non_camel_case_types)]
 mod generated;
 
+pub mod weights;
+
 pub use error::FormatError;
 pub use generated::mnn::*;
 pub use model::{ExternalData, Model, SIDECAR_SUFFIX};
-pub use verify::Limits;
+pub use verify::{Limits, VerifyError};
 
 /// The planus runtime the generated types belong to (for callers that need its traits).
 pub use planus;
