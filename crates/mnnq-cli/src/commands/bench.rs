@@ -49,7 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, (name, shape))| (name, random_tensor(&shape, i as u64 + 1)))
         .collect();
-    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
     let mut session = Session::new(&engine, args.threads.unwrap_or(0))?;
     for _ in 0..args.warmup {
         session.run(&named)?;
