@@ -38,6 +38,19 @@ fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
     Tensor::new(shape.to_vec(), data)
 }
 
+/// On-CPU time of all this process's threads (Linux), which a busy machine inflates far less
+/// than wall time; `None` elsewhere.
+fn process_cpu_ns() -> Option<u64> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.iterations == 0 {
         anyhow::bail!("--iterations must be at least 1");
@@ -58,11 +71,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         session.run(&named)?;
     }
     let mut times = Vec::with_capacity(args.iterations);
+    let cpu_start = process_cpu_ns();
     for _ in 0..args.iterations {
         let start = Instant::now();
         session.run(&named)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
+    let cpu_ms = process_cpu_ns()
+        .zip(cpu_start)
+        .map(|(end, start)| (end - start) as f64 * 1e-6 / args.iterations as f64);
     times.sort_by(|a, b| a.total_cmp(b));
     let n = times.len();
     let median = if n % 2 == 1 {
@@ -82,11 +99,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "isa": isa,
             "warmup": args.warmup,
             "iterations": args.iterations,
+            "cpu_ms_per_run": cpu_ms,
         });
         println!("{report}");
     } else {
+        let cpu = cpu_ms
+            .map(|c| format!(", cpu {c:.3} ms/run"))
+            .unwrap_or_default();
         println!(
-            "{}: median {median:.3} ms, min {min:.3} ms, max {max:.3} ms ({} runs, {} threads, {isa})",
+            "{}: median {median:.3} ms, min {min:.3} ms, max {max:.3} ms ({} runs, {} threads, {isa}{cpu})",
             args.model.display(),
             n,
             session.threads()
