@@ -10,6 +10,8 @@ use mnnq_kernels::Activation;
 const PIXEL_CHUNK: usize = 96;
 /// Output channels per work item.
 const COLUMN_CHUNK: usize = 8 * NR;
+/// Output rows per work item of a deconvolution (rounded to the stride).
+const DECONV_ROWS: usize = 8;
 /// Output rows per work item of depthwise convolution, pooling and resize.
 const ROW_CHUNK: usize = 2;
 
@@ -26,6 +28,8 @@ enum ConvPlan {
     Depthwise { weights: Vec<f32> },
     /// Dense group-1 convolution on `mnnq-kernels`' packed GEMM.
     SharedDense(Box<mnnq_kernels::f32::PackedWeights>),
+    /// Group-1 deconvolution on `mnnq-kernels`.
+    SharedDeconv(Box<mnnq_kernels::f32::PackedWeights>),
     /// Depthwise convolution on `mnnq-kernels`.
     SharedDepthwise(Box<mnnq_kernels::f32::PackedDepthwise>),
     /// Per group, weights as a `cin_g x (kh * kw * cout_g)` matrix with columns ordered
@@ -105,6 +109,10 @@ impl PreparedConv {
         let plan = if depthwise && shared {
             ConvPlan::SharedDepthwise(Box::new(mnnq_kernels::f32::PackedDepthwise::pack(
                 w, in_c, kh, kw,
+            )))
+        } else if deconv && group == 1 && shared {
+            ConvPlan::SharedDeconv(Box::new(mnnq_kernels::f32::PackedWeights::pack_deconv(
+                w, in_c, out_c, kh, kw,
             )))
         } else if !deconv && group == 1 && shared {
             ConvPlan::SharedDense(Box::new(mnnq_kernels::f32::PackedWeights::pack_conv(
@@ -191,7 +199,7 @@ impl PreparedConv {
             ConvPlan::Dense { .. } | ConvPlan::SharedDense(_) => {
                 self.batch * self.out_h * self.out_w * self.out_c * taps * self.in_c / self.group
             }
-            ConvPlan::Deconv { .. } => {
+            ConvPlan::Deconv { .. } | ConvPlan::SharedDeconv(_) => {
                 self.batch * self.in_h * self.in_w * self.in_c * taps * self.out_c / self.group
             }
         }
@@ -211,6 +219,7 @@ impl PreparedConv {
                 ConvPlan::Deconv { packed } => self.run_deconv(packed, x, y, par),
                 ConvPlan::SharedDense(packed) => self.run_shared_dense(packed, x, y, par),
                 ConvPlan::SharedDepthwise(packed) => self.run_shared_depthwise(packed, x, y, par),
+                ConvPlan::SharedDeconv(packed) => self.run_shared_deconv(packed, x, y, par),
             }
         }
         let _ = self.kind;
@@ -252,6 +261,28 @@ impl PreparedConv {
             // SAFETY: each piece writes its own output pixels.
             let o = unsafe { out.slice(p0 * self.out_c, (p1 - p0) * self.out_c) };
             mnnq_kernels::f32::conv2d_nhwc(&g, x, packed, bias, self.act, o, p0..p1);
+        });
+    }
+
+    fn run_shared_deconv(
+        &self,
+        packed: &mnnq_kernels::f32::PackedWeights,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let row_len = self.out_w * self.out_c;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        // Blocks of output rows a multiple of the stride, so each input row is multiplied once.
+        let rows = (DECONV_ROWS / self.stride_h).max(1) * self.stride_h;
+        par.for_each(self.out_h.div_ceil(rows), |i| {
+            let oy0 = i * rows;
+            let oy1 = (oy0 + rows).min(self.out_h);
+            // SAFETY: each piece writes its own output rows.
+            let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
+            mnnq_kernels::f32::deconv2d_nhwc(&g, x, packed, bias, self.act, o, oy0..oy1);
         });
     }
 
