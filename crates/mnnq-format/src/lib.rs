@@ -7,6 +7,7 @@
 //! can be built, edited and written back with [`Model::to_bytes`] / [`Model::save`].
 
 mod error;
+mod external;
 mod model;
 mod verify;
 #[rustfmt::skip]
