@@ -6,6 +6,8 @@
 //! `OpParameter`, `Convolution2D`, `IDSTQuan`, `TensorDescribe`, ... are owned planus types that
 //! can be built, edited and written back with [`Model::to_bytes`] / [`Model::save`].
 
+#[cfg(test)]
+mod doc_check;
 mod error;
 mod external;
 mod model;
