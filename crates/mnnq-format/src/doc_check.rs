@@ -46,7 +46,9 @@ fn doc_scalar_bytes(doc_type: &str) -> Option<usize> {
 fn slot_tables_match_the_format_doc() {
     let Some(text) = doc_text() else { return };
     let mut current: Option<&str> = None;
-    let mut rows: Vec<(String, Vec<(usize, String, String)>)> = Vec::new();
+    // (table, [(slot, field, type)])
+    type DocTable = (String, Vec<(usize, String, String)>);
+    let mut rows: Vec<DocTable> = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("#### ") {
             let name = rest.split_whitespace().next().unwrap_or_default();
