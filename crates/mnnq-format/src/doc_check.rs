@@ -7,8 +7,10 @@ use crate::schema_layout::{TABLES, UNIONS};
 use crate::verify::FieldKind;
 
 fn doc_text() -> Option<String> {
+    // MNNQ_DOCS, else the `docs` folder next to MNNQ_FIXTURES, else ../shared/docs.
     let path = std::env::var_os("MNNQ_DOCS")
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("MNNQ_FIXTURES").map(|f| PathBuf::from(f).join("../docs")))
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/docs"))
         .join("mnn-format.md");
     match std::fs::read_to_string(&path) {
