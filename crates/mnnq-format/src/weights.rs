@@ -106,7 +106,7 @@ fn uses_external(external: &Option<Vec<i64>>) -> bool {
 }
 
 /// Reads `len` bytes at `offset` of the sidecar, checking both against its size.
-fn sidecar_slice<'a>(
+pub(crate) fn sidecar_slice<'a>(
     sidecar: Option<&'a [u8]>,
     offset: i64,
     len: i64,
@@ -132,7 +132,7 @@ fn sidecar_slice<'a>(
     }
 }
 
-fn f32s_from_le(bytes: &[u8], what: &str) -> Result<Vec<f32>> {
+pub(crate) fn f32s_from_le(bytes: &[u8], what: &str) -> Result<Vec<f32>> {
     if !bytes.len().is_multiple_of(4) {
         return fail(format!(
             "{what}: {} bytes is not a whole number of f32",
@@ -205,19 +205,23 @@ pub fn decode_conv(conv: &Convolution2D, sidecar: Option<&[u8]>) -> Result<ConvW
 }
 
 /// The pieces of an `IDSTQuan`, resolved from inline fields or the sidecar.
-struct QuanParts {
-    buffer: Vec<u8>,
+pub(crate) struct QuanParts {
+    pub(crate) buffer: Vec<u8>,
     /// Scales as f32 (converted from f16 when stored that way).
-    alpha: Vec<f32>,
-    external_bias: Option<Vec<f32>>,
+    pub(crate) alpha: Vec<f32>,
+    pub(crate) external_bias: Option<Vec<f32>>,
     /// `index` of the sparse-float form (inline, or from the sidecar).
-    index: Option<Vec<u32>>,
+    pub(crate) index: Option<Vec<u32>>,
     /// Float weights of the in-memory type 8 ("float weights in the external file").
-    external_float: Option<Vec<f32>>,
+    pub(crate) external_float: Option<Vec<f32>>,
 }
 
 impl QuanParts {
-    fn gather(quan: &IdstQuan, external: Option<&[i64]>, sidecar: Option<&[u8]>) -> Result<Self> {
+    pub(crate) fn gather(
+        quan: &IdstQuan,
+        external: Option<&[i64]>,
+        sidecar: Option<&[u8]>,
+    ) -> Result<Self> {
         let alpha_is_f16 = quan.scale_storage == ScaleStorageType::Fp16;
         let inline_buffer = quan.buffer.as_deref().filter(|b| !b.is_empty());
         let mut parts = QuanParts {

@@ -462,3 +462,119 @@ fn mnn_int8_fixtures_decode_close_to_the_float_models() {
         );
     }
 }
+
+#[test]
+fn inlining_the_sidecar_makes_a_self_contained_model() {
+    let weight = [1.0f32, -2.0, 3.0, 0.5];
+    let quan = encode_idst_int8(&weight, &[0.5, 0.25], 8).unwrap();
+    let idst: Vec<u8> = quan
+        .buffer
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|&b| b as u8)
+        .collect();
+    let le = |values: &[f32]| {
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let mut sidecar = le(&weight);
+    sidecar.extend(le(&[0.1, 0.2]));
+    let quan_at = sidecar.len() as i64;
+    sidecar.extend(&idst);
+    sidecar.extend(le(&[0.5, 0.25]));
+    let const_at = sidecar.len() as i64;
+    sidecar.extend([7i32, -9].iter().flat_map(|v| v.to_le_bytes()));
+    let conv_op = |conv: Convolution2D| Op {
+        type_: OpType::Convolution,
+        main: Some(OpParameter::Convolution2D(Box::new(conv))),
+        output_indexes: Some(vec![0]),
+        ..Default::default()
+    };
+    let net = Net {
+        oplists: Some(vec![
+            conv_op(Convolution2D {
+                external: Some(vec![0, 16, 8]),
+                ..Default::default()
+            }),
+            conv_op(Convolution2D {
+                quan_parameter: Some(Box::new(IdstQuan {
+                    buffer: None,
+                    alpha: None,
+                    ..quan
+                })),
+                external: Some(vec![quan_at, idst.len() as i64, 8]),
+                ..Default::default()
+            }),
+            Op {
+                type_: OpType::Const,
+                main: Some(OpParameter::Blob(Box::new(mnnq_format::Blob {
+                    data_type: mnnq_format::DataType::DtInt32,
+                    external: Some(vec![const_at, 8]),
+                    ..Default::default()
+                }))),
+                output_indexes: Some(vec![0]),
+                ..Default::default()
+            },
+        ]),
+        tensor_name: Some(vec!["t".into()]),
+        ..Default::default()
+    };
+    let mut model = Model::new(net, "memory");
+    model.external = Some(mnnq_format::ExternalData {
+        path: "memory.weight".into(),
+        bytes: sidecar,
+    });
+    model.inline_external_data().unwrap();
+    assert!(model.external.is_none());
+    let reloaded = Model::from_bytes(&model.to_bytes().unwrap(), "inlined").unwrap();
+    let ops = reloaded.net.oplists.unwrap();
+    let conv = |i: usize| match &ops[i].main {
+        Some(OpParameter::Convolution2D(conv)) => decode_conv(conv, None).unwrap(),
+        _ => panic!("not a convolution"),
+    };
+    assert_eq!(conv(0).weight, weight.to_vec());
+    assert_eq!(conv(0).bias, vec![0.1, 0.2]);
+    assert_eq!(conv(1).weight, weight.to_vec());
+    match &ops[1].main {
+        Some(OpParameter::Convolution2D(c)) => {
+            assert_eq!(
+                c.quan_parameter
+                    .as_ref()
+                    .unwrap()
+                    .buffer
+                    .as_ref()
+                    .unwrap()
+                    .len(),
+                idst.len()
+            )
+        }
+        _ => unreachable!(),
+    }
+    match &ops[2].main {
+        Some(OpParameter::Blob(blob)) => {
+            assert_eq!(blob.int32s.as_deref(), Some(&[7, -9][..]));
+            assert!(blob.external.is_none());
+        }
+        _ => panic!("not a constant"),
+    }
+    // Without the sidecar loaded, inlining names the op that needs it.
+    let mut missing = Model::new(
+        Net {
+            oplists: Some(vec![conv_op(Convolution2D {
+                external: Some(vec![0, 16, 8]),
+                ..Default::default()
+            })]),
+            tensor_name: Some(vec!["t".into()]),
+            ..Default::default()
+        },
+        "m.mnn",
+    );
+    let message = missing.inline_external_data().unwrap_err().to_string();
+    assert!(
+        message.contains("m.mnn") && message.contains("op #0"),
+        "{message}"
+    );
+}
