@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mnnq_preprocess::{Config, InputSpec, InputType};
+use mnnq_preprocess::{Config, InputSpec, InputType, Layout};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,15 +42,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// HOOK(format): wire `--model` here once `mnnq-format` (branch `format`) is merged.
-/// Load the model, take its first input's name, layout (NCHW / NC4HW4 -> `Layout::Nchw`,
-/// NHWC -> `Layout::Nhwc`) and 4-D dims (<= 0 = unknown), and return
-/// `InputSpec::for_model_input(config, name, layout, &dims)`, printing its warnings.
-fn input_spec_from_model(_config: &Config, model: &Path) -> anyhow::Result<InputSpec> {
-    anyhow::bail!(
-        "--model {} is not supported yet: reading the model's input needs the model format crate; run without --model (NCHW, size from the config)",
-        model.display()
-    )
+/// The model's first input decides the layout (NHWC inputs get NHWC, NCHW and NC4HW4 get NCHW)
+/// and supplies a width/height the config leaves out.
+fn input_spec_from_model(config: &Config, model_path: &Path) -> anyhow::Result<InputSpec> {
+    let model = mnnq_format::Model::load(model_path)?;
+    let graph = mnnq_graph::Graph::new(&model.net)
+        .with_context(|| format!("model {}", model_path.display()))?;
+    let input = graph
+        .inputs()
+        .first()
+        .with_context(|| format!("model {} has no Input op", model_path.display()))?;
+    let layout = match input.dformat {
+        mnnq_format::MnnDataFormat::Nhwc => Layout::Nhwc,
+        _ => Layout::Nchw,
+    };
+    let dims: Vec<i64> = input.dims.iter().map(|&d| i64::from(d)).collect();
+    let (spec, warnings) = InputSpec::for_model_input(config, &input.name, layout, &dims)?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -141,8 +152,41 @@ mod tests {
         };
         let error = run(args(None)).unwrap_err().to_string();
         assert!(error.contains("bad.png"), "{error}");
-        let error = run(args(Some("m.mnn".into()))).unwrap_err().to_string();
-        assert!(error.contains("--model"), "{error}");
+        let error = run(args(Some(dir.0.join("missing.mnn"))))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing.mnn"), "{error}");
         assert!(!output.exists());
+    }
+
+    #[test]
+    fn model_supplies_missing_size_and_layout() {
+        let dir = scratch("model");
+        let image = dir.0.join("images/gray.pgm");
+        // A 4x2 binary PGM: P5 header then 8 gray samples.
+        let mut pgm = b"P5 4 2 255\n".to_vec();
+        pgm.extend_from_slice(&[0, 40, 80, 120, 160, 200, 240, 255]);
+        std::fs::write(&image, pgm).unwrap();
+        let config = dir.0.join("c.json");
+        std::fs::write(
+            &config,
+            r#"{"format": "BGR", "mean": [127.5, 127.5, 127.5],
+                "normal": [0.00784314, 0.00784314, 0.00784314], "path": "images"}"#,
+        )
+        .unwrap();
+        let output = dir.0.join("out.npy");
+        let model =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ppocr_cls_v2/model.mnn");
+        run(Args {
+            image,
+            config,
+            output: output.clone(),
+            model: Some(model),
+        })
+        .unwrap();
+        let bytes = std::fs::read(&output).unwrap();
+        let array = npyz::NpyFile::new(&bytes[..]).unwrap();
+        // PP-OCR cls takes 1x3x48x192 NCHW; the config gave no size.
+        assert_eq!(array.shape(), &[1, 3, 48, 192]);
     }
 }
