@@ -1,0 +1,158 @@
+//! Feature scales from the collected statistics (doc §4.4-4.6, §5), never zero or NaN.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mnnq_calibrate::{
+    kl_feature_scale, small_tensor_uses_max, unify_scales, AdmmOptions, LayoutOp, RangeStats, ThresholdMethod,
+    UnifyOptions,
+};
+
+use crate::plan::CalibrationPlan;
+use crate::stats::Histograms;
+use crate::QuantizeError;
+
+/// Why a tracked tensor got no scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoScaleReason {
+    /// Never computed during calibration (e.g. only reached through a skipped op).
+    NotSeen,
+    /// max |x| <= 1e-5 over all images (all zero): MNN would write scale 0.
+    NoRange,
+    /// Contains NaN/inf, or the method gave a non-finite or non-positive scale.
+    NotFinite,
+}
+
+/// Feature scale of every tensor that has one, and why the others have none.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeatureScales {
+    pub scales: BTreeMap<u32, f32>,
+    pub missing: BTreeMap<u32, NoScaleReason>,
+    /// Tensors whose KL search was replaced by the MAX threshold (graph inputs, small tensors).
+    pub max_threshold: usize,
+}
+
+fn usable(scale: f32) -> bool {
+    scale.is_finite() && scale > 0.0
+}
+
+/// Scales before unification. KL: MNN's threshold search, MAX for graph inputs and tensors
+/// with width*height < 100 (MNN's dims). ADMM: the streaming histogram ADMM.
+pub fn feature_scales(
+    plan: &CalibrationPlan,
+    ranges: &[RangeStats],
+    histograms: &Histograms,
+    clamp: f32,
+) -> Result<FeatureScales, QuantizeError> {
+    let mut out = FeatureScales::default();
+    for (slot, tensor) in plan.tensors.iter().enumerate() {
+        let range = &ranges[slot];
+        let reason = if range.min > range.max {
+            Some(NoScaleReason::NotSeen)
+        } else if !(range.min.is_finite() && range.max.is_finite()) {
+            Some(NoScaleReason::NotFinite)
+        } else if !range.is_valid() {
+            Some(NoScaleReason::NoRange)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            out.missing.insert(tensor.id, reason);
+            continue;
+        }
+        let scale = match histograms {
+            Histograms::Kl(h) => h[slot].as_ref().map(|h| {
+                let use_max = tensor.graph_input || small_tensor_uses_max(&tensor.shape, tensor.nhwc);
+                if use_max {
+                    out.max_threshold += 1;
+                }
+                let method = if use_max { ThresholdMethod::Max } else { ThresholdMethod::Kl };
+                kl_feature_scale(h, method, clamp).scale
+            }),
+            Histograms::Admm(h) => match &h[slot] {
+                Some(h) => h
+                    .admm_scale(&AdmmOptions {
+                        clamp,
+                        ..AdmmOptions::default()
+                    })?
+                    .map(|r| r.scale),
+                None => None,
+            },
+        };
+        match scale {
+            Some(s) if usable(s) => {
+                out.scales.insert(tensor.id, s);
+            }
+            Some(_) => {
+                out.missing.insert(tensor.id, NoScaleReason::NotFinite);
+            }
+            None => {
+                out.missing.insert(tensor.id, NoScaleReason::NoRange);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Applies the unification rules (doc §4.6, plus standalone ReLU/ReLU6 sharing their input's
+/// scale) in place.
+pub fn unify(scales: &mut FeatureScales, ops: &[LayoutOp], share_relu: bool) {
+    let mut map: HashMap<u32, f32> = scales.scales.iter().map(|(&k, &v)| (k, v)).collect();
+    unify_scales(ops, &mut map, UnifyOptions { share_relu_scales: share_relu });
+    for (id, scale) in map {
+        if usable(scale) {
+            scales.scales.insert(id, scale);
+            scales.missing.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::TrackedTensor;
+    use mnnq_calibrate::AbsHistogram;
+
+    fn tensor(id: u32, shape: &[usize], graph_input: bool) -> TrackedTensor {
+        TrackedTensor {
+            id,
+            shape: shape.to_vec(),
+            nhwc: false,
+            graph_input,
+            constant: None,
+        }
+    }
+
+    #[test]
+    fn max_fallback_for_inputs_and_small_tensors_and_no_zero_scales() {
+        let plan = CalibrationPlan::new(vec![
+            tensor(0, &[1, 3, 32, 32], true),
+            tensor(1, &[1, 8, 4, 4], false),
+            tensor(2, &[1, 8, 32, 32], false),
+            tensor(3, &[1, 8, 32, 32], false),
+        ]);
+        let data: Vec<f32> = (0..8192).map(|i| ((i % 97) as f32 - 48.0) / 10.0).collect();
+        let mut ranges = vec![RangeStats::new(); 4];
+        for r in &mut ranges[..3] {
+            r.update(&data);
+        }
+        ranges[3].update(&[0.0; 16]);
+        let hist: Vec<Option<AbsHistogram>> = ranges
+            .iter()
+            .map(|r| {
+                AbsHistogram::for_range(r).map(|mut h| {
+                    h.add_slice(&data);
+                    h
+                })
+            })
+            .collect();
+        let out = feature_scales(&plan, &ranges, &Histograms::Kl(hist), 127.0).unwrap();
+        let max_abs = 4.8f32;
+        let max_scale = ((2047.0f64 + 0.5) / f64::from(2048.0 / max_abs) / 127.0) as f32;
+        assert_eq!(out.scales[&0], max_scale, "graph input uses MAX");
+        assert_eq!(out.scales[&1], max_scale, "4x4 tensor uses MAX");
+        assert!(out.scales[&2] <= max_scale && out.scales[&2] > 0.0);
+        assert_eq!(out.missing.get(&3), Some(&NoScaleReason::NoRange));
+        assert_eq!(out.max_threshold, 2);
+    }
+}
