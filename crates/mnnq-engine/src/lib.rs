@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod import;
 pub mod ir;
 pub mod ops;
 pub mod session;
