@@ -17,7 +17,9 @@ pub fn encode_type1(codes: &[i8], channels: usize) -> Result<(Vec<i8>, bool), Qu
     let per_channel = codes.len() / channels;
     let shape_int32 = channels > usize::from(u16::MAX) || per_channel > usize::from(u16::MAX);
     if shape_int32 && (channels > u32::MAX as usize || per_channel > u32::MAX as usize) {
-        return Err(QuantizeError::Usage("weight tensor too large for IDST".into()));
+        return Err(QuantizeError::Usage(
+            "weight tensor too large for IDST".into(),
+        ));
     }
     let mut bytes: Vec<u8> = Vec::with_capacity(codes.len() + 270);
     bytes.push(2);
@@ -59,7 +61,9 @@ pub fn decode_type1(buffer: &[i8], shape_int32: bool) -> Result<(Vec<usize>, Vec
         n => n as usize,
     };
     if count != 256 {
-        return Err(format!("code-book has {count} entries; only the 8-bit form is decoded"));
+        return Err(format!(
+            "code-book has {count} entries; only the 8-bit form is decoded"
+        ));
     }
     let mut book: Vec<i8> = take(256)?.iter().map(|&b| b as i8).collect();
     book.sort_unstable();

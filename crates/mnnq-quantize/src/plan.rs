@@ -113,8 +113,20 @@ pub fn layout_ops(net: &Net, skip: &[String], share_relu: bool) -> Vec<LayoutOp>
         if skip.contains(&name) {
             continue;
         }
-        let inputs: Vec<u32> = op.input_indexes.iter().flatten().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
-        let outputs: Vec<u32> = op.output_indexes.iter().flatten().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+        let inputs: Vec<u32> = op
+            .input_indexes
+            .iter()
+            .flatten()
+            .filter(|&&i| i >= 0)
+            .map(|&i| i as u32)
+            .collect();
+        let outputs: Vec<u32> = op
+            .output_indexes
+            .iter()
+            .flatten()
+            .filter(|&&i| i >= 0)
+            .map(|&i| i as u32)
+            .collect();
         let (Some(&first), false) = (inputs.first(), outputs.is_empty()) else {
             continue;
         };

@@ -20,7 +20,9 @@ pub struct Bar(pub ProgressBar);
 impl Bar {
     pub fn new(label: &str, total: usize) -> Bar {
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} images ({elapsed})") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} images ({elapsed})")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(label.to_string());

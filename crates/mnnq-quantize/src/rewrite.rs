@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use mnnq_calibrate::{quantize_weights_admm, quantize_weights_max_abs, WeightAdmmOptions};
 use mnnq_format::{
-    Convolution2D, DataType, IdstQuan, Net, Op, OpParameter, OpType, QuantizedFloatParam, TensorDescribe,
-    TensorQuantInfo, UnaryOp, UnaryOpOperation,
+    Convolution2D, DataType, IdstQuan, Net, Op, OpParameter, OpType, QuantizedFloatParam,
+    TensorDescribe, TensorQuantInfo, UnaryOp, UnaryOpOperation,
 };
 
 use crate::idst::encode_type1;
@@ -78,7 +78,10 @@ pub fn unary_f32(op: UnaryOpOperation, x: f32) -> Option<f32> {
         // Abramowitz & Stegun 7.1.26 in f64 (|error| < 1.5e-7, far below one int8 step).
         let x = f64::from(x);
         let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-        let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+        let poly = t
+            * (0.254_829_592
+                + t * (-0.284_496_736
+                    + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
         let y = 1.0 - poly * (-x * x).exp();
         (if x < 0.0 { -y } else { y }) as f32
     };
@@ -123,13 +126,22 @@ pub fn unary_f32(op: UnaryOpOperation, x: f32) -> Option<f32> {
 
 /// The 255-entry int8 table of a unary op: entry `i + 127` = `clamp(round(f(i*s_in)/s_out))`.
 /// A NaN result maps to code 0 (our choice: MNN leaves it undefined).
-pub fn unary_table(op: UnaryOpOperation, scale_in: f32, scale_out: f32, clamp: f32) -> Option<Vec<i8>> {
+pub fn unary_table(
+    op: UnaryOpOperation,
+    scale_in: f32,
+    scale_out: f32,
+    clamp: f32,
+) -> Option<Vec<i8>> {
     let limit = clamp as i32;
     (-limit..=limit)
         .map(|i| {
             let y = unary_f32(op, i as f32 * scale_in)?;
             let q = (y / scale_out).round();
-            Some(if q.is_nan() { 0 } else { q.clamp(-clamp, clamp) as i8 })
+            Some(if q.is_nan() {
+                0
+            } else {
+                q.clamp(-clamp, clamp) as i8
+            })
         })
         .collect::<Option<Vec<i8>>>()
         .map(|mut table| {
@@ -149,8 +161,14 @@ fn quantize_conv(
     zero_channels: &mut usize,
 ) -> Result<(), String> {
     let weights = conv.weight.take().unwrap_or_default();
-    let common = conv.common.as_deref_mut().ok_or("convolution without common parameters")?;
-    let channels = usize::try_from(common.output_count).ok().filter(|&c| c > 0).ok_or("outputCount is not positive")?;
+    let common = conv
+        .common
+        .as_deref_mut()
+        .ok_or("convolution without common parameters")?;
+    let channels = usize::try_from(common.output_count)
+        .ok()
+        .filter(|&c| c > 0)
+        .ok_or("outputCount is not positive")?;
     let quantized = match options.weight_method {
         WeightMethod::MaxAbs => quantize_weights_max_abs(&weights, channels, options.weight_clamp),
         WeightMethod::Admm => quantize_weights_admm(
@@ -164,11 +182,15 @@ fn quantize_conv(
     }
     .map_err(|e| e.to_string())?;
     let per_channel = weights.len() / channels;
-    *zero_channels += weights.chunks_exact(per_channel).filter(|c| c.iter().all(|&w| w == 0.0)).count();
+    *zero_channels += weights
+        .chunks_exact(per_channel)
+        .filter(|c| c.iter().all(|&w| w == 0.0))
+        .count();
     if let Some(c) = input_channels {
         common.input_count = c as i32;
     }
-    let (buffer, shape_int32) = encode_type1(&quantized.codes, channels).map_err(|e| e.to_string())?;
+    let (buffer, shape_int32) =
+        encode_type1(&quantized.codes, channels).map_err(|e| e.to_string())?;
     conv.quan_parameter = Some(Box::new(IdstQuan {
         buffer: Some(buffer),
         alpha: Some(quantized.scales),
@@ -265,12 +287,21 @@ pub fn rewrite_net(
                 summary.convolutions_quantized += 1;
             }
             OpType::UnaryOp => {
-                let Some((i, o)) = single_io(op) else { continue };
-                let Some(OpParameter::UnaryOp(unary)) = &mut op.main else { continue };
-                if matches!(unary.op_type, UnaryOpOperation::Abs | UnaryOpOperation::Neg | UnaryOpOperation::Sign) {
+                let Some((i, o)) = single_io(op) else {
+                    continue;
+                };
+                let Some(OpParameter::UnaryOp(unary)) = &mut op.main else {
+                    continue;
+                };
+                if matches!(
+                    unary.op_type,
+                    UnaryOpOperation::Abs | UnaryOpOperation::Neg | UnaryOpOperation::Sign
+                ) {
                     continue;
                 }
-                let (Some(&s_in), Some(&s_out)) = (scales.get(&i), scales.get(&o)) else { continue };
+                let (Some(&s_in), Some(&s_out)) = (scales.get(&i), scales.get(&o)) else {
+                    continue;
+                };
                 match unary_table(unary.op_type, s_in, s_out, options.feature_clamp) {
                     Some(table) => {
                         unary.table_int8 = Some(table);
@@ -292,10 +323,12 @@ pub fn rewrite_net(
         describes.insert(d.index, d);
     }
     for (&id, &scale) in &scales {
-        let entry = describes.entry(id as i32).or_insert_with(|| TensorDescribe {
-            index: id as i32,
-            ..TensorDescribe::default()
-        });
+        let entry = describes
+            .entry(id as i32)
+            .or_insert_with(|| TensorDescribe {
+                index: id as i32,
+                ..TensorDescribe::default()
+            });
         entry.quant_info = Some(Box::new(TensorQuantInfo {
             scale,
             zero: 0.0,

@@ -54,6 +54,7 @@ pub fn scale_report(net: &Net, scales: &BTreeMap<u32, f32>) -> String {
     let mut out = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    ops.serialize(&mut serializer).expect("serializing plain data cannot fail");
+    ops.serialize(&mut serializer)
+        .expect("serializing plain data cannot fail");
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }

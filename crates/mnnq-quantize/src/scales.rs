@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use mnnq_calibrate::{
-    kl_feature_scale, small_tensor_uses_max, unify_scales, AdmmOptions, LayoutOp, RangeStats, ThresholdMethod,
-    UnifyOptions,
+    kl_feature_scale, small_tensor_uses_max, unify_scales, AdmmOptions, LayoutOp, RangeStats,
+    ThresholdMethod, UnifyOptions,
 };
 
 use crate::plan::CalibrationPlan;
@@ -62,11 +62,16 @@ pub fn feature_scales(
         }
         let scale = match histograms {
             Histograms::Kl(h) => h[slot].as_ref().map(|h| {
-                let use_max = tensor.graph_input || small_tensor_uses_max(&tensor.shape, tensor.nhwc);
+                let use_max =
+                    tensor.graph_input || small_tensor_uses_max(&tensor.shape, tensor.nhwc);
                 if use_max {
                     out.max_threshold += 1;
                 }
-                let method = if use_max { ThresholdMethod::Max } else { ThresholdMethod::Kl };
+                let method = if use_max {
+                    ThresholdMethod::Max
+                } else {
+                    ThresholdMethod::Kl
+                };
                 kl_feature_scale(h, method, clamp).scale
             }),
             Histograms::Admm(h) => match &h[slot] {
@@ -98,7 +103,13 @@ pub fn feature_scales(
 /// scale) in place.
 pub fn unify(scales: &mut FeatureScales, ops: &[LayoutOp], share_relu: bool) {
     let mut map: HashMap<u32, f32> = scales.scales.iter().map(|(&k, &v)| (k, v)).collect();
-    unify_scales(ops, &mut map, UnifyOptions { share_relu_scales: share_relu });
+    unify_scales(
+        ops,
+        &mut map,
+        UnifyOptions {
+            share_relu_scales: share_relu,
+        },
+    );
     for (id, scale) in map {
         if usable(scale) {
             scales.scales.insert(id, scale);

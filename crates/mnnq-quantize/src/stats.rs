@@ -18,11 +18,16 @@ use crate::QuantizeError;
 pub trait ForwardPass {
     /// Runs the model on one preprocessed input (the model's only input); calls `visit`
     /// with `(tensor index, data in logical order)` for every computed tensor.
-    fn forward(&mut self, input: Vec<f32>, visit: &mut dyn FnMut(usize, &[f32])) -> Result<(), String>;
+    fn forward(
+        &mut self,
+        input: Vec<f32>,
+        visit: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), String>;
 }
 
 /// Makes one [`ForwardPass`] per worker thread.
-pub type RunnerFactory<'a> = dyn Fn() -> Result<Box<dyn ForwardPass + 'a>, QuantizeError> + Sync + 'a;
+pub type RunnerFactory<'a> =
+    dyn Fn() -> Result<Box<dyn ForwardPass + 'a>, QuantizeError> + Sync + 'a;
 
 /// Turns calibration entry `i` into the model input, or says why it cannot be used.
 pub type ImageLoader<'a> = dyn Fn(usize) -> Result<Vec<f32>, String> + Sync + 'a;
@@ -116,27 +121,35 @@ fn run_pass<A: Send>(
         }
         Ok((acc, skipped))
     };
-    let results: Vec<Result<(A, Vec<SkippedImage>), (usize, QuantizeError)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|w| {
-                let worker = &worker;
-                let first_error = &first_error;
-                scope.spawn(move || {
-                    let result = worker(w);
-                    if let Err((index, _)) = &result {
-                        if let Ok(mut slot) = first_error.lock() {
-                            slot.get_or_insert((*index, QuantizeError::Usage(String::new())));
+    let results: Vec<Result<(A, Vec<SkippedImage>), (usize, QuantizeError)>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|w| {
+                    let worker = &worker;
+                    let first_error = &first_error;
+                    scope.spawn(move || {
+                        let result = worker(w);
+                        if let Err((index, _)) = &result {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert((*index, QuantizeError::Usage(String::new())));
+                            }
                         }
-                    }
-                    result
+                        result
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err((usize::MAX, QuantizeError::Usage("a calibration worker panicked".into())))))
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err((
+                            usize::MAX,
+                            QuantizeError::Usage("a calibration worker panicked".into()),
+                        ))
+                    })
+                })
+                .collect()
+        });
     let mut total: Option<A> = None;
     let mut skipped = Vec::new();
     // Report the failure of the earliest image, whatever the thread count.
@@ -210,7 +223,12 @@ pub fn collect_histograms(
 ) -> Result<Histograms, QuantizeError> {
     let (histograms, _) = match kind {
         HistogramKind::Kl => {
-            let init = || ranges.iter().map(AbsHistogram::for_range).collect::<Vec<_>>();
+            let init = || {
+                ranges
+                    .iter()
+                    .map(AbsHistogram::for_range)
+                    .collect::<Vec<_>>()
+            };
             let (h, s) = run_pass(
                 plan,
                 images,
