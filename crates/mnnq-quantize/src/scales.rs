@@ -44,8 +44,62 @@ pub fn feature_scales(
     histograms: &Histograms,
     clamp: f32,
 ) -> Result<FeatureScales, QuantizeError> {
+    // Each tensor's scale depends on its own statistics only: compute them in parallel, then
+    // collect in tensor order.
+    let per_tensor: Vec<Result<(Option<f32>, Option<NoScaleReason>, bool), QuantizeError>> =
+        std::thread::scope(|scope| {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(plan.len().max(1));
+            let chunk = plan.len().div_ceil(threads.max(1)).max(1);
+            let handles: Vec<_> = (0..plan.len())
+                .step_by(chunk)
+                .map(|begin| {
+                    let end = (begin + chunk).min(plan.len());
+                    scope.spawn(move || {
+                        (begin..end)
+                            .map(|slot| tensor_scale(plan, slot, ranges, histograms, clamp))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("scale computation does not panic"))
+                .collect()
+        });
     let mut out = FeatureScales::default();
-    for (slot, tensor) in plan.tensors.iter().enumerate() {
+    for (tensor, result) in plan.tensors.iter().zip(per_tensor) {
+        let (scale, reason, used_max) = result?;
+        if used_max {
+            out.max_threshold += 1;
+        }
+        match (scale, reason) {
+            (Some(s), _) => {
+                out.scales.insert(tensor.id, s);
+            }
+            (None, Some(r)) => {
+                out.missing.insert(tensor.id, r);
+            }
+            (None, None) => {
+                out.missing.insert(tensor.id, NoScaleReason::NoRange);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One tensor's scale, or why it has none, and whether the MAX threshold was used.
+fn tensor_scale(
+    plan: &CalibrationPlan,
+    slot: usize,
+    ranges: &[RangeStats],
+    histograms: &Histograms,
+    clamp: f32,
+) -> Result<(Option<f32>, Option<NoScaleReason>, bool), QuantizeError> {
+    let tensor = &plan.tensors[slot];
+    {
         let range = &ranges[slot];
         let reason = if range.min > range.max {
             Some(NoScaleReason::NotSeen)
@@ -57,16 +111,14 @@ pub fn feature_scales(
             None
         };
         if let Some(reason) = reason {
-            out.missing.insert(tensor.id, reason);
-            continue;
+            return Ok((None, Some(reason), false));
         }
+        let mut used_max = false;
         let scale = match histograms {
             Histograms::Kl(h) => h[slot].as_ref().map(|h| {
                 let use_max =
                     tensor.graph_input || small_tensor_uses_max(&tensor.shape, tensor.nhwc);
-                if use_max {
-                    out.max_threshold += 1;
-                }
+                used_max = use_max;
                 let method = if use_max {
                     ThresholdMethod::Max
                 } else {
@@ -84,19 +136,12 @@ pub fn feature_scales(
                 None => None,
             },
         };
-        match scale {
-            Some(s) if usable(s) => {
-                out.scales.insert(tensor.id, s);
-            }
-            Some(_) => {
-                out.missing.insert(tensor.id, NoScaleReason::NotFinite);
-            }
-            None => {
-                out.missing.insert(tensor.id, NoScaleReason::NoRange);
-            }
-        }
+        Ok(match scale {
+            Some(s) if usable(s) => (Some(s), None, used_max),
+            Some(_) => (None, Some(NoScaleReason::NotFinite), used_max),
+            None => (None, Some(NoScaleReason::NoRange), used_max),
+        })
     }
-    Ok(out)
 }
 
 /// Applies the unification rules (doc §4.6, plus standalone ReLU/ReLU6 sharing their input's
