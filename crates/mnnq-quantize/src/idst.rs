@@ -8,7 +8,7 @@ use crate::QuantizeError;
 /// the 256 code-book values -128..=127 in ascending order, then one byte `q + 128` per code
 /// (8-bit indices into the linear code-book).
 pub fn encode_type1(codes: &[i8], channels: usize) -> Result<(Vec<i8>, bool), QuantizeError> {
-    if channels == 0 || codes.is_empty() || codes.len() % channels != 0 {
+    if channels == 0 || codes.is_empty() || !codes.len().is_multiple_of(channels) {
         return Err(QuantizeError::Usage(format!(
             "cannot encode {} weight codes as {channels} channels",
             codes.len()

@@ -18,7 +18,7 @@ use crate::rewrite::{rewrite_net, RewriteOptions, RewriteSummary, WeightMethod};
 use crate::runner::{plan_from_engine, EngineRunner};
 use crate::scales::{feature_scales, unify, NoScaleReason};
 use crate::stats::{
-    collect_histograms, collect_ranges, ForwardPass, HistogramKind, Images, SkippedImage,
+    collect_histograms, collect_ranges, ForwardPass, HistogramKind, Images, Pass, SkippedImage,
 };
 use crate::{scale_json, QuantizeError};
 
@@ -27,21 +27,12 @@ use crate::{scale_json, QuantizeError};
 pub const ADMM_BINS: usize = 4096;
 
 /// Run settings that are not in the config.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct QuantizeOptions {
     /// Calibration workers (0: one per available core). Results do not depend on it.
     pub threads: usize,
     /// Show progress bars on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
-}
-
-impl Default for QuantizeOptions {
-    fn default() -> Self {
-        QuantizeOptions {
-            threads: 0,
-            progress: false,
-        }
-    }
 }
 
 /// Wall time of each step, in seconds.
@@ -251,7 +242,14 @@ pub fn quantize(
 
     let pass_start = Instant::now();
     let (bar, handle) = progress_for(options.progress, "range", files.len());
-    let (ranges, skipped) = collect_ranges(&plan, &images, threads, &make_runner, bar.as_ref())?;
+    let pass = Pass {
+        plan: &plan,
+        images: &images,
+        threads,
+        make_runner: &make_runner,
+        progress: bar.as_ref(),
+    };
+    let (ranges, skipped) = collect_ranges(&pass)?;
     if let Some(h) = handle {
         h.finish();
     }
@@ -267,15 +265,11 @@ pub fn quantize(
 
     let pass_start = Instant::now();
     let (bar, handle) = progress_for(options.progress, "histogram", files.len());
-    let histograms = collect_histograms(
-        &plan,
-        &ranges,
-        histogram_kind,
-        &images,
-        threads,
-        &make_runner,
-        bar.as_ref(),
-    )?;
+    let pass = Pass {
+        progress: bar.as_ref(),
+        ..pass
+    };
+    let histograms = collect_histograms(&pass, &ranges, histogram_kind)?;
     if let Some(h) = handle {
         h.finish();
     }

@@ -117,7 +117,7 @@ pub fn unary_f32(op: UnaryOpOperation, x: f32) -> Option<f32> {
         U::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         U::Tanh => x.tanh(),
         U::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
-        U::Gelu => 0.5 * x * (1.0 + (0.797_884_56 * (x + 0.044_715 * x * x * x)).tanh()),
+        U::Gelu => 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh()),
         U::GeluStandard => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
         U::Silu => x / (1.0 + (-x).exp()),
         _ => return None,

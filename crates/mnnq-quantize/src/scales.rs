@@ -46,29 +46,28 @@ pub fn feature_scales(
 ) -> Result<FeatureScales, QuantizeError> {
     // Each tensor's scale depends on its own statistics only: compute them in parallel, then
     // collect in tensor order.
-    let per_tensor: Vec<Result<(Option<f32>, Option<NoScaleReason>, bool), QuantizeError>> =
-        std::thread::scope(|scope| {
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(plan.len().max(1));
-            let chunk = plan.len().div_ceil(threads.max(1)).max(1);
-            let handles: Vec<_> = (0..plan.len())
-                .step_by(chunk)
-                .map(|begin| {
-                    let end = (begin + chunk).min(plan.len());
-                    scope.spawn(move || {
-                        (begin..end)
-                            .map(|slot| tensor_scale(plan, slot, ranges, histograms, clamp))
-                            .collect::<Vec<_>>()
-                    })
+    let per_tensor: Vec<Result<TensorOutcome, QuantizeError>> = std::thread::scope(|scope| {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(plan.len().max(1));
+        let chunk = plan.len().div_ceil(threads.max(1)).max(1);
+        let handles: Vec<_> = (0..plan.len())
+            .step_by(chunk)
+            .map(|begin| {
+                let end = (begin + chunk).min(plan.len());
+                scope.spawn(move || {
+                    (begin..end)
+                        .map(|slot| tensor_scale(plan, slot, ranges, histograms, clamp))
+                        .collect::<Vec<_>>()
                 })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("scale computation does not panic"))
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("scale computation does not panic"))
+            .collect()
+    });
     let mut out = FeatureScales::default();
     for (tensor, result) in plan.tensors.iter().zip(per_tensor) {
         let (scale, reason, used_max) = result?;
@@ -91,13 +90,16 @@ pub fn feature_scales(
 }
 
 /// One tensor's scale, or why it has none, and whether the MAX threshold was used.
+type TensorOutcome = (Option<f32>, Option<NoScaleReason>, bool);
+
+/// Computes one tensor's [`TensorOutcome`].
 fn tensor_scale(
     plan: &CalibrationPlan,
     slot: usize,
     ranges: &[RangeStats],
     histograms: &Histograms,
     clamp: f32,
-) -> Result<(Option<f32>, Option<NoScaleReason>, bool), QuantizeError> {
+) -> Result<TensorOutcome, QuantizeError> {
     let tensor = &plan.tensors[slot];
     {
         let range = &ranges[slot];

@@ -55,23 +55,39 @@ pub enum Histograms {
     Admm(Vec<Option<AdmmHistogram>>),
 }
 
-/// Runs one pass over all images with `threads` workers. `fold(acc, slot, data)` adds one
-/// tensor's data of one image; accumulators are merged in worker order.
+/// What one pass runs over: the tracked tensors, the images, the workers.
+pub struct Pass<'a> {
+    pub plan: &'a CalibrationPlan,
+    pub images: &'a Images<'a>,
+    /// Worker threads (at least 1; at most one per image).
+    pub threads: usize,
+    pub make_runner: &'a RunnerFactory<'a>,
+    pub progress: &'a dyn Progress,
+}
+
+/// A worker's result, or the index of the image it failed on and why.
+type WorkerResult<A> = Result<(A, Vec<SkippedImage>), (usize, QuantizeError)>;
+
+/// Runs one pass over all images with `pass.threads` workers. `fold(acc, slot, data)` adds
+/// one tensor's data of one image; accumulators are merged in worker order.
 fn run_pass<A: Send>(
-    plan: &CalibrationPlan,
-    images: &Images,
-    threads: usize,
-    make_runner: &RunnerFactory,
-    progress: &dyn Progress,
+    pass: &Pass,
     init: &(dyn Fn() -> A + Sync),
     fold: &(dyn Fn(&mut A, usize, &[f32]) + Sync),
     merge: &dyn Fn(&mut A, A) -> Result<(), QuantizeError>,
 ) -> Result<(A, Vec<SkippedImage>), QuantizeError> {
+    let Pass {
+        plan,
+        images,
+        threads,
+        make_runner,
+        progress,
+    } = *pass;
     let count = images.files.len();
     let threads = threads.clamp(1, count.max(1));
     let done = AtomicUsize::new(0);
     let first_error: Mutex<Option<(usize, QuantizeError)>> = Mutex::new(None);
-    let worker = |w: usize| -> Result<(A, Vec<SkippedImage>), (usize, QuantizeError)> {
+    let worker = |w: usize| -> WorkerResult<A> {
         let mut runner = make_runner().map_err(|e| (w, e))?;
         let mut acc = init();
         let mut skipped = Vec::new();
@@ -121,35 +137,34 @@ fn run_pass<A: Send>(
         }
         Ok((acc, skipped))
     };
-    let results: Vec<Result<(A, Vec<SkippedImage>), (usize, QuantizeError)>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|w| {
-                    let worker = &worker;
-                    let first_error = &first_error;
-                    scope.spawn(move || {
-                        let result = worker(w);
-                        if let Err((index, _)) = &result {
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert((*index, QuantizeError::Usage(String::new())));
-                            }
+    let results: Vec<WorkerResult<A>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let worker = &worker;
+                let first_error = &first_error;
+                scope.spawn(move || {
+                    let result = worker(w);
+                    if let Err((index, _)) = &result {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert((*index, QuantizeError::Usage(String::new())));
                         }
-                        result
-                    })
+                    }
+                    result
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err((
-                            usize::MAX,
-                            QuantizeError::Usage("a calibration worker panicked".into()),
-                        ))
-                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err((
+                        usize::MAX,
+                        QuantizeError::Usage("a calibration worker panicked".into()),
+                    ))
                 })
-                .collect()
-        });
+            })
+            .collect()
+    });
     let mut total: Option<A> = None;
     let mut skipped = Vec::new();
     // Report the failure of the earliest image, whatever the thread count.
@@ -178,20 +193,10 @@ fn run_pass<A: Send>(
 }
 
 /// Pass 1: global min/max of every tracked tensor over all images.
-pub fn collect_ranges(
-    plan: &CalibrationPlan,
-    images: &Images,
-    threads: usize,
-    make_runner: &RunnerFactory,
-    progress: &dyn Progress,
-) -> Result<(Vec<RangeStats>, Vec<SkippedImage>), QuantizeError> {
-    let n = plan.len();
+pub fn collect_ranges(pass: &Pass) -> Result<(Vec<RangeStats>, Vec<SkippedImage>), QuantizeError> {
+    let n = pass.plan.len();
     run_pass(
-        plan,
-        images,
-        threads,
-        make_runner,
-        progress,
+        pass,
         &|| vec![RangeStats::new(); n],
         &|acc: &mut Vec<RangeStats>, slot, data| acc[slot].update(data),
         &|total: &mut Vec<RangeStats>, other| {
@@ -213,13 +218,9 @@ pub enum HistogramKind {
 
 /// Pass 2: |x| histograms over the pass-1 ranges.
 pub fn collect_histograms(
-    plan: &CalibrationPlan,
+    pass: &Pass,
     ranges: &[RangeStats],
     kind: HistogramKind,
-    images: &Images,
-    threads: usize,
-    make_runner: &RunnerFactory,
-    progress: &dyn Progress,
 ) -> Result<Histograms, QuantizeError> {
     let (histograms, _) = match kind {
         HistogramKind::Kl => {
@@ -230,11 +231,7 @@ pub fn collect_histograms(
                     .collect::<Vec<_>>()
             };
             let (h, s) = run_pass(
-                plan,
-                images,
-                threads,
-                make_runner,
-                progress,
+                pass,
                 &init,
                 &|acc: &mut Vec<Option<AbsHistogram>>, slot, data| {
                     if let Some(h) = &mut acc[slot] {
@@ -260,11 +257,7 @@ pub fn collect_histograms(
                 .collect::<Result<_, _>>()?;
             let init = || template.clone();
             let (h, s) = run_pass(
-                plan,
-                images,
-                threads,
-                make_runner,
-                progress,
+                pass,
                 &init,
                 &|acc: &mut Vec<Option<AdmmHistogram>>, slot, data| {
                     if let Some(h) = &mut acc[slot] {

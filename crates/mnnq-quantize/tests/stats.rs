@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use mnnq_quantize::plan::{CalibrationPlan, TrackedTensor};
 use mnnq_quantize::progress::Silent;
 use mnnq_quantize::stats::{
-    collect_histograms, collect_ranges, ForwardPass, HistogramKind, Histograms, Images,
+    collect_histograms, collect_ranges, ForwardPass, HistogramKind, Histograms, Images, Pass,
 };
 use mnnq_quantize::QuantizeError;
 
@@ -65,17 +65,15 @@ fn run(threads: usize) -> (Vec<mnnq_calibrate::RangeStats>, Histograms, Vec<usiz
         load: &load,
     };
     let factory = || -> Result<Box<dyn ForwardPass>, QuantizeError> { Ok(Box::new(Toy)) };
-    let (ranges, skipped) = collect_ranges(&plan, &images, threads, &factory, &Silent).unwrap();
-    let hist = collect_histograms(
-        &plan,
-        &ranges,
-        HistogramKind::Kl,
-        &images,
+    let pass = Pass {
+        plan: &plan,
+        images: &images,
         threads,
-        &factory,
-        &Silent,
-    )
-    .unwrap();
+        make_runner: &factory,
+        progress: &Silent,
+    };
+    let (ranges, skipped) = collect_ranges(&pass).unwrap();
+    let hist = collect_histograms(&pass, &ranges, HistogramKind::Kl).unwrap();
     (ranges, hist, skipped.iter().map(|s| s.index).collect())
 }
 
