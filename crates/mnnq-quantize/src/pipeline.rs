@@ -16,7 +16,7 @@ use crate::plan::{layout_ops, tensor_names};
 use crate::progress::{Bar, Progress, Silent};
 use crate::rewrite::{rewrite_net, RewriteOptions, RewriteSummary, WeightMethod};
 use crate::runner::{plan_from_engine, EngineRunner};
-use crate::scales::{feature_scales, unify, NoScaleReason};
+use crate::scales::{feature_scales, unify, NoScaleReason, UnifyMode};
 use crate::stats::{
     collect_histograms, collect_ranges, ForwardPass, HistogramKind, Images, Pass, SkippedImage,
 };
@@ -33,6 +33,14 @@ pub struct QuantizeOptions {
     pub threads: usize,
     /// Show progress bars on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Scale unification: MNN's single pass, or repeated until consistent (default).
+    pub unify: UnifyMode,
+}
+
+impl Default for UnifyMode {
+    fn default() -> Self {
+        UnifyMode::UntilStable
+    }
 }
 
 /// Wall time of each step, in seconds.
@@ -64,6 +72,9 @@ pub struct QuantizeReport {
     /// Reason -> names of tensors calibration tracked but could give no scale.
     pub tensors_without_scale: BTreeMap<String, Vec<String>>,
     pub max_threshold_tensors: usize,
+    pub unify_mode: Option<UnifyMode>,
+    /// Unification passes run (more than 2 means a chain needed propagation).
+    pub unify_passes: usize,
     pub rewrite: RewriteSummary,
     pub size_before: u64,
     pub size_after: u64,
@@ -222,6 +233,7 @@ pub fn quantize(
         options.threads
     };
     report.threads = threads;
+    report.unify_mode = Some(options.unify);
     let plan = plan_from_engine(&engine, &config.skip_quant_op_names);
     report.tensors_tracked = plan.len();
     report.seconds.load = start.elapsed().as_secs_f64();
@@ -280,7 +292,7 @@ pub fn quantize(
     let mut scales = feature_scales(&plan, &ranges, &histograms, clamp)?;
     drop(histograms);
     let ops = layout_ops(&model.net, &config.skip_quant_op_names, true);
-    unify(&mut scales, &ops, true);
+    report.unify_passes = unify(&mut scales, &ops, true, options.unify);
     report.max_threshold_tensors = scales.max_threshold;
     report.seconds.scales = step.elapsed().as_secs_f64();
 

@@ -146,23 +146,54 @@ fn tensor_scale(
     }
 }
 
-/// Applies the unification rules (doc §4.6, plus standalone ReLU/ReLU6 sharing their input's
-/// scale) in place.
-pub fn unify(scales: &mut FeatureScales, ops: &[LayoutOp], share_relu: bool) {
+/// How far unification goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnifyMode {
+    /// One pass in op-name order, exactly as MNN: in a chain (pool -> pool, reshape -> pool)
+    /// a later op in name order can copy a scale that an earlier one then changes, leaving
+    /// an op with different input and output scales.
+    MnnSinglePass,
+    /// MNN's pass, repeated until nothing changes (at most 16 passes), so every chain ends
+    /// consistent. Differs from MNN only where MNN leaves an op inconsistent.
+    UntilStable,
+}
+
+/// Applies the unification rules (doc §4.6, plus standalone ReLU sharing its input's scale)
+/// in place. Returns the number of passes run.
+pub fn unify(
+    scales: &mut FeatureScales,
+    ops: &[LayoutOp],
+    share_relu: bool,
+    mode: UnifyMode,
+) -> usize {
     let mut map: HashMap<u32, f32> = scales.scales.iter().map(|(&k, &v)| (k, v)).collect();
-    unify_scales(
-        ops,
-        &mut map,
-        UnifyOptions {
-            share_relu_scales: share_relu,
-        },
-    );
+    let max_passes = match mode {
+        UnifyMode::MnnSinglePass => 1,
+        UnifyMode::UntilStable => 16,
+    };
+    let mut passes = 0;
+    while passes < max_passes {
+        let before = map.clone();
+        unify_scales(
+            ops,
+            &mut map,
+            UnifyOptions {
+                share_relu_scales: share_relu,
+            },
+        );
+        passes += 1;
+        if map == before {
+            break;
+        }
+    }
     for (id, scale) in map {
         if usable(scale) {
             scales.scales.insert(id, scale);
             scales.missing.remove(&id);
         }
     }
+    passes
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mnnq_format::{Model, OpParameter, OpType};
+use mnnq_quantize::scales::UnifyMode;
 use mnnq_quantize::{idst, quantize, QuantizeOptions};
 
 fn fixtures(test: &str) -> Option<PathBuf> {
@@ -58,6 +59,7 @@ fn quantize_cls(
     dir: &Path,
     fixtures: &Path,
     threads: usize,
+    unify: UnifyMode,
     name: &str,
 ) -> (PathBuf, mnnq_quantize::QuantizeReport) {
     let config = write_config(dir, fixtures, "KL", "MAX_ABS");
@@ -65,6 +67,7 @@ fn quantize_cls(
     let options = QuantizeOptions {
         threads,
         progress: false,
+        unify,
     };
     let report = quantize(
         &repo().join("testdata/ppocr_cls_v2/model.mnn"),
@@ -82,8 +85,20 @@ fn cls_end_to_end_parity_and_determinism() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (one, report) = quantize_cls(dir.path(), &fixtures, 1, "one.mnn");
-    let (three, _) = quantize_cls(dir.path(), &fixtures, 3, "three.mnn");
+    let (one, report) = quantize_cls(
+        dir.path(),
+        &fixtures,
+        1,
+        UnifyMode::MnnSinglePass,
+        "one.mnn",
+    );
+    let (three, _) = quantize_cls(
+        dir.path(),
+        &fixtures,
+        3,
+        UnifyMode::MnnSinglePass,
+        "three.mnn",
+    );
     println!("{}", report.summary());
 
     // Determinism: same bytes whatever the thread count.
@@ -244,4 +259,51 @@ fn refuses_ema_and_overwriting_the_input() {
     let error = quantize(&model, &model, &kl, &QuantizeOptions::default()).unwrap_err();
     assert!(error.to_string().contains("is the input model"), "{error}");
     assert!(!dir.path().join("q.mnn").exists());
+}
+
+#[test]
+fn cls_unification_until_stable_leaves_no_inconsistent_pooling() {
+    let Some(fixtures) = fixtures("cls_unification_until_stable_leaves_no_inconsistent_pooling")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mnn_like, mnn_report) = quantize_cls(
+        dir.path(),
+        &fixtures,
+        2,
+        UnifyMode::MnnSinglePass,
+        "mnn.mnn",
+    );
+    let (stable, report) = quantize_cls(
+        dir.path(),
+        &fixtures,
+        2,
+        UnifyMode::UntilStable,
+        "stable.mnn",
+    );
+    let pooling_mismatches = |path: &Path, scales: &BTreeMap<u32, f32>| -> Vec<String> {
+        let model = Model::load(path).unwrap();
+        model
+            .net
+            .oplists
+            .unwrap()
+            .iter()
+            .filter(|op| matches!(op.type_, OpType::Pooling | OpType::Pooling3D))
+            .filter(|op| {
+                let i = op.input_indexes.as_ref().unwrap()[0] as u32;
+                let o = op.output_indexes.as_ref().unwrap()[0] as u32;
+                scales.get(&i) != scales.get(&o)
+            })
+            .map(|op| op.name.clone().unwrap_or_default())
+            .collect()
+    };
+    // MNN's single pass leaves pool2d_10 (fed by pool2d_9, processed later in name order)
+    // with different scales; repeating the pass fixes it.
+    assert_eq!(
+        pooling_mismatches(&mnn_like, &mnn_report.scales),
+        vec!["pool2d_10.tmp_0".to_string()]
+    );
+    assert!(pooling_mismatches(&stable, &report.scales).is_empty());
+    assert!(report.unify_passes > 1 && report.unify_passes < 16);
 }

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use mnnq_quantize::scales::UnifyMode;
 use mnnq_quantize::{quantize, write_atomically, QuantizeOptions};
 
 #[derive(clap::Args)]
@@ -20,12 +21,21 @@ pub struct Args {
     /// Also write the run summary as JSON to this file.
     #[arg(long, value_name = "REPORT.json")]
     pub report: Option<PathBuf>,
+    /// Unify layout/pooling scales in one pass in op-name order exactly as MNN (which can
+    /// leave chained pooling/reshape ops with different input and output scales).
+    #[arg(long)]
+    pub mnn_unify: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let options = QuantizeOptions {
         threads: args.threads,
         progress: std::io::stderr().is_terminal(),
+        unify: if args.mnn_unify {
+            UnifyMode::MnnSinglePass
+        } else {
+            UnifyMode::UntilStable
+        },
     };
     let report = quantize(&args.origin, &args.quant, &args.config, &options)?;
     for warning in &report.warnings {
