@@ -37,11 +37,6 @@ pub struct QuantizeOptions {
     pub unify: UnifyMode,
 }
 
-impl Default for UnifyMode {
-    fn default() -> Self {
-        UnifyMode::UntilStable
-    }
-}
 
 /// Wall time of each step, in seconds.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]

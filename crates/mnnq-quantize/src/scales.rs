@@ -147,15 +147,16 @@ fn tensor_scale(
 }
 
 /// How far unification goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnifyMode {
     /// One pass in op-name order, exactly as MNN: in a chain (pool -> pool, reshape -> pool)
     /// a later op in name order can copy a scale that an earlier one then changes, leaving
     /// an op with different input and output scales.
     MnnSinglePass,
-    /// MNN's pass, repeated until nothing changes (at most 16 passes), so every chain ends
+    /// MNN's pass, repeated until nothing changes (the default) (at most 16 passes), so every chain ends
     /// consistent. Differs from MNN only where MNN leaves an op inconsistent.
+    #[default]
     UntilStable,
 }
 
