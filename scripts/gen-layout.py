@@ -17,12 +17,14 @@ SCALAR_BYTES = {"bool": 1, "byte": 1, "ubyte": 1, "int8": 1, "uint8": 1, "short"
 
 def parse(schema_dir):
     enums, unions, tables = {}, {}, {}
+    enum_values = {}
     for path in sorted(Path(schema_dir).glob("*.fbs")):
         text = re.sub(r"//[^\n]*", "", path.read_text(encoding="utf-8"))
         for m in re.finditer(r"\b(enum|union|table)\s+(\w+)\s*(?::\s*(\w+))?\s*\{(.*?)\}", text, re.S):
             kind, name, base, body = m.groups()
             if kind == "enum":
                 enums[name] = SCALAR_BYTES[base]
+                enum_values[name] = [tuple(x.strip() for x in item.split("=")) for item in body.split(",") if item.strip()]
             elif kind == "union":
                 unions[name] = [x.strip() for x in body.split(",") if x.strip()]
             else:
@@ -33,6 +35,7 @@ def parse(schema_dir):
                         sys.exit(f"{path}: cannot parse field `{item}` of table {name}")
                     fields.append((fm.group(1), fm.group(2), int(fm.group(3))))
                 tables[name] = fields
+    parse.enum_values = enum_values
     return enums, unions, tables
 
 
@@ -76,6 +79,19 @@ def main():
     out.append(f"pub(crate) static UNIONS: [(&str, &[TableId]); {len(unions)}] = [" +
                ", ".join(f"(\"{u}\", &UNION_{re.sub(r'(?<!^)(?=[A-Z])', '_', u).upper()})" for u in sorted(unions)) + "];")
     out.append(f"pub(crate) const ROOT_NET: TableId = TableId({index['Net']});")
+    out.append("")
+    # MNN's own spelling of enum values (planus renames them to Rust style), for messages and
+    # `mnnq inspect`.
+    for enum in ("OpType", "DataType", "MNN_DATA_FORMAT"):
+        fn = {"OpType": "op_type", "DataType": "data_type", "MNN_DATA_FORMAT": "data_format"}[enum]
+        out.append(f"/// MNN's name of `{enum}` value `value`, if it is one this schema knows.")
+        out.append(f"pub fn {fn}(value: i64) -> Option<&'static str> {{")
+        out.append("    Some(match value {")
+        for name, value in parse.enum_values[enum]:
+            out.append(f"        {value} => \"{name}\",")
+        out.append("        _ => return None,")
+        out.append("    })")
+        out.append("}")
     Path(output).write_text("\n".join(out) + "\n", encoding="utf-8")
 
 

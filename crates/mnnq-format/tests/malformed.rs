@@ -377,3 +377,32 @@ fn planus_written_models_reload() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("small.mnn")]);
 }
+
+#[test]
+fn unknown_op_type_value_is_reported() {
+    // Op { type: 9999, outputIndexes: [0] }: an OpType this schema does not know.
+    let mut asm = Assembler::new();
+    let net = asm.table(NET_INLINE, &[0, 0, 0, 4, 0, 0, 0, 8]);
+    asm.set_root(net);
+    let names = asm.vector_u32(&[0]);
+    asm.refer(net + 8, names);
+    let name = asm.string("t");
+    asm.refer(names + 4, name);
+    let ops = asm.vector_u32(&[0]);
+    asm.refer(net + 4, ops);
+    // Slots: outputIndexes (4) at +4, type (5) at +8.
+    let op = asm.table(12, &[0, 0, 0, 0, 4, 8]);
+    asm.refer(ops + 4, op);
+    asm.bytes[op + 8..op + 12].copy_from_slice(&9999i32.to_le_bytes());
+    let outputs = asm.vector_u32(&[0]);
+    asm.refer(op + 4, outputs);
+    let detail = malformed_detail(Model::from_bytes(&asm.bytes, "optype.mnn"), "optype.mnn");
+    assert!(detail.contains("9999"), "{detail}");
+    // The same buffer with a known type loads.
+    asm.bytes[op + 8..op + 12].copy_from_slice(&12i32.to_le_bytes());
+    let model = Model::from_bytes(&asm.bytes, "ok.mnn").unwrap();
+    assert_eq!(
+        model.net.oplists.unwrap()[0].type_,
+        mnnq_format::OpType::Convolution
+    );
+}
