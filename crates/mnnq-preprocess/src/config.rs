@@ -191,7 +191,10 @@ impl Reader<'_> {
     }
 
     fn type_error(&self, key: &str, expected: &str, value: &Value) -> ConfigError {
-        self.error(key, format!("expected {expected}, found {}", describe(value)))
+        self.error(
+            key,
+            format!("expected {expected}, found {}", describe(value)),
+        )
     }
 
     fn take(&mut self, key: &str) -> Option<Value> {
@@ -447,7 +450,8 @@ impl Config {
         }
 
         let winograd_key = r.boolean("winogradOpt")?;
-        let winograd_opt = feature_quantize_method == FeatureMethod::Ema && winograd_key != Some(false);
+        let winograd_opt =
+            feature_quantize_method == FeatureMethod::Ema && winograd_key != Some(false);
         if winograd_key == Some(true) && feature_quantize_method != FeatureMethod::Ema {
             r.warnings.push(Warning::new(format!(
                 "config {}: winogradOpt only applies to the EMA method; ignored",
@@ -484,7 +488,10 @@ impl Config {
                     source.display()
                 )
             } else {
-                format!("config {}: unknown key \"{key}\"; ignored", source.display())
+                format!(
+                    "config {}: unknown key \"{key}\"; ignored",
+                    source.display()
+                )
             };
             r.warnings.push(Warning::new(message));
             extra.insert(key, value);
@@ -514,6 +521,10 @@ impl Config {
             winograd_opt,
             extra,
         };
+        // An empty calibration folder is a config error too; the list itself is built again by
+        // the caller (`calibration_files`), which reports the same error if the folder was
+        // emptied in between.
+        crate::calibration_files(&config)?;
         Ok((config, r.warnings))
     }
 
@@ -563,11 +574,9 @@ fn parse_inputs(r: &Reader, value: &Value) -> Result<Vec<InputDecl>, ConfigError
         };
         let value = match fields.get("value") {
             None => None,
-            Some(v) => Some(
-                v.as_f64()
-                    .ok_or_else(|| r.error("inputs", format!("input {name:?}: value must be a number")))?
-                    as f32,
-            ),
+            Some(v) => Some(v.as_f64().ok_or_else(|| {
+                r.error("inputs", format!("input {name:?}: value must be a number"))
+            })? as f32),
         };
         out.push(InputDecl { name, shape, value });
     }
@@ -597,7 +606,7 @@ fn resolve_calibration_folder(r: &mut Reader, raw: &str) -> Result<PathBuf, Conf
     };
     if let Some(candidate) = beside_config {
         r.warnings.push(Warning::new(format!(
-            "config {}: calibration folder {raw:?} is not in the working directory; using {} (relative to the config file)",
+            "config {}: calibration folder {raw:?} is not in the working directory; using {} (found relative to the config file)",
             r.config.display(),
             candidate.display()
         )));

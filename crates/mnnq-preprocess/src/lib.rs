@@ -3,15 +3,37 @@
 //!
 //! Pipeline for one image: decode to RGBA8 (stb_image semantics, [`decode`]) -> optional centre
 //! crop -> corner-aligned bilinear stretch to the target size ([`resize`]) -> RGBA to the
-//! config's `format` -> `(v - mean[c]) * normal[c]` in f32 -> NCHW or NHWC.
+//! config's `format` -> `(v - mean[c]) * normal[c]` in f32 -> NCHW or NHWC. On the shared
+//! fixtures this is bit-identical to MNN (decoded pixels, 8-bit samples and float tensors).
 //!
-//! Differences from MNN, on purpose: bad configs are errors, not silent defaults
-//! ([`ConfigError`]); the calibration subset is the first N files in byte-wise sorted order
-//! (MNN takes N in directory order, then sorts); a file that fails to decode is skipped with a
-//! warning (MNN silently reuses the previous image's tensor).
+//! Decisions where MNN is silent, lenient or quirky:
+//! * Bad configs are errors naming the config file and key ([`ConfigError`]); unknown keys are
+//!   kept in [`Config::extra`] with a warning. `format` missing = BGR with a warning (MNN's
+//!   default); an unknown `format`, method or `input_type` is an error (MNN: silent default or
+//!   early return).
+//! * `mean` / `normal` must have exactly one value per channel of `format`; a single value is
+//!   not broadcast (MNN would apply it to channel 0 only and use 0 / 1 for the others, so a
+//!   broadcast would silently differ from MNN on the same config).
+//! * Clamp values must be integers in 1..=127 (MNN accepts 0 and truncates fractions);
+//!   `quant_bits` < 8 always caps the weight clamp at `2^(bits-1) - 1` (MNN only when
+//!   `weight_clamp_value` is present).
+//! * A relative `path` is tried against the working directory (MNN), then against the config
+//!   file's folder and that folder's parent, with a warning.
+//! * The calibration subset is the first N entries in byte-wise sorted order (MNN takes N in
+//!   directory order, then sorts, so its subset depends on the file system).
+//! * A file that fails to decode is skipped with a warning naming it ([`prepare_images`]); MNN
+//!   silently feeds the previous image again. No usable file is an error.
+//! * Images larger than [`MAX_PIXELS`] are refused before decoding; truncated PNM files are
+//!   errors (stb returns uninitialised pixels).
+//! * Width/height: the config wins over the model's input shape (MNN resizes the input), with
+//!   a warning when they differ; missing ones come from the model ([`InputSpec::for_model_input`]).
+//! * Non-image data: `input_type: "sequence"` as MNN, plus `.npy` tensors ([`sequence`]).
 
+mod bmp;
 pub mod config;
 pub mod decode;
+mod gif;
+pub mod npy;
 pub mod resize;
 pub mod sequence;
 
@@ -23,6 +45,7 @@ pub use config::{
     Config, ConfigError, FeatureMethod, ImageFormat, InputDecl, InputType, Warning, WeightMethod,
 };
 pub use decode::{decode_bytes, decode_file, RgbaImage, MAX_PIXELS};
+pub use npy::write_npy_f32;
 
 /// Memory order of a model input tensor (batch 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,23 +147,24 @@ impl InputSpec {
                 ),
             ));
         }
-        let mut side = |key: &str, from_config: Option<usize>, from_model: i64| {
-            match (from_config, from_model) {
-                (Some(c), m) => {
-                    if m > 0 && m as usize != c {
-                        warnings.push(Warning::new(format!(
+        let mut side = |key: &str, from_config: Option<usize>, from_model: i64| match (
+            from_config,
+            from_model,
+        ) {
+            (Some(c), m) => {
+                if m > 0 && m as usize != c {
+                    warnings.push(Warning::new(format!(
                             "config {}: {key} {c} differs from model input {name:?} ({m}); using {c} as MNN does",
                             config.source.display()
                         )));
-                    }
-                    Ok(c)
                 }
-                (None, m) if m > 0 => Ok(m as usize),
-                (None, _) => Err(config.error(
-                    Some(key),
-                    format!("missing, and model input {name:?} does not fix it"),
-                )),
+                Ok(c)
             }
+            (None, m) if m > 0 => Ok(m as usize),
+            (None, _) => Err(config.error(
+                Some(key),
+                format!("missing, and model input {name:?} does not fix it"),
+            )),
         };
         let width = side("width", config.width, model_w)?;
         let height = side("height", config.height, model_h)?;
@@ -416,10 +440,9 @@ pub fn prepare_images(
                 first,
             });
         }
-        return Err(PrepareError::Config(config.error(
-            Some("path"),
-            "no calibration files were given",
-        )));
+        return Err(PrepareError::Config(
+            config.error(Some("path"), "no calibration files were given"),
+        ));
     }
     Ok(PreparedImages { samples, skipped })
 }

@@ -151,10 +151,8 @@ impl Matrix {
         let perspective = mask & PERSPECTIVE_MASK != 0;
         let det = if perspective {
             d(m[SCALE_X]) * dcross(d(m[SCALE_Y]), d(m[PERSP_2]), d(m[TRANS_Y]), d(m[PERSP_1]))
-                + d(m[SKEW_X])
-                    * dcross(d(m[TRANS_Y]), d(m[PERSP_0]), d(m[SKEW_Y]), d(m[PERSP_2]))
-                + d(m[TRANS_X])
-                    * dcross(d(m[SKEW_Y]), d(m[PERSP_1]), d(m[SCALE_Y]), d(m[PERSP_0]))
+                + d(m[SKEW_X]) * dcross(d(m[TRANS_Y]), d(m[PERSP_0]), d(m[SKEW_Y]), d(m[PERSP_2]))
+                + d(m[TRANS_X]) * dcross(d(m[SKEW_Y]), d(m[PERSP_1]), d(m[SCALE_Y]), d(m[PERSP_0]))
         } else {
             dcross(d(m[SCALE_X]), d(m[SCALE_Y]), d(m[SKEW_X]), d(m[SKEW_Y]))
         };
@@ -164,7 +162,8 @@ impl Matrix {
         }
         // f32 cross product scaled in f64, as Skia's `scross_dscale`.
         let scross = |a: f32, b: f32, c: f32, e: f32| ((a * b - c * e) as f64 * inv_det) as f32;
-        let dcross_scale = |a: f32, b: f32, c: f32, e: f32| (dcross(d(a), d(b), d(c), d(e)) * inv_det) as f32;
+        let dcross_scale =
+            |a: f32, b: f32, c: f32, e: f32| (dcross(d(a), d(b), d(c), d(e)) * inv_det) as f32;
         let mut r = [0.0f32; 9];
         if perspective {
             r[SCALE_X] = scross(m[SCALE_Y], m[PERSP_2], m[TRANS_Y], m[PERSP_1]);
@@ -318,27 +317,11 @@ pub fn crop_and_resize(
         [(end_x - 1) as f32, start_y as f32],
         [(end_x - 1) as f32, (end_y - 1) as f32],
     ];
-    // A 1-pixel-wide target or source makes the 4-point solver singular; MNN then leaves the
-    // matrix as it was (identity). The closed form with zero extent is what that amounts to
-    // in the degenerate direction, and is what we use.
-    let transform = Matrix::poly_to_poly(&dst_points, &src_points).unwrap_or_else(|| {
-        let sx = if out_width > 1 {
-            (kept_w - 1) as f32 / ow
-        } else {
-            0.0
-        };
-        let sy = if out_height > 1 {
-            (kept_h - 1) as f32 / oh
-        } else {
-            0.0
-        };
-        let mut m = IDENTITY;
-        m.m[SCALE_X] = sx;
-        m.m[SCALE_Y] = sy;
-        m.m[TRANS_X] = start_x as f32;
-        m.m[TRANS_Y] = start_y as f32;
-        m
-    });
+    // A 1-pixel-wide (or high) source or target makes the 4-point solver singular. MNN then
+    // keeps its matrix as constructed, the identity: no stretch at all, the output samples the
+    // source's top-left corner (clamped at the edges). Reproduced on purpose (checked against
+    // MNN 3.6.1); such images are degenerate calibration data anyway.
+    let transform = Matrix::poly_to_poly(&dst_points, &src_points).unwrap_or(IDENTITY);
 
     let mut out = vec![0u8; out_width * out_height * 4];
     if transform.is_identity() && iw >= out_width && ih >= out_height {
@@ -364,7 +347,9 @@ pub fn crop_and_resize(
                     let y = cur_y.min(y_max).max(0.0);
                     let x = cur_x.min(x_max).max(0.0);
                     let (yi0, xi0) = (y as usize, x as usize);
-                    let (yi1, xi1) = (y.ceil() as usize, x.ceil() as usize);
+                    // ceil for x, y >= 0, without a libm call on baseline x86-64.
+                    let yi1 = yi0 + usize::from(y > yi0 as f32);
+                    let xi1 = xi0 + usize::from(x > xi0 as f32);
                     let fx = x - xi0 as f32;
                     let fy = y - yi0 as f32;
                     let w00 = (1.0 - fx) * (1.0 - fy);
@@ -382,7 +367,7 @@ pub fn crop_and_resize(
                         v += w01 * f32::from(src[i01 + c]);
                         v += w10 * f32::from(src[i10 + c]);
                         v += w11 * f32::from(src[i11 + c]);
-                        dst[c] = v.min(255.0).max(0.0) as u8;
+                        dst[c] = v.clamp(0.0, 255.0) as u8;
                     }
                     cur_y += step_y;
                     cur_x += step_x;
@@ -408,7 +393,10 @@ mod tests {
         let m = Matrix::poly_to_poly(&dst, &src).expect("solvable");
         for (d, s) in dst.iter().zip(src.iter()) {
             let (x, y) = m.map(d[0], d[1]);
-            assert!((x - s[0]).abs() < 1e-3 && (y - s[1]).abs() < 1e-3, "{d:?} -> ({x}, {y})");
+            assert!(
+                (x - s[0]).abs() < 1e-3 && (y - s[1]).abs() < 1e-3,
+                "{d:?} -> ({x}, {y})"
+            );
         }
     }
 
@@ -430,11 +418,34 @@ mod tests {
         let image = RgbaImage {
             width: 2,
             height: 2,
-            pixels: vec![0, 0, 0, 0, 100, 100, 100, 100, 0, 0, 0, 0, 100, 100, 100, 100],
+            pixels: vec![
+                0, 0, 0, 0, 100, 100, 100, 100, 0, 0, 0, 0, 100, 100, 100, 100,
+            ],
         };
         let out = crop_and_resize(&image, 1.0, 1.0, 3, 2).unwrap();
         let first_row: Vec<u8> = out.pixels[..12].iter().step_by(4).copied().collect();
         assert_eq!(first_row, vec![0, 50, 100]);
+    }
+
+    #[test]
+    fn degenerate_source_keeps_the_identity_like_mnn() {
+        // 1 x 5 source (grey levels 0, 50, ..., 200) to 3 x 9. Reference from MNN 3.6.1
+        // (`CVMatrix.setPolyToPoly` fails and leaves the identity): every column is
+        // 0, 50, 100, 150, 200, 200, 200, 200, 200.
+        let mut pixels = Vec::new();
+        for y in 0..5u8 {
+            pixels.extend_from_slice(&[y * 50, y * 50, y * 50, 255]);
+        }
+        let image = RgbaImage {
+            width: 1,
+            height: 5,
+            pixels,
+        };
+        let out = crop_and_resize(&image, 1.0, 1.0, 3, 9).unwrap();
+        for x in 0..3 {
+            let column: Vec<u8> = (0..9).map(|y| out.pixels[(y * 3 + x) * 4]).collect();
+            assert_eq!(column, [0, 50, 100, 150, 200, 200, 200, 200, 200]);
+        }
     }
 
     #[test]

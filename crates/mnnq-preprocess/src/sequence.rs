@@ -10,8 +10,8 @@
 //!   error, to avoid guessing).
 //! * For a model with exactly one input, a calibration entry may be a single `.npy` file.
 //!
-//! Accepted `.npy` dtypes: f32, f64, f16 is not; i8, u8, i16, u16, i32, i64, u32, u64, bool
-//! (all converted to f32). C order only. The array's shape must equal the expected shape, where
+//! Accepted `.npy` dtypes: f32, f64, i8, u8, i16, u16, i32, u32, i64, u64 and bool, all
+//! converted to f32 (f16 is not accepted). C order only. The array's shape must equal the expected shape, where
 //! unknown (<= 0) expected dimensions match anything and leading 1s on either side are ignored.
 //!
 //! Unlike MNN, a value count that differs from the shape's element count is an error (MNN
@@ -62,10 +62,16 @@ pub(crate) fn is_npy_path(path: &Path) -> bool {
 
 /// Loads every model input of one calibration entry (a sample folder, or a `.npy` file for a
 /// one-input model).
-pub fn load_sample(entry: &Path, inputs: &[SequenceInput]) -> Result<Vec<NamedTensor>, SampleError> {
+pub fn load_sample(
+    entry: &Path,
+    inputs: &[SequenceInput],
+) -> Result<Vec<NamedTensor>, SampleError> {
     if entry.is_file() {
         if !is_npy_path(entry) {
-            return Err(invalid(entry, "a sequence calibration entry must be a folder or a .npy file"));
+            return Err(invalid(
+                entry,
+                "a sequence calibration entry must be a folder or a .npy file",
+            ));
         }
         let [input] = inputs else {
             return Err(invalid(
@@ -97,7 +103,10 @@ pub fn load_sample(entry: &Path, inputs: &[SequenceInput]) -> Result<Vec<NamedTe
             (true, true) => {
                 return Err(invalid(
                     entry,
-                    format!("both {}.txt and {}.npy exist; keep one", input.name, input.name),
+                    format!(
+                        "both {}.txt and {}.npy exist; keep one",
+                        input.name, input.name
+                    ),
                 ))
             }
             (false, true) => read_npy(&npy, &expected)?,
@@ -105,7 +114,10 @@ pub fn load_sample(entry: &Path, inputs: &[SequenceInput]) -> Result<Vec<NamedTe
             (false, false) => {
                 return Err(invalid(
                     entry,
-                    format!("no {}.txt or {}.npy for model input {:?}", input.name, input.name, input.name),
+                    format!(
+                        "no {}.txt or {}.npy for model input {:?}",
+                        input.name, input.name, input.name
+                    ),
                 ))
             }
         };
@@ -136,15 +148,21 @@ fn read_shape_overrides(folder: &Path) -> Result<Vec<(String, Vec<i64>)>, Sample
     let mut out = Vec::new();
     for item in items {
         let Some(name) = item.get("name").and_then(Value::as_str) else {
-            return Err(invalid(&path, "every entry of \"inputs\" needs a \"name\" string"));
+            return Err(invalid(
+                &path,
+                "every entry of \"inputs\" needs a \"name\" string",
+            ));
         };
         if let Some(dims) = item.get("shape") {
             let shape: Option<Vec<i64>> = dims
                 .as_array()
                 .and_then(|d| d.iter().map(Value::as_i64).collect());
-            let shape = shape
-                .filter(|s| s.iter().all(|&d| d > 0))
-                .ok_or_else(|| invalid(&path, format!("input {name:?}: shape must be a list of positive integers")))?;
+            let shape = shape.filter(|s| s.iter().all(|&d| d > 0)).ok_or_else(|| {
+                invalid(
+                    &path,
+                    format!("input {name:?}: shape must be a list of positive integers"),
+                )
+            })?;
             out.push((name.to_string(), shape));
         }
     }
@@ -178,7 +196,10 @@ fn read_txt(path: &Path, expected: &[i64]) -> Result<(Vec<usize>, Vec<f32>), Sam
     if data.len() != count {
         return Err(invalid(
             path,
-            format!("has {} values but shape {shape:?} needs {count}", data.len()),
+            format!(
+                "has {} values but shape {shape:?} needs {count}",
+                data.len()
+            ),
         ));
     }
     Ok((shape, data))
@@ -194,9 +215,13 @@ fn read_npy(path: &Path, expected: &[i64]) -> Result<(Vec<usize>, Vec<f32>), Sam
         path: path.to_path_buf(),
         source,
     })?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| invalid(path, format!("not a valid .npy file: {e}")))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .map_err(|e| invalid(path, format!("not a valid .npy file: {e}")))?;
     if npy.order() != npyz::Order::C {
-        return Err(invalid(path, "Fortran-order arrays are not supported; save with C order"));
+        return Err(invalid(
+            path,
+            "Fortran-order arrays are not supported; save with C order",
+        ));
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let given = strip_leading_ones(&shape, 1);
@@ -214,7 +239,10 @@ fn read_npy(path: &Path, expected: &[i64]) -> Result<(Vec<usize>, Vec<f32>), Sam
     }
     let type_str = npy.dtype().descr();
     let convert_error = |e: std::io::Error| invalid(path, format!("cannot read the data: {e}"));
-    let descr = type_str.trim_start_matches(['<', '>', '|', '=']).to_string();
+    let descr = type_str
+        .trim_matches('\'')
+        .trim_start_matches(['<', '>', '|', '='])
+        .to_string();
     let data: Vec<f32> = match descr.as_str() {
         "f4" => npy.into_vec::<f32>().map_err(convert_error)?,
         "f8" => to_f32(npy.into_vec::<f64>().map_err(convert_error)?),

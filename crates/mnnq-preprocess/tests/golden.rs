@@ -94,6 +94,51 @@ fn parallel_batch_equals_sequential_in_file_order() {
             .iter()
             .zip(&parallel)
             .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same_bits && sequential.len() == parallel.len(), "{}", path.display());
+        assert!(
+            same_bits && sequential.len() == parallel.len(),
+            "{}",
+            path.display()
+        );
     }
+}
+
+/// The float network inputs of `golden/<model>/` were made by MNN's own ImageProcess from
+/// Pillow-decoded pixels; for PNG sources Pillow and stb agree, so our tensor must be
+/// bit-identical there (this checks normalisation and layout on top of the 8-bit samples).
+#[test]
+fn float_inputs_bit_identical_to_mnn_for_png_sources() {
+    let Some(root) = fixtures() else { return };
+    let mut compared = 0;
+    for model in ["efficientnet_lite0", "ppocr_det_v4", "ppocr_cls_v2"] {
+        let folder = root.join("golden").join(model);
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("manifest.json")).unwrap())
+                .unwrap();
+        let (config, _) =
+            Config::from_file(&root.join(manifest["config"].as_str().unwrap())).unwrap();
+        let spec = InputSpec::from_config(&config).unwrap();
+        for sample in manifest["samples"].as_array().unwrap() {
+            let image = sample["image"].as_str().unwrap();
+            if !image.ends_with(".png") {
+                continue;
+            }
+            let bytes =
+                std::fs::read(folder.join(sample["input"]["file"].as_str().unwrap())).unwrap();
+            let reference: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            let ours: Vec<u32> = preprocess_image(&root.join(image), &config, &spec)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert!(
+                ours == reference,
+                "{model} {image}: float input differs from MNN's"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "only {compared} PNG samples found");
 }
