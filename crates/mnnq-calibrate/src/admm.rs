@@ -12,8 +12,8 @@
 
 use crate::{CalibrateError, RangeStats};
 
-/// Bins of the fine |x| histogram; 4096 quant steps' worth of resolution at max_abs/127 and
-/// 24 bytes per bin (~390 KB per tensor).
+/// Bins of the fine |x| histogram: 24 bytes per bin, ~390 KB per tensor (measured scale error
+/// against the all-data ADMM: < 5e-5 relative; 4096 bins: < 2e-4).
 pub const DEFAULT_ADMM_BINS: usize = 1 << 14;
 /// MNN's iteration count for feature ADMM.
 pub const FEATURE_ADMM_ITERATIONS: usize = 300;
@@ -29,7 +29,7 @@ const SQUARE_FRACTION_BITS: i32 = 40;
 pub struct AdmmOptions {
     /// Quantized range is [-clamp, clamp].
     pub clamp: f32,
-    /// Maximum number of iterations (stops earlier once the codes no longer change).
+    /// Maximum number of iterations (stops earlier once alpha moves by < 1e-12 relative).
     pub max_iterations: usize,
     /// Initial scale = max_abs / (clamp * init_divisor).
     pub init_divisor: f64,
@@ -49,11 +49,13 @@ impl Default for AdmmOptions {
 pub struct AdmmResult {
     /// The feature scale (always finite and > 0).
     pub scale: f32,
-    /// Iterations run (the last one found the codes unchanged when `converged`).
+    /// Iterations run.
     pub iterations: usize,
+    /// Alpha settled before `max_iterations` (MNN always runs all 300; near a fixed point
+    /// ADMM creeps slowly, so on smooth data 300 is typically reached).
     pub converged: bool,
-    /// Mean squared quantization error at `scale`, with every element of a bin given the
-    /// bin's code.
+    /// Mean squared quantization error at `scale` over all elements (zeros included), on the
+    /// distribution the histogram models.
     pub mean_squared_error: f64,
 }
 

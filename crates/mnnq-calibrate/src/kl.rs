@@ -12,7 +12,10 @@ pub enum ThresholdMethod {
     /// MNN's KL-divergence search over thresholds 128..=2047.
     Kl,
     /// No clipping: threshold 2047. MNN uses it for small tensors (see
-    /// [`small_tensor_uses_max`]) and intends it for graph inputs.
+    /// [`small_tensor_uses_max`]). MNN's code also means to use it for graph inputs, but in
+    /// MNN 3.6.1 that override does not take effect: the graph input scales in the fixtures'
+    /// reports are KL scales, reproduced bit-exactly by [`ThresholdMethod::Kl`] (test
+    /// `graph_input_scale_matches_mnn`). For parity, give graph inputs `Kl`.
     Max,
 }
 

@@ -7,7 +7,8 @@
 //! kinds) so it can be tested without the executor. The KL path reproduces MNN 3.6.1's
 //! `quantized.out` arithmetic (f32 where MNN uses f32, f64 where C++ promotes to double).
 //!
-//! Typical feature flow for one tensor (two passes over the calibration images, as MNN):
+//! [`FeatureCollector`] runs the whole feature flow for all tracked tensors from the executor's
+//! observer callback. Underneath, per tensor (two passes over the calibration images, as MNN):
 //! 1. pass 1: [`RangeStats::update`] with every image's tensor data;
 //! 2. [`AbsHistogram::for_range`] (KL) or [`AdmmHistogram::for_range`] (ADMM);
 //! 3. pass 2: `add_slice` per image (per-image partials may be built in parallel and merged in
@@ -16,6 +17,7 @@
 //! 5. over all tensors: [`unify_scales`].
 
 mod admm;
+mod collector;
 mod error;
 mod histogram;
 mod kl;
@@ -28,6 +30,7 @@ pub use admm::{
     admm_scale_exact, quantization_error, AdmmHistogram, AdmmOptions, AdmmResult,
     DEFAULT_ADMM_BINS, FEATURE_ADMM_INIT_DIVISOR, FEATURE_ADMM_ITERATIONS,
 };
+pub use collector::{FeatureCollector, FeatureMethod, Pass};
 pub use error::CalibrateError;
 pub use histogram::{mnn_bin_value, AbsHistogram, HISTOGRAM_BINS};
 pub use kl::{

@@ -109,8 +109,9 @@ pub fn fake_quantize_max_abs_mnn(
 pub struct WeightAdmmOptions {
     pub clamp: f32,
     pub iterations: usize,
-    /// Run MNN's MAX_ABS fake-quantization pre-pass first (MNN-compatible mode). Default
-    /// false: ADMM sees the original float weights, which can only help it.
+    /// Run MNN's MAX_ABS fake-quantization pre-pass first (MNN-compatible mode; MNN applies it
+    /// to Convolution and ConvolutionDepthwise weights, not Deconvolution). Default false:
+    /// ADMM sees the original float weights.
     pub mnn_max_abs_prepass: bool,
 }
 

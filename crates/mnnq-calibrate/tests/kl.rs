@@ -294,3 +294,17 @@ fn kl_reference_two_bumps() {
     });
     check_reference_case("two_bumps", counts, 4.0, 1678, 0.025_813_546_031_713_486);
 }
+
+#[test]
+fn kl_reference_half_normal() {
+    // Also 128 under the TensorRT variant (kl_reference.py).
+    let counts = counts_from(|b| 50_000.0 * (-(b / 500.0).powi(2) / 2.0).exp());
+    check_reference_case("half_normal", counts, 2.5, 2047, 0.019_680_233_672_261_238);
+    let start = std::time::Instant::now();
+    let h = histogram_from_counts(
+        2.5,
+        counts_from(|b| 50_000.0 * (-(b / 500.0).powi(2) / 2.0).exp()),
+    );
+    let _ = kl_feature_scale(&h, ThresholdMethod::Kl, 127.0);
+    println!("one KL search: {:?}", start.elapsed());
+}
