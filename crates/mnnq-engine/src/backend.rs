@@ -64,36 +64,25 @@ pub fn gemm_rows(
     c: &mut [f32],
     ldc: usize,
 ) {
-    debug_assert_eq!(col0 % NR, 0);
-    if rows == 0 || col1 <= col0 {
+    if rows == 0 {
         return;
     }
     assert!(a.len() >= (rows - 1) * lda + b.k, "A too short");
-    assert!(c.len() >= (rows - 1) * ldc + col1, "C too short");
-    assert!(bias.len() >= b.n, "bias too short");
-    #[cfg(target_arch = "x86_64")]
-    {
-        if active_isa() >= Isa::Avx512 {
-            // SAFETY: the CPU supports AVX-512 (checked by `active_isa`), and the bounds of A, B,
-            // C and bias were checked above.
-            unsafe { avx512::gemm_rows(a, lda, rows, b, col0, col1, bias, act, c, ldc) };
-            return;
-        }
-        if active_isa() >= Isa::Avx2 {
-            // SAFETY: AVX2 and FMA are available.
-            unsafe { gemm_rows_avx2(a, lda, rows, b, col0, col1, bias, act, c, ldc) };
-            return;
-        }
-    }
-    gemm_rows_portable(a, lda, rows, b, col0, col1, bias, act, c, ldc)
+    let ptrs: Vec<*const f32> = (0..rows).map(|r| a[r * lda..].as_ptr()).collect();
+    // SAFETY: every row pointer has `b.k` readable floats (checked above).
+    unsafe { gemm_indirect(&ptrs, 1, rows, b, col0, col1, bias, act, c, ldc) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+/// Indirect GEMM: row `r` of A is the concatenation, over `taps` taps, of the `b.k / taps` floats
+/// at `ptrs[r * taps + t]`. This is a convolution without an im2col copy: the pointers address
+/// input pixels directly (or a zero row for padding).
+///
+/// # Safety
+/// Every pointer must be valid for reading `b.k / taps` floats.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rows_avx2(
-    a: &[f32],
-    lda: usize,
+pub unsafe fn gemm_indirect(
+    ptrs: &[*const f32],
+    taps: usize,
     rows: usize,
     b: &PackedMatrix,
     col0: usize,
@@ -103,15 +92,61 @@ unsafe fn gemm_rows_avx2(
     c: &mut [f32],
     ldc: usize,
 ) {
-    gemm_rows_portable(a, lda, rows, b, col0, col1, bias, act, c, ldc)
+    debug_assert_eq!(col0 % NR, 0);
+    if rows == 0 || col1 <= col0 {
+        return;
+    }
+    assert!(
+        taps > 0 && b.k.is_multiple_of(taps),
+        "k must split evenly over taps"
+    );
+    assert!(ptrs.len() >= rows * taps, "indirection too short");
+    assert!(c.len() >= (rows - 1) * ldc + col1, "C too short");
+    assert!(
+        col1 <= b.n && bias.len() >= col1,
+        "bias or columns out of range"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if active_isa() >= Isa::Avx512 {
+            // SAFETY: the CPU supports AVX-512 (checked by `active_isa`); C, bias and the
+            // indirection were checked above, the pointers by the caller.
+            unsafe { avx512::gemm(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) };
+            return;
+        }
+        if active_isa() >= Isa::Avx2 {
+            // SAFETY: AVX2 and FMA are available.
+            unsafe { gemm_avx2(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) };
+            return;
+        }
+    }
+    unsafe { gemm_portable(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx2(
+    ptrs: &[*const f32],
+    taps: usize,
+    rows: usize,
+    b: &PackedMatrix,
+    col0: usize,
+    col1: usize,
+    bias: &[f32],
+    act: Activation,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    unsafe { gemm_portable(ptrs, taps, rows, b, col0, col1, bias, act, c, ldc) }
 }
 
 /// Plain Rust GEMM (the reference; also the AVX2 path, auto-vectorized).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gemm_rows_portable(
-    a: &[f32],
-    lda: usize,
+unsafe fn gemm_portable(
+    ptrs: &[*const f32],
+    taps: usize,
     rows: usize,
     b: &PackedMatrix,
     col0: usize,
@@ -122,17 +157,21 @@ fn gemm_rows_portable(
     ldc: usize,
 ) {
     let (lo, hi) = act.bounds();
-    let k = b.k;
+    let cin = b.k / taps;
     for p in col0 / NR..col1.div_ceil(NR) {
         let panel = b.panel(p);
         let width = (col1 - p * NR).min(NR);
         for r in 0..rows {
-            let arow = &a[r * lda..r * lda + k];
             let mut acc = [0.0f32; NR];
-            for (kk, &av) in arow.iter().enumerate() {
-                let brow = &panel[kk * NR..kk * NR + NR];
-                for j in 0..NR {
-                    acc[j] += av * brow[j];
+            for t in 0..taps {
+                // SAFETY: the caller guarantees `cin` readable floats per pointer.
+                let arow = unsafe { std::slice::from_raw_parts(ptrs[r * taps + t], cin) };
+                for (ci, &av) in arow.iter().enumerate() {
+                    let kk = t * cin + ci;
+                    let brow = &panel[kk * NR..kk * NR + NR];
+                    for j in 0..NR {
+                        acc[j] += av * brow[j];
+                    }
                 }
             }
             let crow = &mut c[r * ldc + p * NR..r * ldc + p * NR + width];
@@ -151,9 +190,9 @@ mod avx512 {
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn gemm_rows(
-        a: &[f32],
-        lda: usize,
+    pub unsafe fn gemm(
+        ptrs: &[*const f32],
+        taps: usize,
         rows: usize,
         b: &PackedMatrix,
         col0: usize,
@@ -165,23 +204,51 @@ mod avx512 {
     ) {
         let (lo, hi) = act.bounds();
         let k = b.k;
+        let cin = k / taps;
         let mut p = col0 / NR;
         let p_end = col1.div_ceil(NR);
         while p < p_end {
             let two = p + 1 < p_end;
             let width0 = (col1 - p * NR).min(NR);
-            let width1 = if two { (col1 - (p + 1) * NR).min(NR) } else { 0 };
-            let m0: u16 = if width0 == NR { 0xffff } else { (1u16 << width0) - 1 };
-            let m1: u16 = if width1 == NR { 0xffff } else { ((1u32 << width1) - 1) as u16 };
+            let width1 = if two {
+                (col1 - (p + 1) * NR).min(NR)
+            } else {
+                0
+            };
+            let m0: u16 = if width0 == NR {
+                0xffff
+            } else {
+                (1u16 << width0) - 1
+            };
+            let m1: u16 = if width1 == NR {
+                0xffff
+            } else {
+                ((1u32 << width1) - 1) as u16
+            };
             let b0 = b.data.as_ptr().add(p * k * NR);
-            let b1 = if two { b.data.as_ptr().add((p + 1) * k * NR) } else { b0 };
+            let b1 = if two {
+                b.data.as_ptr().add((p + 1) * k * NR)
+            } else {
+                b0
+            };
             let bias0 = bias.as_ptr().add(p * NR);
             let mut r = 0;
             while r < rows {
                 let mr = (rows - r).min(MR);
-                let ap = a.as_ptr().add(r * lda);
-                let cp = c.as_mut_ptr().add(r * ldc + p * NR);
-                let t = Tile { k, a: ap, lda, b0, b1, c: cp, ldc, bias0, m0, m1, lo, hi };
+                let t = Tile {
+                    cin,
+                    taps,
+                    ptrs: ptrs.as_ptr().add(r * taps),
+                    b0,
+                    b1,
+                    c: c.as_mut_ptr().add(r * ldc + p * NR),
+                    ldc,
+                    bias0,
+                    m0,
+                    m1,
+                    lo,
+                    hi,
+                };
                 match (mr, two) {
                     (8, true) => t.run::<8, 2>(),
                     (8, false) => t.run::<8, 1>(),
@@ -207,9 +274,10 @@ mod avx512 {
     }
 
     struct Tile {
-        k: usize,
-        a: *const f32,
-        lda: usize,
+        cin: usize,
+        taps: usize,
+        /// `M x taps` row pointers.
+        ptrs: *const *const f32,
         b0: *const f32,
         b1: *const f32,
         c: *mut f32,
@@ -227,24 +295,26 @@ mod avx512 {
         #[target_feature(enable = "avx512f")]
         unsafe fn run<const M: usize, const P: usize>(&self) {
             let mut acc = [[_mm512_setzero_ps(); P]; M];
-            let mut ap = [self.a; M];
-            for (r, a) in ap.iter_mut().enumerate() {
-                *a = self.a.add(r * self.lda);
-            }
             let mut b0 = self.b0;
             let mut b1 = self.b1;
-            for kk in 0..self.k {
-                let bv0 = _mm512_loadu_ps(b0);
-                let bv1 = if P == 2 { _mm512_loadu_ps(b1) } else { bv0 };
-                for r in 0..M {
-                    let av = _mm512_set1_ps(*ap[r].add(kk));
-                    acc[r][0] = _mm512_fmadd_ps(av, bv0, acc[r][0]);
-                    if P == 2 {
-                        acc[r][1] = _mm512_fmadd_ps(av, bv1, acc[r][1]);
-                    }
+            for t in 0..self.taps {
+                let mut ap = [std::ptr::null::<f32>(); M];
+                for (r, a) in ap.iter_mut().enumerate() {
+                    *a = *self.ptrs.add(r * self.taps + t);
                 }
-                b0 = b0.add(NR);
-                b1 = b1.add(NR);
+                for kk in 0..self.cin {
+                    let bv0 = _mm512_loadu_ps(b0);
+                    let bv1 = if P == 2 { _mm512_loadu_ps(b1) } else { bv0 };
+                    for r in 0..M {
+                        let av = _mm512_set1_ps(*ap[r].add(kk));
+                        acc[r][0] = _mm512_fmadd_ps(av, bv0, acc[r][0]);
+                        if P == 2 {
+                            acc[r][1] = _mm512_fmadd_ps(av, bv1, acc[r][1]);
+                        }
+                    }
+                    b0 = b0.add(NR);
+                    b1 = b1.add(NR);
+                }
             }
             let lo = _mm512_set1_ps(self.lo);
             let hi = _mm512_set1_ps(self.hi);
@@ -254,20 +324,20 @@ mod avx512 {
             } else {
                 bias0
             };
-            for r in 0..M {
+            for (r, acc) in acc.iter().enumerate() {
                 let cp = self.c.add(r * self.ldc);
-                let v0 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][0], bias0), lo), hi);
+                let v0 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[0], bias0), lo), hi);
                 _mm512_mask_storeu_ps(cp, self.m0, v0);
                 if P == 2 {
-                    let v1 =
-                        _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][1], bias1), lo), hi);
+                    let v1 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[1], bias1), lo), hi);
                     _mm512_mask_storeu_ps(cp.add(NR), self.m1, v1);
                 }
             }
         }
     }
 
-    /// Depthwise rows, see `super::depthwise_rows`.
+    /// Depthwise rows, see `super::depthwise_rows`. Up to 8 channel vectors are accumulated side
+    /// by side so that the FMA chains of different channels overlap.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn depthwise_rows(
@@ -281,37 +351,98 @@ mod avx512 {
         out: &mut [f32],
     ) {
         let c = g.channels;
-        let (lo, hi) = act.bounds();
-        let lo = _mm512_set1_ps(lo);
-        let hi = _mm512_set1_ps(hi);
-        let full = c / 16;
-        let tail = c % 16;
-        let tail_mask: u16 = if tail == 0 { 0 } else { (1u16 << tail) - 1 };
+        let blocks = c.div_ceil(16);
         for oy in oy0..oy1 {
             let (ky0, ky1) = g.tap_range_y(oy);
             for ox in 0..g.out_w {
                 let (kx0, kx1) = g.tap_range_x(ox);
                 let op = out.as_mut_ptr().add(((oy - oy0) * g.out_w + ox) * c);
-                let mut cb = 0;
-                while cb < full + (tail > 0) as usize {
-                    let mask = if cb < full { 0xffffu16 } else { tail_mask };
-                    let c0 = cb * 16;
-                    let mut acc = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c0));
-                    for ky in ky0..ky1 {
-                        let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
-                        let row = input.as_ptr().add(iy * g.in_w * c + c0);
-                        let wrow = weights.as_ptr().add(ky * g.kernel_w * c + c0);
-                        for kx in kx0..kx1 {
-                            let ix = ox * g.stride_w + kx * g.dilation_w - g.pad_left;
-                            let x = _mm512_maskz_loadu_ps(mask, row.add(ix * c));
-                            let w = _mm512_maskz_loadu_ps(mask, wrow.add(kx * c));
-                            acc = _mm512_fmadd_ps(x, w, acc);
-                        }
+                let t = DwPixel {
+                    g,
+                    input: input.as_ptr(),
+                    weights: weights.as_ptr(),
+                    bias: bias.as_ptr(),
+                    out: op,
+                    oy,
+                    ox,
+                    ky: (ky0, ky1),
+                    kx: (kx0, kx1),
+                    act,
+                };
+                let mut b = 0;
+                while b < blocks {
+                    let n = (blocks - b).min(8);
+                    match n {
+                        8 => t.run::<8>(b),
+                        7 => t.run::<7>(b),
+                        6 => t.run::<6>(b),
+                        5 => t.run::<5>(b),
+                        4 => t.run::<4>(b),
+                        3 => t.run::<3>(b),
+                        2 => t.run::<2>(b),
+                        _ => t.run::<1>(b),
                     }
-                    let v = _mm512_min_ps(_mm512_max_ps(acc, lo), hi);
-                    _mm512_mask_storeu_ps(op.add(c0), mask, v);
-                    cb += 1;
+                    b += n;
                 }
+            }
+        }
+    }
+
+    struct DwPixel<'a> {
+        g: &'a super::DepthwiseGeometry,
+        input: *const f32,
+        weights: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        oy: usize,
+        ox: usize,
+        ky: (usize, usize),
+        kx: (usize, usize),
+        act: Activation,
+    }
+
+    impl DwPixel<'_> {
+        /// Channel vectors `[b0, b0 + B)` of one output pixel.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run<const B: usize>(&self, b0: usize) {
+            let g = self.g;
+            let c = g.channels;
+            let mask = |b: usize| -> u16 {
+                let rest = c - (b0 + b) * 16;
+                if rest >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << rest) - 1
+                }
+            };
+            let mut acc = [_mm512_setzero_ps(); B];
+            for (b, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_maskz_loadu_ps(mask(b), self.bias.add((b0 + b) * 16));
+            }
+            let c0 = b0 * 16;
+            for ky in self.ky.0..self.ky.1 {
+                let iy = self.oy * g.stride_h + ky * g.dilation_h - g.pad_top;
+                let row = self.input.add(iy * g.in_w * c + c0);
+                let wrow = self.weights.add(ky * g.kernel_w * c + c0);
+                for kx in self.kx.0..self.kx.1 {
+                    let ix = self.ox * g.stride_w + kx * g.dilation_w - g.pad_left;
+                    let xp = row.add(ix * c);
+                    let wp = wrow.add(kx * c);
+                    #[allow(clippy::needless_range_loop)]
+                    for b in 0..B {
+                        let m = mask(b);
+                        let x = _mm512_maskz_loadu_ps(m, xp.add(b * 16));
+                        let w = _mm512_maskz_loadu_ps(m, wp.add(b * 16));
+                        acc[b] = _mm512_fmadd_ps(x, w, acc[b]);
+                    }
+                }
+            }
+            let (lo, hi) = self.act.bounds();
+            let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+            for (b, a) in acc.iter().enumerate() {
+                let v = _mm512_min_ps(_mm512_max_ps(*a, lo), hi);
+                _mm512_mask_storeu_ps(self.out.add(c0 + b * 16), mask(b), v);
             }
         }
     }
@@ -339,17 +470,38 @@ impl DepthwiseGeometry {
     /// Kernel rows `[ky0, ky1)` that land inside the input for output row `oy`.
     #[inline]
     pub fn tap_range_y(&self, oy: usize) -> (usize, usize) {
-        tap_range(oy, self.stride_h, self.dilation_h, self.pad_top, self.kernel_h, self.in_h)
+        tap_range(
+            oy,
+            self.stride_h,
+            self.dilation_h,
+            self.pad_top,
+            self.kernel_h,
+            self.in_h,
+        )
     }
 
     #[inline]
     pub fn tap_range_x(&self, ox: usize) -> (usize, usize) {
-        tap_range(ox, self.stride_w, self.dilation_w, self.pad_left, self.kernel_w, self.in_w)
+        tap_range(
+            ox,
+            self.stride_w,
+            self.dilation_w,
+            self.pad_left,
+            self.kernel_w,
+            self.in_w,
+        )
     }
 }
 
 #[inline]
-fn tap_range(o: usize, stride: usize, dil: usize, pad: usize, k: usize, n: usize) -> (usize, usize) {
+fn tap_range(
+    o: usize,
+    stride: usize,
+    dil: usize,
+    pad: usize,
+    k: usize,
+    n: usize,
+) -> (usize, usize) {
     let start = (o * stride) as isize - pad as isize;
     // first tap with start + t*dil >= 0
     let t0 = if start >= 0 {
@@ -478,9 +630,19 @@ mod tests {
 
     #[test]
     fn gemm_matches_naive_on_ragged_sizes() {
-        for &(m, k, n) in &[(1, 1, 1), (9, 7, 33), (17, 40, 16), (8, 3, 50), (23, 64, 100)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1).collect();
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (9, 7, 33),
+            (17, 40, 16),
+            (8, 3, 50),
+            (23, 64, 100),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                .collect();
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
             let packed = PackedMatrix::pack(k, n, |kk, j| b[kk * n + j]);
             let mut c = vec![f32::NAN; m * n];
@@ -493,9 +655,42 @@ mod tests {
             let mut c2 = vec![f32::NAN; m * n];
             let half = (n / 2) / NR * NR;
             let top = m / 2;
-            gemm_rows(&a, k, top, &packed, 0, half, &bias, Activation::None, &mut c2, n);
-            gemm_rows(&a, k, top, &packed, half, n, &bias, Activation::None, &mut c2, n);
-            gemm_rows(&a[top * k..], k, m - top, &packed, 0, n, &bias, Activation::None, &mut c2[top * n..], n);
+            gemm_rows(
+                &a,
+                k,
+                top,
+                &packed,
+                0,
+                half,
+                &bias,
+                Activation::None,
+                &mut c2,
+                n,
+            );
+            gemm_rows(
+                &a,
+                k,
+                top,
+                &packed,
+                half,
+                n,
+                &bias,
+                Activation::None,
+                &mut c2,
+                n,
+            );
+            gemm_rows(
+                &a[top * k..],
+                k,
+                m - top,
+                &packed,
+                0,
+                n,
+                &bias,
+                Activation::None,
+                &mut c2[top * n..],
+                n,
+            );
             assert_eq!(c, c2);
         }
     }

@@ -16,6 +16,8 @@ pub struct Session<'e> {
     threads: usize,
     /// Per-tensor scale for fake quantization (quantize-dequantize right after the tensor is made).
     fake_quant: HashMap<usize, f32>,
+    /// Accumulated time per step when profiling is on.
+    profile: Option<Vec<std::time::Duration>>,
 }
 
 /// Runs one op. Inputs and outputs are in the layouts the schedule chose.
@@ -43,7 +45,15 @@ pub fn execute_node(
                 cubic_a,
                 plan,
             },
-        ) => window::interp(*resize_type, *cubic_a, plan, ins[0].shape, ins[0].data, outs[0].data, par),
+        ) => window::interp(
+            *resize_type,
+            *cubic_a,
+            plan,
+            ins[0].shape,
+            ins[0].data,
+            outs[0].data,
+            par,
+        ),
         (OpKind::Conv(_) | OpKind::Pool(_) | OpKind::Interp(_), _) => {
             Err("window op was not prepared".into())
         }
@@ -57,7 +67,12 @@ pub fn execute_node(
         }
         (OpKind::Relu { slope }, _) => {
             let s = *slope;
-            elementwise::map(&ins[0], &mut outs[0], par, move |x| if x < 0.0 { x * s } else { x });
+            elementwise::map(
+                &ins[0],
+                &mut outs[0],
+                par,
+                move |x| if x < 0.0 { x * s } else { x },
+            );
             Ok(())
         }
         (OpKind::Relu6 { min, max }, _) => {
@@ -90,7 +105,11 @@ pub fn execute_node(
         (OpKind::PRelu { slopes }, _) => {
             let single = slopes.len() == 1;
             elementwise::per_channel(&ins[0], &mut outs[0], |x, c| {
-                let s = if single { slopes[0] } else { slopes.get(c).copied().unwrap_or(0.0) };
+                let s = if single {
+                    slopes[0]
+                } else {
+                    slopes.get(c).copied().unwrap_or(0.0)
+                };
                 if x < 0.0 {
                     x * s
                 } else {
@@ -150,7 +169,9 @@ impl<'e> Session<'e> {
     /// A session with `threads` worker threads (0: one per available core).
     pub fn new(engine: &'e Engine, threads: usize) -> Result<Session<'e>, EngineError> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             threads
         };
@@ -159,7 +180,9 @@ impl<'e> Session<'e> {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
-                    .map_err(|e| EngineError::Run(format!("cannot start {threads} threads: {e}")))?,
+                    .map_err(|e| {
+                        EngineError::Run(format!("cannot start {threads} threads: {e}"))
+                    })?,
             )
         } else {
             None
@@ -170,6 +193,7 @@ impl<'e> Session<'e> {
             pool,
             threads,
             fake_quant: HashMap::new(),
+            profile: None,
         })
     }
 
@@ -188,6 +212,39 @@ impl<'e> Session<'e> {
             Some(s) => self.fake_quant.insert(tensor, s),
             None => self.fake_quant.remove(&tensor),
         };
+    }
+
+    /// Starts (or stops) timing every step of later runs.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![std::time::Duration::ZERO; self.engine.steps.len()]);
+    }
+
+    /// Accumulated time per step since profiling started: (op type, op name, milliseconds).
+    /// Layout conversions the engine inserted are reported as type `Convert`.
+    pub fn profile_report(&self) -> Vec<(String, String, f64)> {
+        let Some(times) = &self.profile else {
+            return Vec::new();
+        };
+        self.engine
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(step, t)| {
+                let (ty, name) = match step {
+                    Step::Node { node, .. } => {
+                        let n = &self.engine.ir.nodes[*node];
+                        (n.type_name.clone(), n.name.clone())
+                    }
+                    Step::Convert { to, .. } => (
+                        "Convert".to_string(),
+                        self.engine
+                            .tensor_name(self.engine.slots[*to].tensor)
+                            .to_string(),
+                    ),
+                };
+                (ty, name, t.as_secs_f64() * 1e3)
+            })
+            .collect()
     }
 
     /// Runs the model on named inputs (logical row-major); returns every output, row-major.
@@ -218,7 +275,13 @@ impl<'e> Session<'e> {
             let given = inputs
                 .iter()
                 .find(|(n, _)| *n == name)
-                .or_else(|| if engine.inputs.len() == 1 && inputs.len() == 1 { inputs.first() } else { None })
+                .or_else(|| {
+                    if engine.inputs.len() == 1 && inputs.len() == 1 {
+                        inputs.first()
+                    } else {
+                        None
+                    }
+                })
                 .ok_or_else(|| EngineError::Run(format!("missing input '{name}'")))?;
             let slot = &engine.slots[s];
             if given.1.shape != slot.shape {
@@ -228,7 +291,9 @@ impl<'e> Session<'e> {
                 )));
             }
             if given.1.data.len() != slot.len() {
-                return Err(EngineError::Run(format!("input '{name}' data does not match its shape")));
+                return Err(EngineError::Run(format!(
+                    "input '{name}' data does not match its shape"
+                )));
             }
             let Location::Arena(off) = slot.location else {
                 return Err(EngineError::Run("graph input without arena memory".into()));
@@ -254,7 +319,10 @@ impl<'e> Session<'e> {
         for &(t, s) in &engine.outputs {
             let slot = &engine.slots[s];
             let input = slot_in(engine, self.arena.as_mut_ptr(), slot);
-            results.push((engine.tensor_name(t).to_string(), Tensor::new(slot.shape.clone(), input.to_row_major_f32())));
+            results.push((
+                engine.tensor_name(t).to_string(),
+                Tensor::new(slot.shape.clone(), input.to_row_major_f32()),
+            ));
         }
         Ok(results)
     }
@@ -267,7 +335,8 @@ impl<'e> Session<'e> {
     ) -> Result<(), EngineError> {
         let engine = self.engine;
         let par = Parallel { pool };
-        for step in &engine.steps {
+        for (step_index, step) in engine.steps.iter().enumerate() {
+            let started = self.profile.is_some().then(step_clock);
             match step {
                 Step::Convert { from, to } => {
                     let (src, dst) = (&engine.slots[*from], &engine.slots[*to]);
@@ -284,14 +353,26 @@ impl<'e> Session<'e> {
                 } => {
                     let n = &engine.ir.nodes[*node];
                     let arena = self.arena.as_mut_ptr();
-                    let ins: Vec<In> = inputs.iter().map(|&s| slot_in(engine, arena, &engine.slots[s])).collect();
-                    let mut outs: Vec<Out> = outputs.iter().map(|&s| slot_out(arena, &engine.slots[s])).collect();
-                    let consts: Vec<Option<&Value>> = n.inputs.iter().map(|&t| engine.values[t].as_ref()).collect();
-                    execute_node(&n.kind, prepared, &ins, &mut outs, &consts, &par).map_err(|m| EngineError::Op {
-                        op_type: n.type_name.clone(),
-                        op_name: n.name.clone(),
-                        message: m,
-                    })?;
+                    let ins: Vec<In> = inputs
+                        .iter()
+                        .map(|&s| slot_in(engine, arena, &engine.slots[s]))
+                        .collect();
+                    let mut outs: Vec<Out> = outputs
+                        .iter()
+                        .map(|&s| slot_out(arena, &engine.slots[s]))
+                        .collect();
+                    let consts: Vec<Option<&Value>> = n
+                        .inputs
+                        .iter()
+                        .map(|&t| engine.values[t].as_ref())
+                        .collect();
+                    execute_node(&n.kind, prepared, &ins, &mut outs, &consts, &par).map_err(
+                        |m| EngineError::Op {
+                            op_type: n.type_name.clone(),
+                            op_name: n.name.clone(),
+                            message: m,
+                        },
+                    )?;
                     drop(outs);
                     for &s in outputs {
                         let t = engine.slots[s].tensor;
@@ -308,6 +389,9 @@ impl<'e> Session<'e> {
                         }
                     }
                 }
+            }
+            if let (Some(start), Some(times)) = (started, self.profile.as_mut()) {
+                times[step_index] += step_clock().saturating_sub(start);
             }
         }
         Ok(())
@@ -328,6 +412,24 @@ impl<'e> Session<'e> {
             },
         );
     }
+}
+
+/// The clock profiles use: this thread's on-CPU time where Linux exposes it (a loaded machine
+/// inflates wall time), else wall time since the first call. With more than one thread the
+/// workers' time is not included.
+fn step_clock() -> std::time::Duration {
+    if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+    {
+        return std::time::Duration::from_nanos(ns);
+    }
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// A read view of a slot. The arena pointer is shared by the views of one step; the schedule

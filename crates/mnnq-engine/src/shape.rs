@@ -29,8 +29,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> ShapeResult<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -110,7 +118,12 @@ pub fn deconv_window(p: &ConvParams, in_h: usize, in_w: usize) -> ShapeResult<Wi
             let ow = iw * sw;
             let full_h = (ih - 1) * sh + kh;
             let full_w = (iw - 1) * sw + kw;
-            (oh, ow, ((full_h - oh).max(0)) / 2, ((full_w - ow).max(0)) / 2)
+            (
+                oh,
+                ow,
+                ((full_h - oh).max(0)) / 2,
+                ((full_w - ow).max(0)) / 2,
+            )
         }
         _ => {
             let (t, l, b, r) = match p.pads {
@@ -136,7 +149,9 @@ pub fn deconv_window(p: &ConvParams, in_h: usize, in_w: usize) -> ShapeResult<Wi
         }
     };
     if out_h <= 0 || out_w <= 0 {
-        return Err(format!("deconvolution output would be empty ({out_h}x{out_w})"));
+        return Err(format!(
+            "deconvolution output would be empty ({out_h}x{out_w})"
+        ));
     }
     Ok(Window {
         out_h: out_h as usize,
@@ -201,7 +216,9 @@ pub fn pool_window(p: &PoolParams, in_h: usize, in_w: usize) -> ShapeResult<Pool
         }
     };
     if out_h <= 0 || out_w <= 0 {
-        return Err(format!("pooling output would be empty for input {in_h}x{in_w}"));
+        return Err(format!(
+            "pooling output would be empty for input {in_h}x{in_w}"
+        ));
     }
     let (mut pad_top, mut pad_left) = (p.pad_y as i64, p.pad_x as i64);
     let mut pad_mode = p.pad_mode;
@@ -275,7 +292,7 @@ pub fn reshape_target(input: &[usize], dims: &[i64]) -> ShapeResult<Vec<usize>> 
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        out[i] = if known == 0 { 0 } else { total / known };
+        out[i] = total.checked_div(known).unwrap_or(0);
     }
     if out.iter().product::<usize>() != total {
         return Err(format!("cannot reshape {input:?} to {dims:?}"));
@@ -332,12 +349,28 @@ pub fn strided_slice_plan(
             e += n;
         }
         let (b, e) = if step > 0 {
-            let b = if begin_mask & (1 << d) != 0 { 0 } else { clamp(b, 0, n) };
-            let e = if end_mask & (1 << d) != 0 { n } else { clamp(e, 0, n) };
+            let b = if begin_mask & (1 << d) != 0 {
+                0
+            } else {
+                clamp(b, 0, n)
+            };
+            let e = if end_mask & (1 << d) != 0 {
+                n
+            } else {
+                clamp(e, 0, n)
+            };
             (b, e)
         } else {
-            let b = if begin_mask & (1 << d) != 0 { n - 1 } else { clamp(b, -1, n - 1) };
-            let e = if end_mask & (1 << d) != 0 { -1 } else { clamp(e, -1, n - 1) };
+            let b = if begin_mask & (1 << d) != 0 {
+                n - 1
+            } else {
+                clamp(b, -1, n - 1)
+            };
+            let e = if end_mask & (1 << d) != 0 {
+                -1
+            } else {
+                clamp(e, -1, n - 1)
+            };
             (b, e)
         };
         let count = if step > 0 {
@@ -349,6 +382,86 @@ pub fn strided_slice_plan(
         out_shape.push(count);
     }
     Ok(StridedPlan { ranges, out_shape })
+}
+
+/// Full-rank StridedSlice arguments from the op's constant inputs. ONNX-style inputs
+/// (`onnx`) are (starts, ends, axes?, steps?) over some axes; the others are full-rank
+/// (begin, end, strides?) with masks.
+#[allow(clippy::type_complexity)]
+pub fn strided_slice_args(
+    onnx: bool,
+    rank: usize,
+    begin: &[i64],
+    end: &[i64],
+    third: Option<&[i64]>,
+    fourth: Option<&[i64]>,
+    masks: (i32, i32, i32, i32, i32),
+) -> ShapeResult<(Vec<i64>, Vec<i64>, Vec<i64>, (i32, i32, i32, i32, i32))> {
+    if !onnx {
+        let strides = third
+            .map(|s| s.to_vec())
+            .unwrap_or_else(|| vec![1; begin.len()]);
+        return Ok((begin.to_vec(), end.to_vec(), strides, masks));
+    }
+    let axes: Vec<usize> = match third {
+        Some(a) => a
+            .iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<ShapeResult<_>>()?,
+        None => (0..begin.len()).collect(),
+    };
+    let steps = fourth
+        .map(|s| s.to_vec())
+        .unwrap_or_else(|| vec![1; axes.len()]);
+    if begin.len() != axes.len() || end.len() != axes.len() || steps.len() != axes.len() {
+        return Err("Slice starts/ends/axes/steps lengths differ".into());
+    }
+    let (mut b, mut e, mut st) = (vec![0i64; rank], vec![0i64; rank], vec![1i64; rank]);
+    let all = (1i32 << rank) - 1;
+    let (mut bm, mut em) = (all, all);
+    for (i, &a) in axes.iter().enumerate() {
+        b[a] = begin[i];
+        e[a] = end[i].clamp(i32::MIN as i64 + 1, i32::MAX as i64);
+        st[a] = steps[i];
+        bm &= !(1 << a);
+        em &= !(1 << a);
+    }
+    Ok((b, e, st, (bm, em, 0, 0, 0)))
+}
+
+/// Part bounds of a Slice op: from split positions, from part sizes, or equal parts.
+pub fn slice_parts(
+    dim: usize,
+    points: &[i32],
+    sizes: bool,
+    sizes_input: Option<&Value>,
+    outputs: usize,
+) -> ShapeResult<Vec<(usize, usize)>> {
+    let part_sizes: Option<Vec<i64>> = match sizes_input {
+        Some(v) => Some(v.to_i64()),
+        None if sizes && !points.is_empty() => Some(points.iter().map(|&p| p as i64).collect()),
+        None => None,
+    };
+    match part_sizes {
+        Some(sz) => {
+            let mut bounds = Vec::new();
+            let mut at = 0usize;
+            for (i, &n) in sz.iter().enumerate().take(outputs) {
+                let n = if n < 0 || (i + 1 == sz.len() && n == -1) {
+                    dim.saturating_sub(at)
+                } else {
+                    n as usize
+                };
+                if at + n > dim {
+                    return Err(format!("split sizes {sz:?} exceed dim {dim}"));
+                }
+                bounds.push((at, at + n));
+                at += n;
+            }
+            Ok(bounds)
+        }
+        None => slice_bounds(dim, points, outputs),
+    }
 }
 
 /// Output size and (scale, offset) per spatial axis of an Interp, with MNN's coordinate rules:
@@ -379,10 +492,7 @@ pub fn interp_plan(
             (DType::F32, 4) => {
                 let s = v.to_f32();
                 given_scale = Some((s[2], s[3]));
-                (
-                    (s[2] * ih as f32) as usize,
-                    (s[3] * iw as f32) as usize,
-                )
+                ((s[2] * ih as f32) as usize, (s[3] * iw as f32) as usize)
             }
             (DType::I32, 4) => {
                 let s = v.to_i64();
@@ -396,7 +506,12 @@ pub fn interp_plan(
                 let s = v.to_i64();
                 (s[0] as usize, s[1] as usize)
             }
-            _ => return Err(format!("Interp size input of shape {:?} not understood", v.shape)),
+            _ => {
+                return Err(format!(
+                    "Interp size input of shape {:?} not understood",
+                    v.shape
+                ))
+            }
         }
     } else if p.output_width > 0 && p.output_height > 0 {
         (p.output_height, p.output_width)
@@ -526,7 +641,10 @@ pub fn infer(
             dtype,
             format,
         } => vec![TensorInfo {
-            shape: dims.iter().map(|&d| if d <= 0 { 1 } else { d as usize }).collect(),
+            shape: dims
+                .iter()
+                .map(|&d| if d <= 0 { 1 } else { d as usize })
+                .collect(),
             dtype: *dtype,
             format: *format,
         }],
@@ -544,11 +662,7 @@ pub fn infer(
             if x.format == MnnFormat::Nhwc {
                 return Err("convolution on an NHWC-format tensor is not supported".into());
             }
-            let expected_in = if p.kind.is_deconvolution() {
-                p.in_channels
-            } else {
-                p.in_channels
-            };
+            let expected_in = p.in_channels;
             if expected_in != 0 && x.shape[1] != expected_in {
                 return Err(format!(
                     "input has {} channels, the convolution expects {expected_in}",
@@ -643,8 +757,7 @@ pub fn infer(
             shape[a] = 0;
             for i in inputs {
                 if i.shape.len() != rank
-                    || i
-                        .shape
+                    || i.shape
                         .iter()
                         .enumerate()
                         .any(|(d, &s)| d != a && s != inputs[0].shape[d])
@@ -681,7 +794,11 @@ pub fn infer(
             expect_inputs(inputs, 1)?;
             let s = &inputs[0].shape;
             let rank = s.len();
-            let a = if *axis < 0 { *axis + rank as i32 } else { *axis } as usize;
+            let a = if *axis < 0 {
+                *axis + rank as i32
+            } else {
+                *axis
+            } as usize;
             let e = if *end_axis < 0 {
                 *end_axis + rank as i32
             } else {
@@ -760,7 +877,13 @@ pub fn infer(
         }
         OpKind::Permute { dims } => {
             expect_inputs(inputs, 1)?;
-            let perm: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+            let rank = inputs[0].shape.len();
+            // An empty permutation reverses the dims (ONNX Transpose default).
+            let perm: Vec<i64> = if dims.is_empty() {
+                (0..rank as i64).rev().collect()
+            } else {
+                dims.iter().map(|&d| d as i64).collect()
+            };
             same(permute_shape(&inputs[0].shape, &perm)?, inputs[0].dtype)
         }
         OpKind::Transpose => {
@@ -768,9 +891,60 @@ pub fn infer(
             let perm = need_const(consts, 1, "perm")?.to_i64();
             same(permute_shape(&inputs[0].shape, &perm)?, inputs[0].dtype)
         }
-        OpKind::Shape => {
+        OpKind::Shape { start, end } => {
             expect_inputs(inputs, 1)?;
-            int_out(vec![inputs[0].shape.len()])
+            let (b, e) = shape_range(inputs[0].shape.len(), *start, *end);
+            int_out(vec![e - b])
+        }
+        OpKind::Pack { axis } => {
+            expect_inputs(inputs, 1)?;
+            let s = &inputs[0].shape;
+            if inputs.iter().any(|i| i.shape != *s) {
+                return Err("Pack inputs differ in shape".into());
+            }
+            let a = norm_axis(*axis as i64, s.len() + 1)?;
+            let mut shape = s.clone();
+            shape.insert(a, inputs.len());
+            same(shape, inputs[0].dtype)
+        }
+        OpKind::Unpack { axis } => {
+            expect_inputs(inputs, 1)?;
+            let s = &inputs[0].shape;
+            let a = norm_axis(*axis as i64, s.len())?;
+            let mut shape = s.clone();
+            shape.remove(a);
+            (0..s[a])
+                .map(|_| TensorInfo {
+                    shape: shape.clone(),
+                    dtype: inputs[0].dtype,
+                    format: inputs[0].format,
+                })
+                .collect()
+        }
+        OpKind::DepthSpace {
+            block, to_space, ..
+        } => {
+            expect_inputs(inputs, 1)?;
+            let s = &inputs[0].shape;
+            let b = *block;
+            if s.len() != 4 {
+                return Err("DepthToSpace/SpaceToDepth need 4-D inputs".into());
+            }
+            let shape = if *to_space {
+                if !s[1].is_multiple_of(b * b) {
+                    return Err(format!(
+                        "{} channels do not split into blocks of {b}x{b}",
+                        s[1]
+                    ));
+                }
+                vec![s[0], s[1] / (b * b), s[2] * b, s[3] * b]
+            } else {
+                if !s[2].is_multiple_of(b) || !s[3].is_multiple_of(b) {
+                    return Err(format!("{}x{} is not a multiple of block {b}", s[2], s[3]));
+                }
+                vec![s[0], s[1] * b * b, s[2] / b, s[3] / b]
+            };
+            same(shape, inputs[0].dtype)
         }
         OpKind::Rank | OpKind::Size => int_out(vec![]),
         OpKind::SliceTf => {
@@ -782,6 +956,7 @@ pub fn infer(
             same(shape, inputs[0].dtype)
         }
         OpKind::StridedSlice {
+            onnx,
             begin_mask,
             end_mask,
             ellipsis_mask,
@@ -791,16 +966,23 @@ pub fn infer(
             expect_inputs(inputs, 3)?;
             let begin = need_const(consts, 1, "begin")?.to_i64();
             let end = need_const(consts, 2, "end")?.to_i64();
-            let strides = if inputs.len() >= 4 {
-                need_const(consts, 3, "strides")?.to_i64()
+            let third = if inputs.len() >= 4 {
+                Some(need_const(consts, 3, "axes or strides")?.to_i64())
             } else {
-                vec![1; begin.len()]
+                None
             };
-            let plan = strided_slice_plan(
-                &inputs[0].shape,
+            let fourth = if inputs.len() >= 5 {
+                Some(need_const(consts, 4, "steps")?.to_i64())
+            } else {
+                None
+            };
+            let (b, e, st, masks) = strided_slice_args(
+                *onnx,
+                inputs[0].shape.len(),
                 &begin,
                 &end,
-                &strides,
+                third.as_deref(),
+                fourth.as_deref(),
                 (
                     *begin_mask,
                     *end_mask,
@@ -809,13 +991,23 @@ pub fn infer(
                     *shrink_axis_mask,
                 ),
             )?;
+            let plan = strided_slice_plan(&inputs[0].shape, &b, &e, &st, masks)?;
             same(plan.out_shape, inputs[0].dtype)
         }
-        OpKind::Slice { axis, points } => {
+        OpKind::Slice {
+            axis,
+            points,
+            sizes,
+        } => {
             expect_inputs(inputs, 1)?;
             let s = &inputs[0].shape;
             let a = norm_axis(*axis as i64, s.len())?;
-            let bounds = slice_bounds(s[a], points, node.outputs.len())?;
+            let sizes_input = if inputs.len() >= 2 {
+                Some(need_const(consts, 1, "split sizes")?)
+            } else {
+                None
+            };
+            let bounds = slice_parts(s[a], points, *sizes, sizes_input, node.outputs.len())?;
             bounds
                 .iter()
                 .map(|&(b, e)| {
@@ -955,7 +1147,10 @@ pub fn infer(
                 return Err("Tile multiples do not match the rank".into());
             }
             same(
-                s.iter().zip(&reps).map(|(&d, &r)| d * r.max(0) as usize).collect(),
+                s.iter()
+                    .zip(&reps)
+                    .map(|(&d, &r)| d * r.max(0) as usize)
+                    .collect(),
                 inputs[0].dtype,
             )
         }
@@ -966,7 +1161,10 @@ pub fn infer(
                 .iter()
                 .map(|&d| d.max(0) as usize)
                 .collect();
-            same(broadcast_shapes(&inputs[0].shape, &target)?, inputs[0].dtype)
+            same(
+                broadcast_shapes(&inputs[0].shape, &target)?,
+                inputs[0].dtype,
+            )
         }
         OpKind::Fill => {
             expect_inputs(inputs, 2)?;
@@ -1008,9 +1206,23 @@ pub fn infer(
     })
 }
 
+/// The dims `[start, end)` a Shape op reports (ONNX clamping rules).
+pub fn shape_range(rank: usize, start: Option<i32>, end: Option<i32>) -> (usize, usize) {
+    let fix = |v: i32| {
+        let v = if v < 0 { v + rank as i32 } else { v };
+        v.clamp(0, rank as i32) as usize
+    };
+    let b = start.map(fix).unwrap_or(0);
+    let e = end.map(fix).unwrap_or(rank);
+    (b, e.max(b))
+}
+
 pub fn permute_shape(shape: &[usize], perm: &[i64]) -> ShapeResult<Vec<usize>> {
     if perm.len() != shape.len() {
-        return Err(format!("permutation {perm:?} does not match rank {}", shape.len()));
+        return Err(format!(
+            "permutation {perm:?} does not match rank {}",
+            shape.len()
+        ));
     }
     perm.iter()
         .map(|&p| {
@@ -1044,9 +1256,13 @@ pub fn slice_tf_shape(s: &[usize], begin: &[i64], size: &[i64]) -> ShapeResult<V
 }
 
 /// Bounds of each output of a Caffe-style Slice.
-pub fn slice_bounds(dim: usize, points: &[i32], outputs: usize) -> ShapeResult<Vec<(usize, usize)>> {
+pub fn slice_bounds(
+    dim: usize,
+    points: &[i32],
+    outputs: usize,
+) -> ShapeResult<Vec<(usize, usize)>> {
     if points.is_empty() {
-        if outputs == 0 || dim % outputs != 0 {
+        if outputs == 0 || !dim.is_multiple_of(outputs) {
             return Err(format!("cannot split {dim} into {outputs} equal parts"));
         }
         let step = dim / outputs;
@@ -1122,23 +1338,35 @@ mod tests {
 
     #[test]
     fn broadcasting_follows_numpy() {
-        assert_eq!(broadcast_shapes(&[1, 3, 4, 4], &[1]).unwrap(), vec![1, 3, 4, 4]);
-        assert_eq!(broadcast_shapes(&[2, 1, 5], &[4, 1]).unwrap(), vec![2, 4, 5]);
+        assert_eq!(
+            broadcast_shapes(&[1, 3, 4, 4], &[1]).unwrap(),
+            vec![1, 3, 4, 4]
+        );
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 5], &[4, 1]).unwrap(),
+            vec![2, 4, 5]
+        );
         assert!(broadcast_shapes(&[2, 3], &[4]).is_err());
     }
 
     #[test]
     fn reshape_handles_minus_one_and_zero() {
-        assert_eq!(reshape_target(&[1, 1280, 1, 1], &[1, -1]).unwrap(), vec![1, 1280]);
+        assert_eq!(
+            reshape_target(&[1, 1280, 1, 1], &[1, -1]).unwrap(),
+            vec![1, 1280]
+        );
         assert_eq!(reshape_target(&[2, 3, 4], &[0, -1]).unwrap(), vec![2, 12]);
         assert!(reshape_target(&[2, 3], &[4, 2]).is_err());
     }
 
     #[test]
     fn strided_slice_with_negative_step() {
-        let p = strided_slice_plan(&[5], &[-1], &[0], &[-2], (0, 2, 0, 0, 0)).unwrap();
         // end_mask on dim 0: go all the way: indices 4, 2, 0.
+        let p = strided_slice_plan(&[5], &[-1], &[0], &[-2], (0, 1, 0, 0, 0)).unwrap();
         assert_eq!(p.out_shape, vec![3]);
         assert_eq!(p.ranges[0], (4, -2, 3));
+        // Without the mask the end (index 0) is exclusive: indices 4, 2.
+        let p = strided_slice_plan(&[5], &[-1], &[0], &[-2], (0, 0, 0, 0, 0)).unwrap();
+        assert_eq!(p.out_shape, vec![2]);
     }
 }

@@ -125,9 +125,18 @@ pub fn copy_view(
     dst_base: isize,
     dst_strides: &[isize],
 ) {
-    // Sort dims by destination stride (outermost first) for sequential writes.
+    // Walk in destination memory order (sequential writes), unless the destination's innermost
+    // dim is short and the source's is longer (a transpose to channels-last with few channels):
+    // then walk in source order so the inner loop is long.
     let mut order: Vec<usize> = (0..shape.len()).collect();
     order.sort_by_key(|&d| std::cmp::Reverse(dst_strides[d].unsigned_abs()));
+    let mut src_order: Vec<usize> = (0..shape.len()).collect();
+    src_order.sort_by_key(|&d| std::cmp::Reverse(src_strides[d].unsigned_abs()));
+    if let (Some(&di), Some(&si)) = (order.last(), src_order.last()) {
+        if shape[di] < 16 && shape[si] > shape[di] {
+            order = src_order;
+        }
+    }
     let dims = in_order(shape, &order);
     let (dims, [ss, ds]) = simplify(
         &dims,
@@ -159,7 +168,15 @@ pub fn permute(input: &In, perm: &[usize], output: &mut Out) {
     // Output logical dim d reads input dim perm[d].
     let src_strides: Vec<isize> = perm.iter().map(|&p| is[p]).collect();
     let os = output.strides();
-    copy_view(output.shape, input.data, 0, &src_strides, output.data, 0, &os);
+    copy_view(
+        output.shape,
+        input.data,
+        0,
+        &src_strides,
+        output.data,
+        0,
+        &os,
+    );
 }
 
 /// Concatenation along `axis` (inputs and output in any layouts).
@@ -188,7 +205,15 @@ pub fn slice(input: &In, begin: &[i64], step: &[i64], output: &mut Out) {
     let base: isize = (0..is.len()).map(|d| begin[d] as isize * is[d]).sum();
     let src_strides: Vec<isize> = (0..is.len()).map(|d| step[d] as isize * is[d]).collect();
     let os = output.strides();
-    copy_view(output.shape, input.data, base, &src_strides, output.data, 0, &os);
+    copy_view(
+        output.shape,
+        input.data,
+        base,
+        &src_strides,
+        output.data,
+        0,
+        &os,
+    );
 }
 
 /// Broadcasts `input` to the output shape (BroadcastTo, and Tile's per-copy step).
@@ -204,7 +229,9 @@ pub fn tile(input: &In, output: &mut Out) {
     let is = input.strides();
     let os = output.strides();
     let rank = in_shape.len();
-    let reps: Vec<usize> = (0..rank).map(|d| output.shape[d] / in_shape[d].max(1)).collect();
+    let reps: Vec<usize> = (0..rank)
+        .map(|d| output.shape[d] / in_shape[d].max(1))
+        .collect();
     // Iterate over every combination of repetition indices and copy the whole input block.
     let total: usize = reps.iter().product();
     for r in 0..total {

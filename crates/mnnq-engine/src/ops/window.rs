@@ -10,11 +10,13 @@ use mnnq_kernels::Activation;
 const PIXEL_CHUNK: usize = 96;
 /// Output channels per work item.
 const COLUMN_CHUNK: usize = 8 * NR;
+/// Output rows per work item of a deconvolution (rounded to the stride).
+const DECONV_ROWS: usize = 8;
 /// Output rows per work item of depthwise convolution, pooling and resize.
 const ROW_CHUNK: usize = 2;
 
 /// How a convolution runs, prepared once at load from its parameters and input shape.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 enum ConvPlan {
     /// Per group, weights as a `K x cout_g` matrix with K ordered (ky, kx, ci).
     Dense {
@@ -24,13 +26,19 @@ enum ConvPlan {
     },
     /// Weights as `[kh][kw][C]`.
     Depthwise { weights: Vec<f32> },
+    /// Dense group-1 convolution on `mnnq-kernels`' packed GEMM.
+    SharedDense(Box<mnnq_kernels::f32::PackedWeights>),
+    /// Group-1 deconvolution on `mnnq-kernels`.
+    SharedDeconv(Box<mnnq_kernels::f32::PackedWeights>),
+    /// Depthwise convolution on `mnnq-kernels`.
+    SharedDepthwise(Box<mnnq_kernels::f32::PackedDepthwise>),
     /// Per group, weights as a `cin_g x (kh * kw * cout_g)` matrix with columns ordered
     /// (ky, kx, co): the GEMM gives every input pixel's contribution to its output window.
     Deconv { packed: Vec<PackedMatrix> },
 }
 
 /// A convolution ready to run on `[N, H, W, C]` data.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct PreparedConv {
     kind: ConvKind,
     batch: usize,
@@ -76,7 +84,7 @@ impl PreparedConv {
         };
         let group = p.group.max(1);
         let out_c = p.out_channels;
-        if in_c % group != 0 || out_c % group != 0 {
+        if in_c % group != 0 || !out_c.is_multiple_of(group) {
             return Err(format!(
                 "group {group} does not divide channels {in_c} -> {out_c}"
             ));
@@ -97,7 +105,20 @@ impl PreparedConv {
         }
         let w = &p.weights;
         let depthwise = !deconv && group == in_c && group == out_c && group > 1;
-        let plan = if depthwise {
+        let shared = use_shared_kernels();
+        let plan = if depthwise && shared {
+            ConvPlan::SharedDepthwise(Box::new(mnnq_kernels::f32::PackedDepthwise::pack(
+                w, in_c, kh, kw,
+            )))
+        } else if deconv && group == 1 && shared {
+            ConvPlan::SharedDeconv(Box::new(mnnq_kernels::f32::PackedWeights::pack_deconv(
+                w, in_c, out_c, kh, kw,
+            )))
+        } else if !deconv && group == 1 && shared {
+            ConvPlan::SharedDense(Box::new(mnnq_kernels::f32::PackedWeights::pack_conv(
+                w, out_c, in_c, kh, kw,
+            )))
+        } else if depthwise {
             // [C][kh][kw] -> [kh][kw][C]
             let mut weights = vec![0.0; taps * in_c];
             for c in 0..in_c {
@@ -172,11 +193,13 @@ impl PreparedConv {
     pub fn macs(&self) -> usize {
         let taps = self.kernel_h * self.kernel_w;
         match self.plan {
-            ConvPlan::Depthwise { .. } => self.batch * self.out_h * self.out_w * self.out_c * taps,
-            ConvPlan::Dense { .. } => {
+            ConvPlan::Depthwise { .. } | ConvPlan::SharedDepthwise(_) => {
+                self.batch * self.out_h * self.out_w * self.out_c * taps
+            }
+            ConvPlan::Dense { .. } | ConvPlan::SharedDense(_) => {
                 self.batch * self.out_h * self.out_w * self.out_c * taps * self.in_c / self.group
             }
-            ConvPlan::Deconv { .. } => {
+            ConvPlan::Deconv { .. } | ConvPlan::SharedDeconv(_) => {
                 self.batch * self.in_h * self.in_w * self.in_c * taps * self.out_c / self.group
             }
         }
@@ -194,9 +217,93 @@ impl PreparedConv {
                 ConvPlan::Depthwise { weights } => self.run_depthwise(weights, x, y, par),
                 ConvPlan::Dense { packed, direct } => self.run_dense(packed, *direct, x, y, par),
                 ConvPlan::Deconv { packed } => self.run_deconv(packed, x, y, par),
+                ConvPlan::SharedDense(packed) => self.run_shared_dense(packed, x, y, par),
+                ConvPlan::SharedDepthwise(packed) => self.run_shared_depthwise(packed, x, y, par),
+                ConvPlan::SharedDeconv(packed) => self.run_shared_deconv(packed, x, y, par),
             }
         }
         let _ = self.kind;
+    }
+
+    fn geometry(&self) -> mnnq_kernels::ConvGeometry {
+        mnnq_kernels::ConvGeometry {
+            in_h: self.in_h,
+            in_w: self.in_w,
+            in_c: self.in_c,
+            out_h: self.out_h,
+            out_w: self.out_w,
+            out_c: self.out_c,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            dilation_h: self.dilation_h,
+            dilation_w: self.dilation_w,
+            pad_top: self.pad_top,
+            pad_left: self.pad_left,
+        }
+    }
+
+    fn run_shared_dense(
+        &self,
+        packed: &mnnq_kernels::f32::PackedWeights,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let pixels = self.out_h * self.out_w;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        par.for_each(pixels.div_ceil(PIXEL_CHUNK), |i| {
+            let p0 = i * PIXEL_CHUNK;
+            let p1 = (p0 + PIXEL_CHUNK).min(pixels);
+            // SAFETY: each piece writes its own output pixels.
+            let o = unsafe { out.slice(p0 * self.out_c, (p1 - p0) * self.out_c) };
+            mnnq_kernels::f32::conv2d_nhwc(&g, x, packed, bias, self.act, o, p0..p1);
+        });
+    }
+
+    fn run_shared_deconv(
+        &self,
+        packed: &mnnq_kernels::f32::PackedWeights,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let row_len = self.out_w * self.out_c;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        // Blocks of output rows a multiple of the stride, so each input row is multiplied once.
+        let rows = (DECONV_ROWS / self.stride_h).max(1) * self.stride_h;
+        par.for_each(self.out_h.div_ceil(rows), |i| {
+            let oy0 = i * rows;
+            let oy1 = (oy0 + rows).min(self.out_h);
+            // SAFETY: each piece writes its own output rows.
+            let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
+            mnnq_kernels::f32::deconv2d_nhwc(&g, x, packed, bias, self.act, o, oy0..oy1);
+        });
+    }
+
+    fn run_shared_depthwise(
+        &self,
+        packed: &mnnq_kernels::f32::PackedDepthwise,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let row_len = self.out_w * self.out_c;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        par.for_each(self.out_h.div_ceil(ROW_CHUNK), |i| {
+            let oy0 = i * ROW_CHUNK;
+            let oy1 = (oy0 + ROW_CHUNK).min(self.out_h);
+            // SAFETY: each piece writes its own output rows.
+            let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
+            mnnq_kernels::f32::depthwise_conv2d_nhwc(&g, x, packed, bias, self.act, o, oy0..oy1);
+        });
     }
 
     fn run_depthwise(&self, weights: &[f32], x: &[f32], y: &mut [f32], par: &Parallel) {
@@ -227,7 +334,14 @@ impl PreparedConv {
         });
     }
 
-    fn run_dense(&self, packed: &[PackedMatrix], direct: bool, x: &[f32], y: &mut [f32], par: &Parallel) {
+    fn run_dense(
+        &self,
+        packed: &[PackedMatrix],
+        direct: bool,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
         let pixels = self.out_h * self.out_w;
         let cin_g = self.in_c / self.group;
         let cout_g = self.out_c / self.group;
@@ -250,37 +364,56 @@ impl PreparedConv {
             // covers rows of this piece starting at its first column.
             let c = unsafe { out.slice(c_start, out_len - c_start) };
             let bias = &self.bias[g * cout_g..];
-            if direct {
-                let a = &x[p0 * self.in_c + g * cin_g..];
-                backend::gemm_rows(a, self.in_c, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c);
+            let taps = if direct {
+                1
             } else {
-                let mut cols = vec![0.0f32; rows * k];
-                self.im2col(x, g * cin_g, cin_g, p0, rows, &mut cols);
-                backend::gemm_rows(&cols, k, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c);
+                self.kernel_h * self.kernel_w
+            };
+            let zeros = vec![0.0f32; cin_g];
+            let mut ptrs: Vec<*const f32> = Vec::with_capacity(rows * taps);
+            if direct {
+                for r in 0..rows {
+                    ptrs.push(x[(p0 + r) * self.in_c + g * cin_g..].as_ptr());
+                }
+            } else {
+                self.indirection(x, g * cin_g, &zeros, p0, rows, &mut ptrs);
             }
+            // SAFETY: every pointer addresses `cin_g` floats of the input or of `zeros`.
+            unsafe {
+                backend::gemm_indirect(
+                    &ptrs, taps, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c,
+                )
+            };
         });
+        let _ = k;
     }
 
-    /// Gathers the receptive fields of output pixels `[p0, p0 + rows)` (channels `c0..c0+cn`),
-    /// K ordered (ky, kx, ci), zeros for padding.
-    #[allow(clippy::too_many_arguments)]
-    fn im2col(&self, x: &[f32], c0: usize, cn: usize, p0: usize, rows: usize, cols: &mut [f32]) {
-        let k = self.kernel_h * self.kernel_w * cn;
+    /// Pointers to the input pixel (channels `c0..`) each kernel tap of output pixels
+    /// `[p0, p0 + rows)` reads, `zeros` where the tap falls in padding. Taps ordered (ky, kx).
+    fn indirection(
+        &self,
+        x: &[f32],
+        c0: usize,
+        zeros: &[f32],
+        p0: usize,
+        rows: usize,
+        ptrs: &mut Vec<*const f32>,
+    ) {
         for r in 0..rows {
             let p = p0 + r;
             let (oy, ox) = (p / self.out_w, p % self.out_w);
-            let dst = &mut cols[r * k..(r + 1) * k];
             for ky in 0..self.kernel_h {
-                let iy = (oy * self.stride_h + ky * self.dilation_h) as isize - self.pad_top as isize;
+                let iy =
+                    (oy * self.stride_h + ky * self.dilation_h) as isize - self.pad_top as isize;
                 for kx in 0..self.kernel_w {
-                    let ix =
-                        (ox * self.stride_w + kx * self.dilation_w) as isize - self.pad_left as isize;
-                    let d = &mut dst[(ky * self.kernel_w + kx) * cn..][..cn];
+                    let ix = (ox * self.stride_w + kx * self.dilation_w) as isize
+                        - self.pad_left as isize;
                     if iy < 0 || ix < 0 || iy >= self.in_h as isize || ix >= self.in_w as isize {
-                        d.fill(0.0);
+                        ptrs.push(zeros.as_ptr());
                     } else {
-                        let s = (iy as usize * self.in_w + ix as usize) * self.in_c + c0;
-                        d.copy_from_slice(&x[s..s + cn]);
+                        ptrs.push(
+                            x[(iy as usize * self.in_w + ix as usize) * self.in_c + c0..].as_ptr(),
+                        );
                     }
                 }
             }
@@ -306,25 +439,64 @@ impl PreparedConv {
                 // SAFETY: disjoint pixel rows.
                 let c = unsafe { cp.slice(p0 * n, cols_len - p0 * n) };
                 let a = &x[p0 * self.in_c + g * cin_g..];
-                backend::gemm_rows(a, self.in_c, rows, &packed[g], 0, n, &zero_bias, Activation::None, c, n);
+                backend::gemm_rows(
+                    a,
+                    self.in_c,
+                    rows,
+                    &packed[g],
+                    0,
+                    n,
+                    &zero_bias,
+                    Activation::None,
+                    c,
+                    n,
+                );
             });
             // Gather into the output: each output pixel sums the taps that reach it, in a fixed order.
             let out = SharedMut(y.as_mut_ptr());
             let row_len = self.out_w * self.out_c;
             let (lo, hi) = self.act.bounds();
             let cols = &cols;
+            let simple = self.stride_h == self.kernel_h
+                && self.stride_w == self.kernel_w
+                && self.dilation_h == 1
+                && self.dilation_w == 1
+                && self.pad_top == 0
+                && self.pad_left == 0
+                && self.out_h == self.in_h * self.stride_h
+                && self.out_w == self.in_w * self.stride_w;
             par.for_each(self.out_h.div_ceil(ROW_CHUNK), |i| {
                 let oy0 = i * ROW_CHUNK;
                 let oy1 = (oy0 + ROW_CHUNK).min(self.out_h);
                 // SAFETY: disjoint output rows.
                 let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
                 let mut acc = vec![0.0f32; cout_g];
+                let bias = &self.bias[g * cout_g..(g + 1) * cout_g];
+                if simple {
+                    // Stride equals kernel, no padding: each output pixel gets exactly one tap.
+                    for oy in oy0..oy1 {
+                        let (iy, ky) = (oy / self.stride_h, oy % self.stride_h);
+                        for ox in 0..self.out_w {
+                            let (ix, kx) = (ox / self.stride_w, ox % self.stride_w);
+                            let src = &cols
+                                [(iy * self.in_w + ix) * n + (ky * self.kernel_w + kx) * cout_g..]
+                                [..cout_g];
+                            let dst = &mut o
+                                [((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..]
+                                [..cout_g];
+                            for ((d, &v), &b) in dst.iter_mut().zip(src).zip(bias) {
+                                *d = (v + b).max(lo).min(hi);
+                            }
+                        }
+                    }
+                    return;
+                }
                 for oy in oy0..oy1 {
                     for ox in 0..self.out_w {
                         acc.copy_from_slice(&self.bias[g * cout_g..(g + 1) * cout_g]);
                         for ky in 0..self.kernel_h {
                             let ty = (oy + self.pad_top) as isize - (ky * self.dilation_h) as isize;
-                            if ty < 0 || ty as usize % self.stride_h != 0 {
+                            if ty < 0 || !(ty as usize).is_multiple_of(self.stride_h) {
                                 continue;
                             }
                             let iy = ty as usize / self.stride_h;
@@ -334,7 +506,7 @@ impl PreparedConv {
                             for kx in 0..self.kernel_w {
                                 let tx =
                                     (ox + self.pad_left) as isize - (kx * self.dilation_w) as isize;
-                                if tx < 0 || tx as usize % self.stride_w != 0 {
+                                if tx < 0 || !(tx as usize).is_multiple_of(self.stride_w) {
                                     continue;
                                 }
                                 let ix = tx as usize / self.stride_w;
@@ -348,8 +520,8 @@ impl PreparedConv {
                                 }
                             }
                         }
-                        let dst = &mut o[((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..]
-                            [..cout_g];
+                        let dst = &mut o
+                            [((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..][..cout_g];
                         for (d, &a) in dst.iter_mut().zip(&acc) {
                             *d = a.max(lo).min(hi);
                         }
@@ -358,6 +530,17 @@ impl PreparedConv {
             });
         }
     }
+}
+
+/// Whether convolutions use `mnnq-kernels` (default) or the engine's own backend
+/// (`MNNQ_ENGINE_KERNELS=own`, kept for comparison and as a fallback).
+fn use_shared_kernels() -> bool {
+    static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SHARED.get_or_init(|| {
+        std::env::var("MNNQ_ENGINE_KERNELS")
+            .map(|v| v != "own")
+            .unwrap_or(true)
+    })
 }
 
 /// Pooling on NHWC data.
@@ -376,7 +559,13 @@ pub fn pool(
     for n in 0..batch {
         let x = &input[n * in_image..(n + 1) * in_image];
         let y = &mut output[n * out_image..(n + 1) * out_image];
-        if w.out_h == 1 && w.out_w == 1 && w.kernel_h == in_h && w.kernel_w == in_w && w.pad_top == 0 && w.pad_left == 0 {
+        if w.out_h == 1
+            && w.out_w == 1
+            && w.kernel_h == in_h
+            && w.kernel_w == in_w
+            && w.pad_top == 0
+            && w.pad_left == 0
+        {
             // Global pooling: one pass over the pixels, channels vectorized.
             y.copy_from_slice(&x[..c]);
             for px in x.chunks_exact(c).skip(1) {
@@ -426,8 +615,10 @@ pub fn pool(
                                 }
                             }
                             let count = if w.count_include_pad {
-                                let ye = (ys + w.kernel_h as isize).min((in_h + w.pad_top) as isize);
-                                let xe = (xs + w.kernel_w as isize).min((in_w + w.pad_left) as isize);
+                                let ye =
+                                    (ys + w.kernel_h as isize).min((in_h + w.pad_top) as isize);
+                                let xe =
+                                    (xs + w.kernel_w as isize).min((in_w + w.pad_left) as isize);
                                 (ye - ys) * (xe - xs)
                             } else {
                                 ((y1 - y0) * (x1 - x0)) as isize
@@ -457,7 +648,11 @@ pub fn interp(
     let clamp = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
     let nearest = |o: usize, scale: f32, offset: f32, n: usize, round: bool| {
         let s = o as f32 * scale + offset;
-        let v = if round { (s + 0.499).floor() } else { s.floor() };
+        let v = if round {
+            (s + 0.499).floor()
+        } else {
+            s.floor()
+        };
         clamp(v as i64, n)
     };
     let in_image = in_h * in_w * c;
