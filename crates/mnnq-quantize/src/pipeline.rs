@@ -37,7 +37,6 @@ pub struct QuantizeOptions {
     pub unify: UnifyMode,
 }
 
-
 /// Wall time of each step, in seconds.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Timings {
