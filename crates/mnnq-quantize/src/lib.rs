@@ -9,7 +9,6 @@
 //! [`rewrite::rewrite_net`], [`scale_json::scale_report`]; [`quantize`] runs them all.
 
 mod error;
-pub mod idst;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

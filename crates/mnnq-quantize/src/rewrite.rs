@@ -9,8 +9,8 @@ use mnnq_format::{
     TensorDescribe, TensorQuantInfo, UnaryOp, UnaryOpOperation,
 };
 
-use crate::idst::encode_type1;
 use crate::QuantizeError;
+use mnnq_format::weights::encode_dense_codebook;
 
 /// Weight method (doc §7.3-7.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -189,8 +189,7 @@ fn quantize_conv(
     if let Some(c) = input_channels {
         common.input_count = c as i32;
     }
-    let (buffer, shape_int32) =
-        encode_type1(&quantized.codes, channels).map_err(|e| e.to_string())?;
+    let (buffer, shape_int32) = idst_type1(&quantized.codes, channels, options.quant_bits)?;
     conv.quan_parameter = Some(Box::new(IdstQuan {
         buffer: Some(buffer),
         alpha: Some(quantized.scales),
@@ -342,6 +341,24 @@ pub fn rewrite_net(
     Ok(summary)
 }
 
+/// The IDST type-1 buffer (linear code-book, MSB-first packed indexes) of per-channel codes,
+/// and whether its header needs 32-bit dims (a dim above 65535).
+fn idst_type1(codes: &[i8], channels: usize, bits: u32) -> Result<(Vec<i8>, bool), String> {
+    if channels == 0 || codes.is_empty() || !codes.len().is_multiple_of(channels) {
+        return Err(format!(
+            "cannot encode {} weight codes as {channels} channels",
+            codes.len()
+        ));
+    }
+    let area = codes.len() / channels;
+    let too_big =
+        |n: usize| u32::try_from(n).map_err(|_| format!("{n} is too large for an IDST header"));
+    let (channels, area) = (too_big(channels)?, too_big(area)?);
+    let shape_int32 = channels > u32::from(u16::MAX) || area > u32::from(u16::MAX);
+    let bytes = encode_dense_codebook(codes, channels, area, bits, shape_int32);
+    Ok((bytes.into_iter().map(|b| b as i8).collect(), shape_int32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,8 +432,15 @@ mod tests {
         assert_eq!(alpha[0], 2.54 / 127.0);
         assert!(alpha[1].is_finite() && alpha[1] > 0.0);
         assert_eq!((q.scale_in, q.scale_out), (0.1, 0.2));
-        let (_, codes) = crate::idst::decode_type1(q.buffer.as_ref().unwrap(), false).unwrap();
-        assert_eq!(codes, vec![127, -64, 0, 0, 0, 0]);
+        let buffer: Vec<u8> = q
+            .buffer
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|&b| b as u8)
+            .collect();
+        let blob = mnnq_format::weights::decode_dense_codebook(&buffer, false).unwrap();
+        assert_eq!(blob.codes, vec![127, -64, 0, 0, 0, 0]);
         // Sigmoid became a table-driven UnaryOp.
         assert_eq!(ops[1].type_, OpType::UnaryOp);
         let Some(OpParameter::UnaryOp(u)) = &ops[1].main else {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use mnnq_format::{Model, OpParameter, OpType};
 use mnnq_quantize::scales::UnifyMode;
-use mnnq_quantize::{idst, quantize, QuantizeOptions};
+use mnnq_quantize::{quantize, QuantizeOptions};
 
 fn fixtures(test: &str) -> Option<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -190,8 +190,16 @@ fn cls_end_to_end_parity_and_determinism() {
         assert_eq!((sq.nbits, sq.clamp_min, sq.clamp_max), (8, -127, 127));
         assert!(qc.common.as_ref().unwrap().input_count > 0);
         // Decoded weights are within half a step of the float weights.
-        let (dims, codes) =
-            idst::decode_type1(qp.buffer.as_ref().unwrap(), qp.shape_int32).unwrap();
+        let buffer: Vec<u8> = qp
+            .buffer
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|&b| b as u8)
+            .collect();
+        let blob = mnnq_format::weights::decode_dense_codebook(&buffer, qp.shape_int32).unwrap();
+        let dims: Vec<usize> = blob.dims.iter().map(|&d| d as usize).collect();
+        let codes = blob.codes;
         let weights = fc.weight.as_ref().unwrap();
         let alpha = qp.alpha.as_ref().unwrap();
         assert_eq!(dims, vec![alpha.len(), weights.len() / alpha.len()]);
