@@ -1,2 +1,34 @@
-//! int8 kernels: u8 x s8 GEMM (VNNI, AVX-VNNI, AVX2, portable) with a fused requantize epilogue,
-//! int8 depthwise convolution and pooling, with MNN's rounding.
+//! int8 kernels with MNN's arithmetic (`docs/mnn-quantization.md` §11).
+//!
+//! Feature codes are i8 in `[-127, 127]` with zero point 0, NHWC (channels innermost). Every
+//! instruction set (AVX-512 VNNI, AVX-512, AVX2, portable) produces exactly the bytes of the
+//! portable reference: integer accumulation is exact, and the f32 epilogues use the same
+//! operations in the same order everywhere (separate multiply and add, no FMA; round half away
+//! from zero, which SIMD code computes as `trunc(y + copysign(0.49999997, y))`).
+//!
+//! * Dense convolution ([`conv2d_int8_nhwc`]): weights packed once ([`PackedInt8Weights`]),
+//!   per-channel [`Requantize`] fused into the GEMM micro-kernel's store. Pointwise convolutions
+//!   read the input directly; others im2col a chunk of pixels into per-thread scratch.
+//! * Depthwise convolution ([`depthwise_int8_nhwc`], [`PackedDepthwiseInt8`],
+//!   [`DepthwiseRequantize`]) with MNN's truncated integer bias.
+//! * Pooling ([`pool_int8_nhwc`]), casts ([`float_to_int8`], [`int8_to_float`]) and binary ops
+//!   ([`binary_int8`]).
+//!
+//! Work is split by the caller over output pixels or rows; K is never split, so the bytes do not
+//! depend on the thread count. Kernels keep their scratch in thread-locals.
+
+pub mod conv;
+pub mod depthwise;
+pub mod elementwise;
+pub mod pack;
+pub mod pool;
+pub mod requant;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use conv::conv2d_int8_nhwc;
+pub use depthwise::{depthwise_int8_nhwc, PackedDepthwiseInt8};
+pub use elementwise::{binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales};
+pub use pack::{PackedInt8Weights, WeightLayout};
+pub use pool::{pool_int8_nhwc, PoolKind};
+pub use requant::{DepthwiseRequantize, Requantize};

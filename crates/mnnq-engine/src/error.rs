@@ -1,0 +1,23 @@
+//! Errors of loading and running models.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The model file could not be read or decoded.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    /// The model is inconsistent as a whole.
+    #[error("model: {0}")]
+    Model(String),
+    /// One op is unsupported or malformed.
+    #[error("op {op_type} '{op_name}': {message}")]
+    Op {
+        op_type: String,
+        op_name: String,
+        message: String,
+    },
+    /// Bad run-time input or resources.
+    #[error("{0}")]
+    Run(String),
+}

@@ -1,0 +1,417 @@
+//! Running a prepared model: one arena per session, reused across runs.
+
+use std::collections::HashMap;
+
+use crate::engine::{Engine, Location, Prepared, Step};
+use crate::error::EngineError;
+use crate::ir::OpKind;
+use crate::ops::{elementwise, movement, reference, window, In, Out, Parallel};
+use crate::tensor::{DType, Layout, Tensor, TensorView, Value};
+
+/// An execution context for one engine: its memory and worker threads.
+pub struct Session<'e> {
+    engine: &'e Engine,
+    arena: Vec<f32>,
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+    /// Per-tensor scale for fake quantization (quantize-dequantize right after the tensor is made).
+    fake_quant: HashMap<usize, f32>,
+    /// Accumulated time per step when profiling is on.
+    profile: Option<Vec<std::time::Duration>>,
+}
+
+/// Runs one op. Inputs and outputs are in the layouts the schedule chose.
+pub fn execute_node(
+    kind: &OpKind,
+    prepared: &Prepared,
+    ins: &[In],
+    outs: &mut [Out],
+    consts: &[Option<&Value>],
+    par: &Parallel,
+) -> Result<(), String> {
+    match (kind, prepared) {
+        (OpKind::Conv(_), Prepared::Conv(conv)) => {
+            conv.run(ins[0].data, outs[0].data, par);
+            Ok(())
+        }
+        (OpKind::Pool(_), Prepared::Pool(pool_type, w)) => {
+            window::pool(*pool_type, w, ins[0].shape, ins[0].data, outs[0].data, par);
+            Ok(())
+        }
+        (
+            OpKind::Interp(_),
+            Prepared::Interp {
+                resize_type,
+                cubic_a,
+                plan,
+            },
+        ) => window::interp(*resize_type, *cubic_a, plan, ins[0].shape, ins[0].data, outs[0].data, par),
+        (OpKind::Conv(_) | OpKind::Pool(_) | OpKind::Interp(_), _) => {
+            Err("window op was not prepared".into())
+        }
+        (OpKind::Binary { op, relu }, _) => {
+            elementwise::binary(*op, *relu, &ins[0], &ins[1], &mut outs[0], par);
+            Ok(())
+        }
+        (OpKind::Unary(op), _) => {
+            elementwise::unary(*op, &ins[0], &mut outs[0], par);
+            Ok(())
+        }
+        (OpKind::Relu { slope }, _) => {
+            let s = *slope;
+            elementwise::map(&ins[0], &mut outs[0], par, move |x| if x < 0.0 { x * s } else { x });
+            Ok(())
+        }
+        (OpKind::Relu6 { min, max }, _) => {
+            let (lo, hi) = (*min, *max);
+            elementwise::map(&ins[0], &mut outs[0], par, move |x| x.max(lo).min(hi));
+            Ok(())
+        }
+        (OpKind::Elu { alpha }, _) => {
+            let a = *alpha;
+            elementwise::map(&ins[0], &mut outs[0], par, move |x| {
+                if x < 0.0 {
+                    a * (x.exp() - 1.0)
+                } else {
+                    x
+                }
+            });
+            Ok(())
+        }
+        (OpKind::Selu { scale, alpha }, _) => {
+            let (s, a) = (*scale, *alpha);
+            elementwise::map(&ins[0], &mut outs[0], par, move |x| {
+                if x < 0.0 {
+                    s * a * (x.exp() - 1.0)
+                } else {
+                    s * x
+                }
+            });
+            Ok(())
+        }
+        (OpKind::PRelu { slopes }, _) => {
+            let single = slopes.len() == 1;
+            elementwise::per_channel(&ins[0], &mut outs[0], |x, c| {
+                let s = if single { slopes[0] } else { slopes.get(c).copied().unwrap_or(0.0) };
+                if x < 0.0 {
+                    x * s
+                } else {
+                    x
+                }
+            });
+            Ok(())
+        }
+        (OpKind::Scale { scale, bias }, _) => {
+            elementwise::per_channel(&ins[0], &mut outs[0], |x, c| {
+                x * scale.get(c).copied().unwrap_or(1.0) + bias.get(c).copied().unwrap_or(0.0)
+            });
+            Ok(())
+        }
+        (OpKind::Eltwise { kind, coeff }, _) => {
+            elementwise::eltwise(*kind, coeff, ins, &mut outs[0]);
+            Ok(())
+        }
+        (OpKind::Select, _) => {
+            elementwise::select(&ins[0], &ins[1], &ins[2], &mut outs[0]);
+            Ok(())
+        }
+        (OpKind::Concat { axis }, _) => {
+            let a = crate::shape::norm_axis(*axis as i64, ins[0].shape.len())?;
+            movement::concat(ins, a, &mut outs[0]);
+            Ok(())
+        }
+        (OpKind::ConvertTensor { source, dest }, _) => {
+            let x = &ins[0];
+            let rank = x.shape.len();
+            if rank >= 3 && source.is_channels_first() != dest.is_channels_first() {
+                // NHWC <-> channels-first: a logical permutation of the dims.
+                let perm: Vec<usize> = if dest.is_channels_first() {
+                    let mut p = vec![0, rank - 1];
+                    p.extend(1..rank - 1);
+                    p
+                } else {
+                    let mut p = vec![0];
+                    p.extend(2..rank);
+                    p.push(1);
+                    p
+                };
+                movement::permute(x, &perm, &mut outs[0]);
+            } else {
+                movement::convert(x, &mut outs[0]);
+            }
+            Ok(())
+        }
+        (OpKind::Input { .. } | OpKind::Const { .. }, _) => {
+            Err("inputs and constants are not executed".into())
+        }
+        _ => reference::run(kind, ins, outs, consts),
+    }
+}
+
+impl<'e> Session<'e> {
+    /// A session with `threads` worker threads (0: one per available core).
+    pub fn new(engine: &'e Engine, threads: usize) -> Result<Session<'e>, EngineError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            threads
+        };
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| EngineError::Run(format!("cannot start {threads} threads: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Session {
+            engine,
+            arena: vec![0.0; engine.memory.arena_len],
+            pool,
+            threads,
+            fake_quant: HashMap::new(),
+            profile: None,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.engine
+    }
+
+    /// Quantize-dequantize tensor `tensor` with `scale` (symmetric int8) right after it is
+    /// computed, or stop doing so with `None`. For diagnosing quantization error per tensor.
+    pub fn set_fake_quant(&mut self, tensor: usize, scale: Option<f32>) {
+        match scale {
+            Some(s) => self.fake_quant.insert(tensor, s),
+            None => self.fake_quant.remove(&tensor),
+        };
+    }
+
+    /// Starts (or stops) timing every step of later runs.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![std::time::Duration::ZERO; self.engine.steps.len()]);
+    }
+
+    /// Accumulated time per step since profiling started: (op type, op name, milliseconds).
+    /// Layout conversions the engine inserted are reported as type `Convert`.
+    pub fn profile_report(&self) -> Vec<(String, String, f64)> {
+        let Some(times) = &self.profile else {
+            return Vec::new();
+        };
+        self.engine
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(step, t)| {
+                let (ty, name) = match step {
+                    Step::Node { node, .. } => {
+                        let n = &self.engine.ir.nodes[*node];
+                        (n.type_name.clone(), n.name.clone())
+                    }
+                    Step::Convert { to, .. } => (
+                        "Convert".to_string(),
+                        self.engine.tensor_name(self.engine.slots[*to].tensor).to_string(),
+                    ),
+                };
+                (ty, name, t.as_secs_f64() * 1e3)
+            })
+            .collect()
+    }
+
+    /// Runs the model on named inputs (logical row-major); returns every output, row-major.
+    pub fn run(&mut self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>, EngineError> {
+        self.run_impl(inputs, &mut |_, _| {}, false)
+    }
+
+    /// As [`Session::run`], also showing every computed tensor (graph inputs included) to
+    /// `observer` as `(tensor index, view)` in logical row-major order, right after it is made.
+    pub fn run_observed(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        observer: &mut dyn FnMut(usize, &TensorView),
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
+        self.run_impl(inputs, observer, true)
+    }
+
+    fn run_impl(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        observer: &mut dyn FnMut(usize, &TensorView),
+        observing: bool,
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
+        let engine = self.engine;
+        // Inputs.
+        for &(t, s) in &engine.inputs {
+            let name = engine.tensor_name(t);
+            let given = inputs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .or_else(|| if engine.inputs.len() == 1 && inputs.len() == 1 { inputs.first() } else { None })
+                .ok_or_else(|| EngineError::Run(format!("missing input '{name}'")))?;
+            let slot = &engine.slots[s];
+            if given.1.shape != slot.shape {
+                return Err(EngineError::Run(format!(
+                    "input '{name}' has shape {:?}, the model expects {:?}",
+                    given.1.shape, slot.shape
+                )));
+            }
+            if given.1.data.len() != slot.len() {
+                return Err(EngineError::Run(format!("input '{name}' data does not match its shape")));
+            }
+            let Location::Arena(off) = slot.location else {
+                return Err(EngineError::Run("graph input without arena memory".into()));
+            };
+            let dst = &mut self.arena[off..off + slot.len()];
+            if slot.dtype == DType::I32 {
+                for (d, &v) in dst.iter_mut().zip(&given.1.data) {
+                    *d = crate::tensor::i32_to_bits(v as i32);
+                }
+            } else {
+                dst.copy_from_slice(&given.1.data);
+            }
+            if observing {
+                self.observe(s, observer);
+            }
+        }
+        let pool = self.pool.take();
+        let result = self.run_steps(pool.as_ref(), observer, observing);
+        self.pool = pool;
+        result?;
+        // Outputs.
+        let mut results = Vec::new();
+        for &(t, s) in &engine.outputs {
+            let slot = &engine.slots[s];
+            let input = slot_in(engine, self.arena.as_mut_ptr(), slot);
+            results.push((engine.tensor_name(t).to_string(), Tensor::new(slot.shape.clone(), input.to_row_major_f32())));
+        }
+        Ok(results)
+    }
+
+    fn run_steps(
+        &mut self,
+        pool: Option<&rayon::ThreadPool>,
+        observer: &mut dyn FnMut(usize, &TensorView),
+        observing: bool,
+    ) -> Result<(), EngineError> {
+        let engine = self.engine;
+        let par = Parallel { pool };
+        for (step_index, step) in engine.steps.iter().enumerate() {
+            let started = self.profile.is_some().then(step_clock);
+            match step {
+                Step::Convert { from, to } => {
+                    let (src, dst) = (&engine.slots[*from], &engine.slots[*to]);
+                    let arena = self.arena.as_mut_ptr();
+                    let input = slot_in(engine, arena, src);
+                    let mut output = slot_out(arena, dst);
+                    movement::convert(&input, &mut output);
+                }
+                Step::Node {
+                    node,
+                    inputs,
+                    outputs,
+                    prepared,
+                } => {
+                    let n = &engine.ir.nodes[*node];
+                    let arena = self.arena.as_mut_ptr();
+                    let ins: Vec<In> = inputs.iter().map(|&s| slot_in(engine, arena, &engine.slots[s])).collect();
+                    let mut outs: Vec<Out> = outputs.iter().map(|&s| slot_out(arena, &engine.slots[s])).collect();
+                    let consts: Vec<Option<&Value>> = n.inputs.iter().map(|&t| engine.values[t].as_ref()).collect();
+                    execute_node(&n.kind, prepared, &ins, &mut outs, &consts, &par).map_err(|m| EngineError::Op {
+                        op_type: n.type_name.clone(),
+                        op_name: n.name.clone(),
+                        message: m,
+                    })?;
+                    drop(outs);
+                    for &s in outputs {
+                        let t = engine.slots[s].tensor;
+                        if let Some(&scale) = self.fake_quant.get(&t) {
+                            let slot = &engine.slots[s];
+                            if let Location::Arena(off) = slot.location {
+                                for v in &mut self.arena[off..off + slot.len()] {
+                                    *v = (*v / scale).round().clamp(-127.0, 127.0) * scale;
+                                }
+                            }
+                        }
+                        if observing {
+                            self.observe(s, observer);
+                        }
+                    }
+                }
+            }
+            if let (Some(start), Some(times)) = (started, self.profile.as_mut()) {
+                times[step_index] += step_clock().saturating_sub(start);
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, s: usize, observer: &mut dyn FnMut(usize, &TensorView)) {
+        let engine = self.engine;
+        let slot = &engine.slots[s];
+        let input = slot_in(engine, self.arena.as_mut_ptr(), slot);
+        let data = input.to_row_major_f32();
+        observer(
+            slot.tensor,
+            &TensorView {
+                name: engine.tensor_name(slot.tensor),
+                shape: &slot.shape,
+                dtype: slot.dtype,
+                data: &data,
+            },
+        );
+    }
+}
+
+/// The clock profiles use: this thread's on-CPU time where Linux exposes it (a loaded machine
+/// inflates wall time), else wall time since the first call. With more than one thread the
+/// workers' time is not included.
+fn step_clock() -> std::time::Duration {
+    if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+    {
+        return std::time::Duration::from_nanos(ns);
+    }
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
+}
+
+/// A read view of a slot. The arena pointer is shared by the views of one step; the schedule
+/// guarantees that a step's outputs never overlap its inputs.
+fn slot_in<'a>(engine: &'a Engine, arena: *mut f32, slot: &'a crate::engine::Slot) -> In<'a> {
+    let data: &[f32] = match slot.location {
+        // SAFETY: the memory plan keeps the slot inside the arena, and no output of the current
+        // step overlaps it.
+        Location::Arena(off) => unsafe { std::slice::from_raw_parts(arena.add(off), slot.len()) },
+        Location::Const(i) => &engine.const_buffers[i],
+    };
+    In {
+        shape: &slot.shape,
+        dtype: slot.dtype,
+        layout: slot.layout,
+        data,
+    }
+}
+
+fn slot_out<'a>(arena: *mut f32, slot: &'a crate::engine::Slot) -> Out<'a> {
+    let Location::Arena(off) = slot.location else {
+        unreachable!("outputs always live in the arena")
+    };
+    // SAFETY: as `slot_in`; outputs of one step are planned disjoint from each other.
+    let data = unsafe { std::slice::from_raw_parts_mut(arena.add(off), slot.len()) };
+    Out {
+        shape: &slot.shape,
+        dtype: slot.dtype,
+        layout: slot.layout,
+        data,
+    }
+}
+
+#[allow(dead_code)]
+fn _layout_is_used(_: Layout) {}

@@ -1,0 +1,45 @@
+//! Shared helpers of the engine's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The fixtures folder (`MNNQ_FIXTURES`, default `../shared/fixtures` next to the workspace), or
+/// `None` after printing a loud `SKIPPED:` line.
+pub fn fixtures(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("MNNQ_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+    if dir.join("golden").is_dir() {
+        Some(dir)
+    } else {
+        println!("SKIPPED: {test}: fixtures not found at {}", dir.display());
+        None
+    }
+}
+
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// (cosine, max abs error, max |reference|).
+pub fn compare(got: &[f32], want: &[f32]) -> (f64, f64, f64) {
+    assert_eq!(got.len(), want.len(), "length differs");
+    let (mut dot, mut ng, mut nw, mut max_err, mut max_ref) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let (g, w) = (g as f64, w as f64);
+        dot += g * w;
+        ng += g * g;
+        nw += w * w;
+        max_err = max_err.max((g - w).abs());
+        max_ref = max_ref.max(w.abs());
+    }
+    let cos = if ng == 0.0 && nw == 0.0 { 1.0 } else { dot / (ng.sqrt() * nw.sqrt()).max(1e-300) };
+    if got.iter().any(|v| v.is_nan()) {
+        return (f64::NAN, f64::INFINITY, max_ref);
+    }
+    (cos, max_err, max_ref)
+}

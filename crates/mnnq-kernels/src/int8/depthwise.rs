@@ -1,0 +1,523 @@
+//! Depthwise int8 convolution on NHWC codes with MNN's integer-bias epilogue (§11.5):
+//! `q = clamp(round((acc + B[c]) * m[c]), lo, hi)`.
+//!
+//! Vectorised over channels: each tap multiplies 16 (AVX-512) or 8 (AVX2) sign-extended input
+//! codes by the tap's weights stored as i32 whose upper 16 bits are zero, so `vpmaddwd` (or VNNI
+//! `vpdpwssd`) is an exact 16 x 16 -> 32 bit multiply(-add). Padding taps are skipped (code 0):
+//! each output pixel loops only over its valid tap rectangle, so interior pixels run the full
+//! kernel without per-tap checks and border pixels a smaller one.
+
+use std::ops::Range;
+
+use super::requant::DepthwiseRequantize;
+use crate::dispatch::Isa;
+use crate::geometry::ConvGeometry;
+
+/// Depthwise weights packed once at load.
+#[derive(Clone, Debug)]
+pub struct PackedDepthwiseInt8 {
+    pub isa: Isa,
+    pub channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    /// `[tap][c]` codes (tap = ky * kernel_w + kx), for the portable kernel and channel tails.
+    pub taps: Vec<i8>,
+    /// `[tap][c]` as i32 with zero upper halves, channels padded to 16.
+    wide: Vec<i32>,
+    padded_channels: usize,
+    /// AVX-512 layout: per tap, per block of 32 channels, two vectors of 16 i32 lanes: "even"
+    /// holds channel `2j` of the block in the low 16 bits of lane j, "odd" channel `2j + 1` in
+    /// the high 16 bits. `vpmaddwd` of 32 i16 input channels with them yields the even and odd
+    /// channels' products separately (exact, no sign-extension shuffle per tap).
+    even_odd: Vec<i32>,
+}
+
+impl PackedDepthwiseInt8 {
+    /// Pack for the process's active instruction set.
+    pub fn pack(q_w: &[i8], channels: usize, kh: usize, kw: usize) -> Self {
+        Self::pack_for(crate::dispatch::active_isa(), q_w, channels, kh, kw)
+    }
+
+    /// Pack `q_w`, laid out `[c][kh][kw]` as in MNN, for the kernels of `isa`.
+    pub fn pack_for(isa: Isa, q_w: &[i8], channels: usize, kh: usize, kw: usize) -> Self {
+        assert!(
+            isa.is_supported(),
+            "PackedDepthwiseInt8: {isa} is not supported by this CPU"
+        );
+        assert_eq!(
+            q_w.len(),
+            channels * kh * kw,
+            "PackedDepthwiseInt8: weight length does not match [{channels}][{kh}][{kw}]"
+        );
+        let taps_n = kh * kw;
+        let padded = channels.div_ceil(16) * 16;
+        let mut taps = vec![0i8; taps_n * channels];
+        let mut wide = vec![0i32; taps_n * padded];
+        for c in 0..channels {
+            for t in 0..taps_n {
+                let w = q_w[c * taps_n + t];
+                taps[t * channels + c] = w;
+                wide[t * padded + c] = (w as i16 as u16) as i32;
+            }
+        }
+        let blocks = channels.div_ceil(32);
+        let mut even_odd = vec![0i32; taps_n * blocks * 32];
+        for t in 0..taps_n {
+            for c in 0..channels {
+                let (b, within) = (c / 32, c % 32);
+                let lane = within / 2;
+                let bits = (q_w[c * taps_n + t] as i16 as u16) as i32;
+                let base = (t * blocks + b) * 32;
+                if within % 2 == 0 {
+                    even_odd[base + lane] = bits;
+                } else {
+                    even_odd[base + 16 + lane] = bits << 16;
+                }
+            }
+        }
+        PackedDepthwiseInt8 {
+            even_odd,
+            isa,
+            channels,
+            kernel_h: kh,
+            kernel_w: kw,
+            taps,
+            wide,
+            padded_channels: padded,
+        }
+    }
+}
+
+/// Valid kernel index range for an output coordinate: the taps that do not fall in padding.
+#[inline]
+pub(crate) fn valid_taps(
+    o: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    kernel: usize,
+    extent: usize,
+) -> Range<usize> {
+    let origin = (o * stride) as isize - pad as isize;
+    let mut first = 0;
+    while first < kernel && origin + ((first * dilation) as isize) < 0 {
+        first += 1;
+    }
+    let mut last = kernel;
+    while last > first && origin + ((last - 1) * dilation) as isize >= extent as isize {
+        last -= 1;
+    }
+    first..last
+}
+
+/// Run a depthwise int8 convolution for output rows `rows`. `geom.in_c == geom.out_c ==
+/// channels`; `output[(oy * out_w + ox) * ldc + c]`.
+pub fn depthwise_int8_nhwc(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    ldc: usize,
+    rows: Range<usize>,
+) {
+    let c = weights.channels;
+    assert!(
+        geom.in_c == c
+            && geom.out_c == c
+            && geom.kernel_h == weights.kernel_h
+            && geom.kernel_w == weights.kernel_w,
+        "depthwise_int8_nhwc: geometry {geom:?} does not match {c} channels of {}x{} weights",
+        weights.kernel_h,
+        weights.kernel_w
+    );
+    assert_eq!(
+        requant.channels(),
+        c,
+        "depthwise_int8_nhwc: requantize has the wrong channel count"
+    );
+    assert!(
+        input.len() >= geom.in_h * geom.in_w * c,
+        "depthwise_int8_nhwc: input too short"
+    );
+    assert!(ldc >= c, "depthwise_int8_nhwc: ldc {ldc} < channels {c}");
+    assert!(
+        rows.end <= geom.out_h,
+        "depthwise_int8_nhwc: rows {rows:?} beyond {}",
+        geom.out_h
+    );
+    if rows.is_empty() {
+        return;
+    }
+    assert!(
+        output.len() >= ((rows.end - 1) * geom.out_w + geom.out_w - 1) * ldc + c,
+        "depthwise_int8_nhwc: output too short"
+    );
+    let columns: Vec<Range<usize>> = (0..geom.out_w)
+        .map(|ox| {
+            valid_taps(
+                ox,
+                geom.stride_w,
+                geom.dilation_w,
+                geom.pad_left,
+                geom.kernel_w,
+                geom.in_w,
+            )
+        })
+        .collect();
+    let job = Job {
+        geom,
+        input,
+        weights,
+        requant,
+        ldc,
+        columns: &columns,
+    };
+    match weights.isa {
+        // SAFETY: packing checked the CPU supports the ISA; every index stays within the slices
+        // whose lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { rows_avx512_vnni(&job, output, rows) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { rows_avx512(&job, output, rows) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { rows_avx2(&job, output, rows) },
+        _ => {
+            let mut acc = vec![0i32; c];
+            for_each_pixel!(job, rows, pixel, {
+                pixel_portable(geom, input, weights, requant, output, &pixel, &mut acc, 0)
+            });
+        }
+    }
+}
+
+/// Everything a row loop needs apart from the output.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    geom: &'a ConvGeometry,
+    input: &'a [i8],
+    weights: &'a PackedDepthwiseInt8,
+    requant: &'a DepthwiseRequantize,
+    ldc: usize,
+    /// Valid kx range per output column.
+    columns: &'a [Range<usize>],
+}
+
+/// Loop over the output pixels of `rows`, binding each [`Pixel`] (a macro rather than a closure
+/// so SIMD bodies inline into the `target_feature` function that expands it).
+macro_rules! for_each_pixel {
+    ($job:expr, $rows:expr, $pixel:ident, $body:block) => {
+        let g = $job.geom;
+        for oy in $rows {
+            let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                let $pixel = Pixel {
+                    iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
+                    ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
+                    ky: ky.clone(),
+                    kx: $job.columns[ox].clone(),
+                    out: (oy * g.out_w + ox) * $job.ldc,
+                };
+                $body
+            }
+        }
+    };
+}
+use for_each_pixel;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_avx512_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    rows_avx512_body::<true>(job, output, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn rows_avx512(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    rows_avx512_body::<false>(job, output, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_avx2(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    for_each_pixel!(job, rows, pixel, {
+        pixel_avx2_body(
+            job.geom,
+            job.input,
+            job.weights,
+            job.requant,
+            output,
+            &pixel,
+        )
+    });
+}
+
+/// One output pixel's input origin, valid tap rectangle and output offset.
+struct Pixel {
+    iy0: isize,
+    ix0: isize,
+    ky: Range<usize>,
+    kx: Range<usize>,
+    out: usize,
+}
+
+impl Pixel {
+    #[inline(always)]
+    fn input_offset(&self, geom: &ConvGeometry, ky: usize, kx: usize) -> usize {
+        let iy = (self.iy0 + (ky * geom.dilation_h) as isize) as usize;
+        let ix = (self.ix0 + (kx * geom.dilation_w) as isize) as usize;
+        (iy * geom.in_w + ix) * geom.in_c
+    }
+}
+
+/// The reference: channels `first_channel..` of one pixel, accumulating in `acc[..]` (at least
+/// `channels - first_channel` long).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pixel_portable(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+    acc: &mut [i32],
+    first_channel: usize,
+) {
+    let c = weights.channels;
+    let acc = &mut acc[..c - first_channel];
+    acc.fill(0);
+    for ky in pixel.ky.clone() {
+        for kx in pixel.kx.clone() {
+            let at = pixel.input_offset(geom, ky, kx) + first_channel;
+            let tap = (ky * geom.kernel_w + kx) * c + first_channel;
+            let x = &input[at..at + acc.len()];
+            let w = &weights.taps[tap..tap + acc.len()];
+            for ((a, &x), &w) in acc.iter_mut().zip(x).zip(w) {
+                *a += x as i32 * w as i32;
+            }
+        }
+    }
+    for (i, &a) in acc.iter().enumerate() {
+        output[pixel.out + first_channel + i] = requant.apply(a, first_channel + i);
+    }
+}
+
+/// Row loop shared by the AVX-512 variants; only called from functions that enable AVX-512
+/// (and VNNI when `VNNI`). Channel chunks of 64 are the outer loop so a chunk's input rows stay
+/// in L1 while its pixels are computed. Runs of 4 adjacent output pixels with the same valid taps
+/// (the interior) go through the 4-pixel body: independent accumulator chains hide the
+/// multiply-add latency and each weight vector serves 4 pixels.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    let g = job.geom;
+    let blocks = g.in_c.div_ceil(32);
+    for chunk in (0..blocks).step_by(2) {
+        let chunk = chunk..(chunk + 2).min(blocks);
+        for oy in rows.clone() {
+            let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+            let mut ox = 0;
+            while ox < g.out_w {
+                let pixel = Pixel {
+                    iy0: (oy * g.stride_h) as isize - g.pad_top as isize,
+                    ix0: (ox * g.stride_w) as isize - g.pad_left as isize,
+                    ky: ky.clone(),
+                    kx: job.columns[ox].clone(),
+                    out: (oy * g.out_w + ox) * job.ldc,
+                };
+                if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
+                    pixels_avx512::<VNNI, 4>(job, output, &pixel, chunk.clone());
+                    ox += 4;
+                } else {
+                    pixels_avx512::<VNNI, 1>(job, output, &pixel, chunk.clone());
+                    ox += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps, reading the
+/// i8 input directly (sign-extended to i16 32 channels at a time).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
+    job: &Job,
+    output: &mut [i8],
+    pixel: &Pixel,
+    block_range: Range<usize>,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let (geom, weights, requant) = (job.geom, job.weights, job.requant);
+    let c = weights.channels;
+    let blocks = c.div_ceil(32);
+    let pixel_step = geom.stride_w * geom.in_c;
+    let lo = _mm512_set1_ps(requant.lo as f32);
+    let hi = _mm512_set1_ps(requant.hi as f32);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    // Channel order from the (even, odd) unpacks back to 0..15 and 16..31.
+    let first_half = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    let second_half =
+        _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    let eo = weights.even_odd.as_ptr();
+    // Blocks of 32 channels per pass: 2 for four pixels (16 accumulators), 4 for one.
+    const fn per_pass(px: usize) -> usize {
+        if px == 1 {
+            4
+        } else {
+            2
+        }
+    }
+    let mut b0 = block_range.start;
+    while b0 < block_range.end {
+        let nb = per_pass(PX).min(block_range.end - b0);
+        let mut even = [[_mm512_setzero_si512(); 4]; PX];
+        let mut odd = [[_mm512_setzero_si512(); 4]; PX];
+        let mut masks = [0 as __mmask32; 4];
+        for (b, m) in masks.iter_mut().enumerate().take(nb) {
+            let valid = c - (b0 + b) * 32;
+            *m = if valid >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << valid) - 1
+            };
+        }
+        for ky in pixel.ky.clone() {
+            for kx in pixel.kx.clone() {
+                let at = job
+                    .input
+                    .as_ptr()
+                    .add(pixel.input_offset(geom, ky, kx) + b0 * 32);
+                let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
+                for b in 0..per_pass(PX) {
+                    if b >= nb {
+                        break;
+                    }
+                    let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
+                    let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
+                    for j in 0..PX {
+                        // A masked load costs an extra ALU uop on the ports the multiply-adds
+                        // need: only the last, partial block uses one.
+                        let src = at.add(j * pixel_step + 32 * b);
+                        let x = _mm512_cvtepi8_epi16(if masks[b] == u32::MAX {
+                            _mm256_loadu_si256(src as *const __m256i)
+                        } else {
+                            _mm256_maskz_loadu_epi8(masks[b], src)
+                        });
+                        if VNNI {
+                            even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
+                            odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
+                        } else {
+                            even[j][b] = _mm512_add_epi32(even[j][b], _mm512_madd_epi16(x, we));
+                            odd[j][b] = _mm512_add_epi32(odd[j][b], _mm512_madd_epi16(x, wo));
+                        }
+                    }
+                }
+            }
+        }
+        for b in 0..per_pass(PX) {
+            if b >= nb {
+                break;
+            }
+            for half in 0..2 {
+                let ch = (b0 + b) * 32 + 16 * half;
+                if ch >= c {
+                    break;
+                }
+                let valid = (c - ch).min(16);
+                let mask: __mmask16 = if valid == 16 {
+                    0xffff
+                } else {
+                    ((1u32 << valid) - 1) as __mmask16
+                };
+                let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
+                let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
+                let order = if half == 0 { first_half } else { second_half };
+                for j in 0..PX {
+                    let low = _mm512_unpacklo_epi32(even[j][b], odd[j][b]);
+                    let high = _mm512_unpackhi_epi32(even[j][b], odd[j][b]);
+                    let acc = _mm512_permutex2var_epi32(low, order, high);
+                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
+                    let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                    let half_away = _mm512_or_si512(
+                        _mm512_and_si512(_mm512_castps_si512(y), sign),
+                        almost_half,
+                    );
+                    let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half_away)));
+                    _mm_mask_storeu_epi8(
+                        output.as_mut_ptr().add(pixel.out + j * job.ldc + ch),
+                        mask,
+                        _mm512_cvtsepi32_epi8(q),
+                    );
+                }
+            }
+        }
+        b0 += nb;
+    }
+}
+
+/// Only called from functions that enable AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pixel_avx2_body(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let c = weights.channels;
+    let pc = weights.padded_channels;
+    let lo = _mm256_set1_ps(requant.lo as f32);
+    let hi = _mm256_set1_ps(requant.hi as f32);
+    let sign = _mm256_set1_ps(-0.0);
+    let almost_half = _mm256_set1_ps(ALMOST_HALF);
+    let inp = input.as_ptr();
+    let wide = weights.wide.as_ptr();
+    let full = c / 8 * 8;
+    let mut c0 = 0;
+    while c0 < full {
+        // Up to four vectors (32 channels) per pass; channels beyond the last multiple of 8 go
+        // through the portable code, which computes the same bytes.
+        let vectors = ((full - c0) / 8).min(4);
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for ky in pixel.ky.clone() {
+            for kx in pixel.kx.clone() {
+                let at = inp.add(pixel.input_offset(geom, ky, kx) + c0);
+                let w = wide.add((ky * geom.kernel_w + kx) * pc + c0);
+                for (v, a) in acc.iter_mut().enumerate().take(vectors) {
+                    let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(at.add(8 * v) as *const __m128i));
+                    let wv = _mm256_loadu_si256(w.add(8 * v) as *const __m256i);
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, wv));
+                }
+            }
+        }
+        for (v, a) in acc.iter().enumerate().take(vectors) {
+            let ch = c0 + 8 * v;
+            let bias = _mm256_loadu_si256(requant.bias.as_ptr().add(ch) as *const __m256i);
+            let mult = _mm256_loadu_ps(requant.multiplier.as_ptr().add(ch));
+            let y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(*a, bias)), mult);
+            let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+            let half = _mm256_or_ps(_mm256_and_ps(y, sign), almost_half);
+            let q = _mm256_cvttps_epi32(_mm256_add_ps(y, half));
+            let words =
+                _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            let bytes = _mm_packs_epi16(words, words);
+            _mm_storel_epi64(
+                output.as_mut_ptr().add(pixel.out + ch) as *mut __m128i,
+                bytes,
+            );
+        }
+        c0 += 8 * vectors;
+    }
+    if full < c {
+        let mut acc = [0i32; 8];
+        pixel_portable(geom, input, weights, requant, output, pixel, &mut acc, full);
+    }
+}

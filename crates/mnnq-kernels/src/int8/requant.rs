@@ -1,0 +1,210 @@
+//! Requantization parameters and MNN's rounding rules (see `docs/mnn-quantization.md` §11).
+//!
+//! Every kernel, whatever its instruction set, turns an accumulator into a code with the same f32
+//! operations in the same order, so the output bytes are identical across ISAs:
+//! dense `y = (acc as f32) * multiplier[c] + bias[c]` (a separate multiply and add, never a fused
+//! multiply-add), then `y.max(lo).min(hi)`, then round half away from zero.
+
+/// Smallest feature code. MNN clamps features to `[-127, 127]` (never -128).
+pub const CODE_MIN: i8 = -127;
+/// Largest feature code.
+pub const CODE_MAX: i8 = 127;
+
+/// The lower clamp bound of an int8 op's output: 0 when a ReLU or ReLU6 is fused (the 6 of ReLU6
+/// is *not* applied in int8: MNN relies on the calibrated output scale instead), else -127.
+pub fn lower_bound(relu_fused: bool) -> i8 {
+    if relu_fused {
+        0
+    } else {
+        CODE_MIN
+    }
+}
+
+/// `f32` one below 0.5: adding it with the sign of `x` and truncating rounds half away from zero
+/// exactly like `f32::round` for every finite `x` (0.5 itself is not used because `x + 0.5`
+/// rounds up in f32 for the largest value below 0.5). SIMD kernels use this form; the tests check
+/// it against `f32::round`.
+pub const ALMOST_HALF: f32 = 0.499_999_97;
+
+/// Round half away from zero with the add-and-truncate form the SIMD kernels use. Equal to
+/// `x.round()` for every finite `x`.
+#[inline(always)]
+pub fn round_half_away(x: f32) -> f32 {
+    (x + ALMOST_HALF.copysign(x)).trunc()
+}
+
+/// Per-output-channel requantization of a dense (group 1) int8 convolution, MNN §11.4:
+/// `y = acc * multiplier[c] + bias[c]`, `q = round(clamp(y, lo, hi))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requantize {
+    /// `alpha[c] * (s_in / s_out)` with `s_in / s_out` computed once.
+    pub multiplier: Vec<f32>,
+    /// `b[c] / s_out`.
+    pub bias: Vec<f32>,
+    pub lo: i8,
+    pub hi: i8,
+}
+
+impl Requantize {
+    /// Build MNN's per-channel factors from the weight scales `alpha`, the float bias, the input
+    /// and output tensor scales and whether a ReLU/ReLU6 is fused.
+    pub fn for_conv(alpha: &[f32], bias: &[f32], s_in: f32, s_out: f32, relu_fused: bool) -> Self {
+        assert_eq!(
+            alpha.len(),
+            bias.len(),
+            "Requantize::for_conv: {} weight scales but {} bias values",
+            alpha.len(),
+            bias.len()
+        );
+        let ratio = s_in / s_out;
+        Requantize {
+            multiplier: alpha.iter().map(|&a| a * ratio).collect(),
+            bias: bias.iter().map(|&b| b / s_out).collect(),
+            lo: lower_bound(relu_fused),
+            hi: CODE_MAX,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.multiplier.len()
+    }
+
+    /// The reference epilogue for one accumulator of channel `c`.
+    #[inline(always)]
+    pub fn apply(&self, acc: i32, c: usize) -> i8 {
+        let y = acc as f32 * self.multiplier[c] + self.bias[c];
+        let y = y.max(self.lo as f32).min(self.hi as f32);
+        y.round() as i8
+    }
+}
+
+/// Per-channel requantization of an int8 depthwise convolution, MNN §11.5:
+/// `q = clamp(round((acc + bias[c]) * multiplier[c]), lo, hi)` with an integer bias.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DepthwiseRequantize {
+    /// `max(alpha[c], 1e-6) * (s_in / s_out)`.
+    pub multiplier: Vec<f32>,
+    /// `trunc(b[c] / (s_in * max(alpha[c], 1e-6)))` (truncation toward zero, as MNN does).
+    pub bias: Vec<i32>,
+    pub lo: i8,
+    pub hi: i8,
+}
+
+impl DepthwiseRequantize {
+    pub fn for_depthwise(
+        alpha: &[f32],
+        bias: &[f32],
+        s_in: f32,
+        s_out: f32,
+        relu_fused: bool,
+    ) -> Self {
+        assert_eq!(
+            alpha.len(),
+            bias.len(),
+            "DepthwiseRequantize::for_depthwise: {} weight scales but {} bias values",
+            alpha.len(),
+            bias.len()
+        );
+        let ratio = s_in / s_out;
+        let floored: Vec<f32> = alpha.iter().map(|&a| a.max(1e-6)).collect();
+        DepthwiseRequantize {
+            multiplier: floored.iter().map(|&a| a * ratio).collect(),
+            // `as i32` truncates toward zero (and saturates), like C's `(int32_t)` cast for
+            // every value that C defines.
+            bias: floored
+                .iter()
+                .zip(bias)
+                .map(|(&a, &b)| (b / (s_in * a)) as i32)
+                .collect(),
+            lo: lower_bound(relu_fused),
+            hi: CODE_MAX,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.multiplier.len()
+    }
+
+    /// The reference epilogue for one accumulator of channel `c`. The clamp is done in f32
+    /// before rounding; with integer bounds that equals rounding first and clamping the integer.
+    #[inline(always)]
+    pub fn apply(&self, acc: i32, c: usize) -> i8 {
+        let y = acc.wrapping_add(self.bias[c]) as f32 * self.multiplier[c];
+        let y = y.max(self.lo as f32).min(self.hi as f32);
+        y.round() as i8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_and_truncate_rounding_matches_f32_round_near_every_half() {
+        // Every half-integer in the code range and the 64 floats on either side of it.
+        for twice in -300i32..=300 {
+            let half = twice as f32 / 2.0;
+            let mut below = half;
+            let mut above = half;
+            for _ in 0..64 {
+                below = f32::from_bits(if below > 0.0 {
+                    below.to_bits() - 1
+                } else if below == 0.0 {
+                    0x8000_0001
+                } else {
+                    below.to_bits() + 1
+                });
+                above = f32::from_bits(if above >= 0.0 {
+                    above.to_bits() + 1
+                } else {
+                    above.to_bits() - 1
+                });
+                for x in [half, below, above] {
+                    assert_eq!(round_half_away(x), x.round(), "x = {x:e}");
+                }
+            }
+        }
+        for x in [
+            0.0f32, -0.0, 1e-30, -1e-30, 8388607.5, 8388608.0, 1e30, -1e30,
+        ] {
+            assert_eq!(round_half_away(x), x.round(), "x = {x:e}");
+        }
+    }
+
+    #[test]
+    fn dense_epilogue_follows_mnn_order_and_rounds_half_away() {
+        // multiplier 0.5, bias 0: acc 5 -> 2.5 -> 3; acc -5 -> -2.5 -> -3; acc 3 -> 1.5 -> 2.
+        let rq = Requantize::for_conv(&[1.0], &[0.0], 0.5, 1.0, false);
+        assert_eq!(rq.multiplier, vec![0.5]);
+        assert_eq!(rq.apply(5, 0), 3);
+        assert_eq!(rq.apply(-5, 0), -3);
+        assert_eq!(rq.apply(3, 0), 2);
+        assert_eq!(rq.apply(1000, 0), 127);
+        assert_eq!(rq.apply(-1000, 0), -127, "codes never reach -128");
+        let relu = Requantize::for_conv(&[1.0], &[0.0], 0.5, 1.0, true);
+        assert_eq!(relu.apply(-5, 0), 0);
+        // Bias term b / s_out: 0.25 / 0.5 = 0.5, so acc 0 gives 0.5 -> 1.
+        let biased = Requantize::for_conv(&[2.0], &[0.25], 0.25, 0.5, false);
+        assert_eq!(biased.bias, vec![0.5]);
+        assert_eq!(biased.multiplier, vec![1.0]);
+        assert_eq!(biased.apply(0, 0), 1);
+        assert_eq!(biased.apply(-1, 0), -1, "-1 + 0.5 = -0.5 rounds away to -1");
+    }
+
+    #[test]
+    fn depthwise_bias_truncates_toward_zero_and_alpha_is_floored() {
+        // b / (s_in * alpha) = 1.7 / (0.5 * 2) = 1.7 -> 1; -1.7 -> -1 (not -2).
+        let rq = DepthwiseRequantize::for_depthwise(&[2.0, 2.0], &[1.7, -1.7], 0.5, 1.0, false);
+        assert_eq!(rq.bias, vec![1, -1]);
+        assert_eq!(rq.multiplier, vec![1.0, 1.0]);
+        // (acc + B) * m: (2 + 1) * 1 = 3; (2 - 1) = 1.
+        assert_eq!(rq.apply(2, 0), 3);
+        assert_eq!(rq.apply(2, 1), 1);
+        let floored = DepthwiseRequantize::for_depthwise(&[0.0], &[0.0], 1.0, 1.0, true);
+        assert_eq!(floored.multiplier, vec![1e-6]);
+        assert_eq!(floored.apply(-3_000_000, 0), 0, "ReLU clamps to 0");
+        assert_eq!(floored.apply(1_500_000, 0), 2, "1.5 rounds away from zero");
+        let half = DepthwiseRequantize::for_depthwise(&[0.5], &[0.0], 1.0, 1.0, false);
+        assert_eq!(half.apply(-3, 0), -2, "-1.5 rounds away from zero");
+    }
+}

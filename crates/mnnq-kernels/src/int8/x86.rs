@@ -1,0 +1,318 @@
+//! x86-64 int8 GEMM micro-kernels with the requantize epilogue fused into the store.
+//!
+//! Tiles (rows = output pixels x vectors of output channels), chosen so accumulators, the weight
+//! vectors of one k-group and one broadcast fit the register file:
+//! * AVX-512 VNNI: 6x4, 8x3, 12x2, 16x1 zmm (16 channels each), `vpdpbusd` on `q + 128` (u8) x
+//!   weight (s8), accumulators start at `-128 * sum_k w`.
+//! * AVX-512 (no VNNI): same tiles, `vpmaddwd` on sign-extended i16 pairs + `vpaddd`.
+//! * AVX2: 6x2, 8x1 ymm (8 channels each), `vpmaddwd` + `vpaddd`.
+//!
+//! Row tails of at most 4 rows use 1-, 2- or 4-row tiles; a tile with fewer valid rows than its
+//! height (only a tail of 5+ rows) reads its last valid row again for the missing ones and does
+//! not store them. The epilogue is `cvt(acc) * m + b` (separate `vmulps`, `vaddps`: no FMA, like the
+//! reference), `max(y, lo)`, `min(y, hi)`, then round half away from zero as
+//! `trunc(y + copysign(0.49999997, y))`, which equals `f32::round` (see `requant.rs`).
+
+use std::arch::x86_64::*;
+
+use super::pack::{ChannelBlock, PackedInt8Weights};
+use super::requant::{Requantize, ALMOST_HALF};
+
+/// Per-call constants shared by every tile.
+#[derive(Clone, Copy)]
+pub(crate) struct TileParams {
+    /// Accumulation length in elements of the A rows (may be less than the packed k for VNNI
+    /// pointwise rows whose channel count is not a multiple of 4).
+    pub k: usize,
+    pub lo: f32,
+    pub hi: f32,
+    pub ldc: usize,
+}
+
+/// Where one tile reads and writes.
+struct Tile<A> {
+    a: *const A,
+    lda: usize,
+    rows: usize,
+    b: *const u8,
+    init: *const i32,
+    mult: *const f32,
+    bias: *const f32,
+    n_valid: usize,
+    out: *mut i8,
+}
+
+macro_rules! row_driver {
+    ($name:ident, $elem:ty, $features:literal, $lanes:expr, [$(($nv:literal, $mr:literal)),*], $kernel:ident) => {
+        /// Run every row tile of one channel block.
+        ///
+        /// # Safety
+        /// The CPU must support the target features; `a` must hold `rows` rows of `lda` elements
+        /// with at least `tile.k` readable; `b` the block's packed data; `out` `rows` rows of
+        /// `ldc` bytes covering the block's channels.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            tile: &TileParams,
+            a: *const $elem,
+            lda: usize,
+            rows: usize,
+            b: *const u8,
+            block: &ChannelBlock,
+            weights: &PackedInt8Weights,
+            requant: &Requantize,
+            out: *mut i8,
+        ) {
+            let c0 = block.first_channel;
+            let n_valid = (weights.out_c - c0).min(block.vectors * $lanes);
+            let mut m0 = 0;
+            while m0 < rows {
+                let t = Tile {
+                    a: a.add(m0 * lda),
+                    lda,
+                    rows: rows - m0,
+                    b,
+                    init: weights.accumulator_init.as_ptr().add(c0),
+                    mult: requant.multiplier.as_ptr().add(c0),
+                    bias: requant.bias.as_ptr().add(c0),
+                    n_valid,
+                    out: out.add(m0 * tile.ldc + c0),
+                };
+                // Fewer rows left than a full tile (small images, the last tile, a 1-pixel fully
+                // connected layer): a shorter tile instead of recomputing repeated rows.
+                let left = rows - m0;
+                let done = match block.vectors {
+                    $($nv => {
+                        if left >= $mr || left > 4 {
+                            $kernel::<$mr, $nv>(tile, &t);
+                            $mr
+                        } else if left > 2 {
+                            $kernel::<4, $nv>(tile, &t);
+                            4
+                        } else if left == 2 {
+                            $kernel::<2, $nv>(tile, &t);
+                            2
+                        } else {
+                            $kernel::<1, $nv>(tile, &t);
+                            1
+                        }
+                    })*
+                    other => unreachable!("no micro-kernel for {other} vectors"),
+                };
+                m0 += done;
+            }
+        }
+    };
+}
+
+row_driver!(
+    vnni_rows,
+    i8,
+    "avx512f,avx512bw,avx512vl,avx512vnni",
+    16,
+    [(4, 6), (3, 8), (2, 12), (1, 16)],
+    vnni_tile
+);
+row_driver!(
+    avx512_i16_rows,
+    i16,
+    "avx512f,avx512bw,avx512vl",
+    16,
+    [(4, 6), (3, 8), (2, 12), (1, 16)],
+    avx512_i16_tile
+);
+row_driver!(
+    avx2_i16_rows,
+    i16,
+    "avx2,fma",
+    8,
+    [(2, 6), (1, 8)],
+    avx2_i16_tile
+);
+
+/// Row pointers of a tile; missing rows repeat the last valid one.
+#[inline(always)]
+unsafe fn row_pointers<A, const MR: usize>(t: &Tile<A>) -> [*const A; MR] {
+    let mut rows = [t.a; MR];
+    for (r, p) in rows.iter_mut().enumerate() {
+        *p = t.a.add(r.min(t.rows - 1) * t.lda);
+    }
+    rows
+}
+
+#[inline(always)]
+unsafe fn lane_mask16(valid: usize) -> __mmask16 {
+    if valid >= 16 {
+        0xffff
+    } else {
+        ((1u32 << valid) - 1) as __mmask16
+    }
+}
+
+/// The fused AVX-512 requantize-and-store of an MR x NV accumulator tile.
+#[inline(always)]
+unsafe fn store_avx512<const MR: usize, const NV: usize>(
+    params: &TileParams,
+    t: &Tile<impl Sized>,
+    acc: &[[__m512i; NV]; MR],
+) {
+    let lo = _mm512_set1_ps(params.lo);
+    let hi = _mm512_set1_ps(params.hi);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let almost_half = _mm512_set1_ps(ALMOST_HALF);
+    for v in 0..NV {
+        let valid = t.n_valid.saturating_sub(16 * v);
+        if valid == 0 {
+            break;
+        }
+        let mask = lane_mask16(valid);
+        let mult = _mm512_maskz_loadu_ps(mask, t.mult.add(16 * v));
+        let bias = _mm512_maskz_loadu_ps(mask, t.bias.add(16 * v));
+        for (r, row) in acc.iter().enumerate().take(t.rows.min(MR)) {
+            let y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(row[v]), mult), bias);
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            let half = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(_mm512_castps_si512(y), sign),
+                _mm512_castps_si512(almost_half),
+            ));
+            let q = _mm512_cvttps_epi32(_mm512_add_ps(y, half));
+            let bytes = _mm512_cvtsepi32_epi8(q);
+            _mm_mask_storeu_epi8(t.out.add(r * params.ldc + 16 * v), mask, bytes);
+        }
+    }
+}
+
+/// MR x NV tile with `vpdpbusd`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn vnni_tile<const MR: usize, const NV: usize>(params: &TileParams, t: &Tile<i8>) {
+    let rows = row_pointers::<i8, MR>(t);
+    let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    for v in 0..NV {
+        let init = _mm512_loadu_si512(t.init.add(16 * v) as *const _);
+        for row in acc.iter_mut() {
+            row[v] = init;
+        }
+    }
+    let groups = params.k / 4;
+    let mut b = t.b;
+    for g in 0..groups {
+        let mut w = [_mm512_setzero_si512(); NV];
+        for (v, wv) in w.iter_mut().enumerate() {
+            *wv = _mm512_load_si512(b.add(64 * v) as *const _);
+        }
+        for r in 0..MR {
+            let quad = (rows[r].add(4 * g) as *const i32).read_unaligned();
+            let a = _mm512_xor_si512(_mm512_set1_epi32(quad), flip);
+            for v in 0..NV {
+                acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, w[v]);
+            }
+        }
+        b = b.add(64 * NV);
+    }
+    let tail = params.k % 4;
+    if tail != 0 {
+        // Pointwise rows whose length is not a multiple of 4: read only the valid bytes. The
+        // missing ones become 0 (+128 after the flip) and meet zero weights.
+        let mut w = [_mm512_setzero_si512(); NV];
+        for (v, wv) in w.iter_mut().enumerate() {
+            *wv = _mm512_load_si512(b.add(64 * v) as *const _);
+        }
+        for r in 0..MR {
+            // Byte by byte without a loop (a loop or copy of a variable length becomes a
+            // `memcpy` call, which costs more than the whole group).
+            let p = rows[r].add(4 * groups) as *const u8;
+            let mut quad = *p as u32;
+            if tail > 1 {
+                quad |= (*p.add(1) as u32) << 8;
+            }
+            if tail > 2 {
+                quad |= (*p.add(2) as u32) << 16;
+            }
+            let a = _mm512_xor_si512(_mm512_set1_epi32(quad as i32), flip);
+            for v in 0..NV {
+                acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, w[v]);
+            }
+        }
+    }
+    store_avx512::<MR, NV>(params, t, &acc);
+}
+
+/// MR x NV tile with `vpmaddwd` on i16 pairs (AVX-512 without VNNI). `params.k` is even.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn avx512_i16_tile<const MR: usize, const NV: usize>(params: &TileParams, t: &Tile<i16>) {
+    let rows = row_pointers::<i16, MR>(t);
+    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    let mut b = t.b;
+    for g in 0..params.k / 2 {
+        let mut w = [_mm512_setzero_si512(); NV];
+        for (v, wv) in w.iter_mut().enumerate() {
+            *wv = _mm512_load_si512(b.add(64 * v) as *const _);
+        }
+        for r in 0..MR {
+            let pair = (rows[r].add(2 * g) as *const i32).read_unaligned();
+            let a = _mm512_set1_epi32(pair);
+            for v in 0..NV {
+                acc[r][v] = _mm512_add_epi32(acc[r][v], _mm512_madd_epi16(a, w[v]));
+            }
+        }
+        b = b.add(64 * NV);
+    }
+    store_avx512::<MR, NV>(params, t, &acc);
+}
+
+/// MR x NV tile with `vpmaddwd` on i16 pairs, 8 channels per ymm. `params.k` is even.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_i16_tile<const MR: usize, const NV: usize>(params: &TileParams, t: &Tile<i16>) {
+    let rows = row_pointers::<i16, MR>(t);
+    let mut acc = [[_mm256_setzero_si256(); NV]; MR];
+    let mut b = t.b;
+    for g in 0..params.k / 2 {
+        let mut w = [_mm256_setzero_si256(); NV];
+        for (v, wv) in w.iter_mut().enumerate() {
+            *wv = _mm256_load_si256(b.add(32 * v) as *const _);
+        }
+        for r in 0..MR {
+            let pair = (rows[r].add(2 * g) as *const i32).read_unaligned();
+            let a = _mm256_set1_epi32(pair);
+            for v in 0..NV {
+                acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(a, w[v]));
+            }
+        }
+        b = b.add(32 * NV);
+    }
+    let lo = _mm256_set1_ps(params.lo);
+    let hi = _mm256_set1_ps(params.hi);
+    let sign = _mm256_set1_ps(-0.0);
+    let almost_half = _mm256_set1_ps(ALMOST_HALF);
+    for v in 0..NV {
+        let valid = t.n_valid.saturating_sub(8 * v).min(8);
+        if valid == 0 {
+            break;
+        }
+        let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lane_ids);
+        let mult = _mm256_maskload_ps(t.mult.add(8 * v), mask);
+        let bias = _mm256_maskload_ps(t.bias.add(8 * v), mask);
+        for (r, row) in acc.iter().enumerate().take(t.rows.min(MR)) {
+            let y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(row[v]), mult), bias);
+            let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+            let half = _mm256_or_ps(_mm256_and_ps(y, sign), almost_half);
+            let q = _mm256_cvttps_epi32(_mm256_add_ps(y, half));
+            let words =
+                _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            let bytes = _mm_packs_epi16(words, words);
+            let dst = t.out.add(r * params.ldc + 8 * v);
+            if valid == 8 {
+                _mm_storel_epi64(dst as *mut __m128i, bytes);
+            } else {
+                let mut tmp = [0i8; 16];
+                _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, bytes);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, valid);
+            }
+        }
+    }
+}

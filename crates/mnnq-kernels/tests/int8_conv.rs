@@ -1,0 +1,202 @@
+//! Dense int8 convolution: every supported instruction set against a naive direct convolution
+//! written here from MNN's formulas (not the library's im2col or packing).
+
+use mnnq_kernels::dispatch::Isa;
+use mnnq_kernels::int8::{conv2d_int8_nhwc, PackedInt8Weights, Requantize};
+use mnnq_kernels::ConvGeometry;
+use proptest::prelude::*;
+
+/// Direct convolution over `[out_c][in_c][kh][kw]` weights, padding taps skipped (code 0).
+fn naive_conv(geom: &ConvGeometry, input: &[i8], w: &[i8], rq: &Requantize) -> Vec<i8> {
+    let mut out = vec![0i8; geom.pixels() * geom.out_c];
+    for oy in 0..geom.out_h {
+        for ox in 0..geom.out_w {
+            for c in 0..geom.out_c {
+                let mut acc = 0i32;
+                for ic in 0..geom.in_c {
+                    for ky in 0..geom.kernel_h {
+                        for kx in 0..geom.kernel_w {
+                            let iy = (oy * geom.stride_h + ky * geom.dilation_h) as isize
+                                - geom.pad_top as isize;
+                            let ix = (ox * geom.stride_w + kx * geom.dilation_w) as isize
+                                - geom.pad_left as isize;
+                            if iy < 0
+                                || ix < 0
+                                || iy >= geom.in_h as isize
+                                || ix >= geom.in_w as isize
+                            {
+                                continue;
+                            }
+                            let x = input[(iy as usize * geom.in_w + ix as usize) * geom.in_c + ic];
+                            let wv =
+                                w[((c * geom.in_c + ic) * geom.kernel_h + ky) * geom.kernel_w + kx];
+                            acc += x as i32 * wv as i32;
+                        }
+                    }
+                }
+                // MNN §11.4, spelled out independently of `Requantize::apply`.
+                let y = acc as f32 * rq.multiplier[c] + rq.bias[c];
+                let y = y.max(rq.lo as f32).min(rq.hi as f32);
+                out[(oy * geom.out_w + ox) * geom.out_c + c] = y.round() as i8;
+            }
+        }
+    }
+    out
+}
+
+fn run_all_isas(
+    geom: &ConvGeometry,
+    input: &[i8],
+    w: &[i8],
+    rq: &Requantize,
+    ldc: usize,
+    split: usize,
+) {
+    let expected = naive_conv(geom, input, w, rq);
+    let pixels = geom.pixels();
+    for isa in Isa::supported() {
+        let packed = PackedInt8Weights::pack_conv_for(
+            isa,
+            w,
+            geom.out_c,
+            geom.in_c,
+            geom.kernel_h,
+            geom.kernel_w,
+        );
+        // Sentinel bytes between rows (ldc > out_c) must survive.
+        let mut out = vec![99i8; pixels * ldc];
+        let split = split.min(pixels);
+        conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, 0..split);
+        conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, split..pixels);
+        for p in 0..pixels {
+            assert_eq!(
+                &out[p * ldc..p * ldc + geom.out_c],
+                &expected[p * geom.out_c..(p + 1) * geom.out_c],
+                "{isa}: pixel {p} differs for {geom:?}"
+            );
+            assert!(
+                out[p * ldc + geom.out_c..(p + 1) * ldc]
+                    .iter()
+                    .all(|&b| b == 99),
+                "{isa}: wrote past out_c"
+            );
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn geometry(
+    in_h: usize,
+    in_w: usize,
+    in_c: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+) -> Option<ConvGeometry> {
+    let span = dilation * (k - 1) + 1;
+    if in_h + 2 * pad < span || in_w + 2 * pad < span {
+        return None;
+    }
+    Some(ConvGeometry {
+        in_h,
+        in_w,
+        in_c,
+        out_h: (in_h + 2 * pad - span) / stride + 1,
+        out_w: (in_w + 2 * pad - span) / stride + 1,
+        out_c,
+        kernel_h: k,
+        kernel_w: k,
+        stride_h: stride,
+        stride_w: stride,
+        dilation_h: dilation,
+        dilation_w: dilation,
+        pad_top: pad,
+        pad_left: pad,
+    })
+}
+
+fn codes(len: usize, seed: u64, lo: i32) -> Vec<i8> {
+    // xorshift: deterministic, no extra dependency.
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (lo + (s % (128 - lo as i64) as u64) as i32) as i8
+        })
+        .collect()
+}
+
+fn requant(out_c: usize, k: usize, seed: u64, relu: bool) -> Requantize {
+    // Scales that spread outputs over the whole code range (and beyond, to exercise the clamp).
+    let alpha: Vec<f32> = (0..out_c)
+        .map(|c| 0.004 + 0.003 * ((c as u64 * 7 + seed) % 11) as f32)
+        .collect();
+    let bias: Vec<f32> = (0..out_c)
+        .map(|c| ((c as f32 * 1.37 + seed as f32) % 5.0) - 2.5)
+        .collect();
+    let s_in = 0.05;
+    let s_out = 0.05 * 0.02 * (k as f32).sqrt() * 4.0;
+    Requantize::for_conv(&alpha, &bias, s_in, s_out, relu)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_isa_matches_naive_convolution(
+        in_h in 1usize..12, in_w in 1usize..12, in_c in 1usize..40, out_c in 1usize..75,
+        k in prop::sample::select(vec![1usize, 3, 5]), stride in 1usize..3, dilation in 1usize..3,
+        pad in 0usize..3, relu: bool, extra_ldc in 0usize..3, split in 0usize..200, seed: u64,
+    ) {
+        let Some(geom) = geometry(in_h, in_w, in_c, out_c, k, stride, dilation, pad) else {
+            return Ok(());
+        };
+        let input = codes(in_h * in_w * in_c, seed, -127);
+        let w = codes(out_c * in_c * k * k, seed ^ 0xABCD, -128);
+        let rq = requant(out_c, in_c * k * k, seed, relu);
+        run_all_isas(&geom, &input, &w, &rq, out_c + extra_ldc, split);
+    }
+
+    #[test]
+    fn every_isa_matches_on_pointwise_shapes(
+        pixels in 1usize..700, in_c in 1usize..100, out_c in 1usize..140, relu: bool, seed: u64,
+    ) {
+        let geom = geometry(1, pixels, in_c, out_c, 1, 1, 1, 0).unwrap();
+        let input = codes(pixels * in_c, seed, -127);
+        let w = codes(out_c * in_c, seed ^ 0x1234, -128);
+        let rq = requant(out_c, in_c, seed, relu);
+        run_all_isas(&geom, &input, &w, &rq, out_c, pixels / 2);
+    }
+}
+
+#[test]
+fn accumulators_beyond_f32_precision_round_identically() {
+    // 1200 * 127 * 127 = 19_354_800 > 2^24: the i32 -> f32 conversion itself rounds.
+    let in_c = 1200;
+    let geom = geometry(1, 3, in_c, 20, 1, 1, 1, 0).unwrap();
+    let mut input = vec![127i8; 3 * in_c];
+    input[in_c] = 126;
+    input[2 * in_c] = -127;
+    let w = vec![127i8; 20 * in_c];
+    let rq = Requantize::for_conv(&[1e-7; 20], &[0.0; 20], 0.5, 1.0, false);
+    run_all_isas(&geom, &input, &w, &rq, 20, 1);
+}
+
+#[test]
+fn hand_computed_pointwise_case() {
+    // One pixel, 2 channels in, 1 out: acc = 3*2 + (-1)*5 = 1; y = 1 * 2.5 + 0 = 2.5 -> 3.
+    let geom = geometry(1, 1, 2, 1, 1, 1, 1, 0).unwrap();
+    let rq = Requantize::for_conv(&[2.5], &[0.0], 1.0, 1.0, false);
+    for isa in Isa::supported() {
+        let packed = PackedInt8Weights::pack_conv_for(isa, &[2, 5], 1, 2, 1, 1);
+        let mut out = [0i8];
+        conv2d_int8_nhwc(&geom, &[3, -1], &packed, &rq, &mut out, 1, 0..1);
+        assert_eq!(out[0], 3, "{isa}");
+        conv2d_int8_nhwc(&geom, &[-3, 1], &packed, &rq, &mut out, 1, 0..1);
+        assert_eq!(out[0], -3, "{isa}: -2.5 rounds away from zero");
+    }
+}
