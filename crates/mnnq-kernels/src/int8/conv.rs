@@ -279,7 +279,8 @@ fn portable(
     while first < pixels.end {
         let count = ROWS.min(pixels.end - first);
         im2col(geom, input, first, count, &mut rows, k);
-        for (r, row) in rows.chunks_exact(k.max(1)).take(count).enumerate() {
+        for r in 0..count {
+            let row = &rows[r * k..(r + 1) * k];
             let p = first + r;
             for c in 0..geom.out_c {
                 let w = &weights.rows[c * k..(c + 1) * k];
