@@ -163,7 +163,7 @@ impl Engine {
             let foldable = match &node.kind {
                 OpKind::Input { .. } => false,
                 OpKind::Const { .. } => true,
-                OpKind::Shape | OpKind::Rank | OpKind::Size => true,
+                OpKind::Shape { .. } | OpKind::Rank | OpKind::Size => true,
                 k if is_window_op(k) => false,
                 _ => !node.inputs.is_empty() && consts.iter().all(|c| c.is_some()),
             };

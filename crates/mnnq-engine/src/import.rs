@@ -329,13 +329,34 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
             dims: need!(Permute).dims.clone().unwrap_or_default(),
         },
         OpType::Transpose => OpKind::Transpose,
-        OpType::Shape => OpKind::Shape,
+        OpType::Shape => {
+            let p = param!(ShapeParam);
+            OpKind::Shape {
+                start: p.filter(|p| p.has_start).map(|p| p.start),
+                end: p.filter(|p| p.has_end).map(|p| p.end),
+            }
+        }
+        OpType::Pack => OpKind::Pack {
+            axis: param!(PackParam).map(|p| p.axis).unwrap_or(0),
+        },
+        OpType::Unpack => OpKind::Unpack {
+            axis: param!(Axis).map(|p| p.axis).unwrap_or(0),
+        },
+        OpType::DepthToSpace | OpType::SpaceToDepth => {
+            let p = need!(DepthSpaceParam);
+            OpKind::DepthSpace {
+                block: p.block_size.max(1) as usize,
+                to_space: op.type_ == OpType::DepthToSpace,
+                crd: p.mode as i32 == 1,
+            }
+        }
         OpType::Rank => OpKind::Rank,
         OpType::Size => OpKind::Size,
         OpType::SliceTf => OpKind::SliceTf,
         OpType::StridedSlice => {
             let p = need!(StridedSliceParam);
             OpKind::StridedSlice {
+                onnx: p.from_type == 1,
                 begin_mask: p.begin_mask,
                 end_mask: p.end_mask,
                 ellipsis_mask: p.ellipsis_mask,
@@ -348,6 +369,7 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
             OpKind::Slice {
                 axis: p.axis,
                 points: p.slice_points.clone().unwrap_or_default(),
+                sizes: p.source_type as i32 != 0,
             }
         }
         OpType::Gather | OpType::GatherV2 => OpKind::Gather {

@@ -419,11 +419,18 @@ pub enum OpKind {
         dims: Vec<i32>,
     },
     Transpose,
-    Shape,
+    /// Shape, optionally sliced to dims `[start, end)` (ONNX Shape-15 attributes).
+    Shape {
+        start: Option<i32>,
+        end: Option<i32>,
+    },
     Rank,
     Size,
     SliceTf,
     StridedSlice {
+        /// ONNX-style inputs: (data, starts, ends, axes, steps) instead of full-rank
+        /// (data, begin, end, strides).
+        onnx: bool,
         begin_mask: i32,
         end_mask: i32,
         ellipsis_mask: i32,
@@ -434,6 +441,22 @@ pub enum OpKind {
     Slice {
         axis: i32,
         points: Vec<i32>,
+        /// The points are sizes of the parts (TensorFlow/ONNX/Torch sources), not split positions.
+        sizes: bool,
+    },
+    /// Stack inputs along a new axis.
+    Pack {
+        axis: i32,
+    },
+    /// Split along an axis into slices with that axis removed.
+    Unpack {
+        axis: i32,
+    },
+    /// DepthToSpace (`to_space`) or SpaceToDepth, with DCR or CRD channel order.
+    DepthSpace {
+        block: usize,
+        to_space: bool,
+        crd: bool,
     },
     Gather {
         axis: i32,

@@ -351,6 +351,79 @@ pub fn strided_slice_plan(
     Ok(StridedPlan { ranges, out_shape })
 }
 
+/// Full-rank StridedSlice arguments from the op's constant inputs. ONNX-style inputs
+/// (`onnx`) are (starts, ends, axes?, steps?) over some axes; the others are full-rank
+/// (begin, end, strides?) with masks.
+#[allow(clippy::type_complexity)]
+pub fn strided_slice_args(
+    onnx: bool,
+    rank: usize,
+    begin: &[i64],
+    end: &[i64],
+    third: Option<&[i64]>,
+    fourth: Option<&[i64]>,
+    masks: (i32, i32, i32, i32, i32),
+) -> ShapeResult<(Vec<i64>, Vec<i64>, Vec<i64>, (i32, i32, i32, i32, i32))> {
+    if !onnx {
+        let strides = third.map(|s| s.to_vec()).unwrap_or_else(|| vec![1; begin.len()]);
+        return Ok((begin.to_vec(), end.to_vec(), strides, masks));
+    }
+    let axes: Vec<usize> = match third {
+        Some(a) => a.iter().map(|&a| norm_axis(a, rank)).collect::<ShapeResult<_>>()?,
+        None => (0..begin.len()).collect(),
+    };
+    let steps = fourth.map(|s| s.to_vec()).unwrap_or_else(|| vec![1; axes.len()]);
+    if begin.len() != axes.len() || end.len() != axes.len() || steps.len() != axes.len() {
+        return Err("Slice starts/ends/axes/steps lengths differ".into());
+    }
+    let (mut b, mut e, mut st) = (vec![0i64; rank], vec![0i64; rank], vec![1i64; rank]);
+    let all = (1i32 << rank) - 1;
+    let (mut bm, mut em) = (all, all);
+    for (i, &a) in axes.iter().enumerate() {
+        b[a] = begin[i];
+        e[a] = end[i].clamp(i32::MIN as i64 + 1, i32::MAX as i64);
+        st[a] = steps[i];
+        bm &= !(1 << a);
+        em &= !(1 << a);
+    }
+    Ok((b, e, st, (bm, em, 0, 0, 0)))
+}
+
+/// Part bounds of a Slice op: from split positions, from part sizes, or equal parts.
+pub fn slice_parts(
+    dim: usize,
+    points: &[i32],
+    sizes: bool,
+    sizes_input: Option<&Value>,
+    outputs: usize,
+) -> ShapeResult<Vec<(usize, usize)>> {
+    let part_sizes: Option<Vec<i64>> = match sizes_input {
+        Some(v) => Some(v.to_i64()),
+        None if sizes && !points.is_empty() => Some(points.iter().map(|&p| p as i64).collect()),
+        None => None,
+    };
+    match part_sizes {
+        Some(sz) => {
+            let mut bounds = Vec::new();
+            let mut at = 0usize;
+            for (i, &n) in sz.iter().enumerate().take(outputs) {
+                let n = if n < 0 || (i + 1 == sz.len() && n == -1) {
+                    dim.saturating_sub(at)
+                } else {
+                    n as usize
+                };
+                if at + n > dim {
+                    return Err(format!("split sizes {sz:?} exceed dim {dim}"));
+                }
+                bounds.push((at, at + n));
+                at += n;
+            }
+            Ok(bounds)
+        }
+        None => slice_bounds(dim, points, outputs),
+    }
+}
+
 /// Output size and (scale, offset) per spatial axis of an Interp, with MNN's coordinate rules:
 /// source coordinate = dst * scale + offset.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -760,7 +833,13 @@ pub fn infer(
         }
         OpKind::Permute { dims } => {
             expect_inputs(inputs, 1)?;
-            let perm: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+            let rank = inputs[0].shape.len();
+            // An empty permutation reverses the dims (ONNX Transpose default).
+            let perm: Vec<i64> = if dims.is_empty() {
+                (0..rank as i64).rev().collect()
+            } else {
+                dims.iter().map(|&d| d as i64).collect()
+            };
             same(permute_shape(&inputs[0].shape, &perm)?, inputs[0].dtype)
         }
         OpKind::Transpose => {
@@ -768,9 +847,57 @@ pub fn infer(
             let perm = need_const(consts, 1, "perm")?.to_i64();
             same(permute_shape(&inputs[0].shape, &perm)?, inputs[0].dtype)
         }
-        OpKind::Shape => {
+        OpKind::Shape { start, end } => {
             expect_inputs(inputs, 1)?;
-            int_out(vec![inputs[0].shape.len()])
+            let (b, e) = shape_range(inputs[0].shape.len(), *start, *end);
+            int_out(vec![e - b])
+        }
+        OpKind::Pack { axis } => {
+            expect_inputs(inputs, 1)?;
+            let s = &inputs[0].shape;
+            if inputs.iter().any(|i| i.shape != *s) {
+                return Err("Pack inputs differ in shape".into());
+            }
+            let a = norm_axis(*axis as i64, s.len() + 1)?;
+            let mut shape = s.clone();
+            shape.insert(a, inputs.len());
+            same(shape, inputs[0].dtype)
+        }
+        OpKind::Unpack { axis } => {
+            expect_inputs(inputs, 1)?;
+            let s = &inputs[0].shape;
+            let a = norm_axis(*axis as i64, s.len())?;
+            let mut shape = s.clone();
+            shape.remove(a);
+            (0..s[a])
+                .map(|_| TensorInfo {
+                    shape: shape.clone(),
+                    dtype: inputs[0].dtype,
+                    format: inputs[0].format,
+                })
+                .collect()
+        }
+        OpKind::DepthSpace {
+            block, to_space, ..
+        } => {
+            expect_inputs(inputs, 1)?;
+            let s = &inputs[0].shape;
+            let b = *block;
+            if s.len() != 4 {
+                return Err("DepthToSpace/SpaceToDepth need 4-D inputs".into());
+            }
+            let shape = if *to_space {
+                if s[1] % (b * b) != 0 {
+                    return Err(format!("{} channels do not split into blocks of {b}x{b}", s[1]));
+                }
+                vec![s[0], s[1] / (b * b), s[2] * b, s[3] * b]
+            } else {
+                if s[2] % b != 0 || s[3] % b != 0 {
+                    return Err(format!("{}x{} is not a multiple of block {b}", s[2], s[3]));
+                }
+                vec![s[0], s[1] * b * b, s[2] / b, s[3] / b]
+            };
+            same(shape, inputs[0].dtype)
         }
         OpKind::Rank | OpKind::Size => int_out(vec![]),
         OpKind::SliceTf => {
@@ -782,6 +909,7 @@ pub fn infer(
             same(shape, inputs[0].dtype)
         }
         OpKind::StridedSlice {
+            onnx,
             begin_mask,
             end_mask,
             ellipsis_mask,
@@ -791,31 +919,26 @@ pub fn infer(
             expect_inputs(inputs, 3)?;
             let begin = need_const(consts, 1, "begin")?.to_i64();
             let end = need_const(consts, 2, "end")?.to_i64();
-            let strides = if inputs.len() >= 4 {
-                need_const(consts, 3, "strides")?.to_i64()
-            } else {
-                vec![1; begin.len()]
-            };
-            let plan = strided_slice_plan(
-                &inputs[0].shape,
+            let third = if inputs.len() >= 4 { Some(need_const(consts, 3, "axes or strides")?.to_i64()) } else { None };
+            let fourth = if inputs.len() >= 5 { Some(need_const(consts, 4, "steps")?.to_i64()) } else { None };
+            let (b, e, st, masks) = strided_slice_args(
+                *onnx,
+                inputs[0].shape.len(),
                 &begin,
                 &end,
-                &strides,
-                (
-                    *begin_mask,
-                    *end_mask,
-                    *ellipsis_mask,
-                    *new_axis_mask,
-                    *shrink_axis_mask,
-                ),
+                third.as_deref(),
+                fourth.as_deref(),
+                (*begin_mask, *end_mask, *ellipsis_mask, *new_axis_mask, *shrink_axis_mask),
             )?;
+            let plan = strided_slice_plan(&inputs[0].shape, &b, &e, &st, masks)?;
             same(plan.out_shape, inputs[0].dtype)
         }
-        OpKind::Slice { axis, points } => {
+        OpKind::Slice { axis, points, sizes } => {
             expect_inputs(inputs, 1)?;
             let s = &inputs[0].shape;
             let a = norm_axis(*axis as i64, s.len())?;
-            let bounds = slice_bounds(s[a], points, node.outputs.len())?;
+            let sizes_input = if inputs.len() >= 2 { Some(need_const(consts, 1, "split sizes")?) } else { None };
+            let bounds = slice_parts(s[a], points, *sizes, sizes_input, node.outputs.len())?;
             bounds
                 .iter()
                 .map(|&(b, e)| {
@@ -1006,6 +1129,17 @@ pub fn infer(
             same(shape, inputs[0].dtype)
         }
     })
+}
+
+/// The dims `[start, end)` a Shape op reports (ONNX clamping rules).
+pub fn shape_range(rank: usize, start: Option<i32>, end: Option<i32>) -> (usize, usize) {
+    let fix = |v: i32| {
+        let v = if v < 0 { v + rank as i32 } else { v };
+        v.clamp(0, rank as i32) as usize
+    };
+    let b = start.map(fix).unwrap_or(0);
+    let e = end.map(fix).unwrap_or(rank);
+    (b, e.max(b))
 }
 
 pub fn permute_shape(shape: &[usize], perm: &[i64]) -> ShapeResult<Vec<usize>> {

@@ -6,7 +6,7 @@ use super::elementwise::{write_row_major, write_row_major_ints};
 use super::movement;
 use super::{In, Out};
 use crate::ir::{OpKind, PadValueMode, ReductionType};
-use crate::shape::{norm_axis, reduction_axes, slice_bounds, strided_slice_plan};
+use crate::shape::{norm_axis, reduction_axes, strided_slice_plan};
 use crate::tensor::{DType, Value};
 
 pub type OpResult = Result<(), String>;
@@ -26,9 +26,75 @@ fn copy_logical(input: &In, out: &mut Out) {
 pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>]) -> OpResult {
     let out = &mut outs[0];
     match kind {
-        OpKind::Shape => {
-            let v: Vec<i32> = ins[0].shape.iter().map(|&d| d as i32).collect();
+        OpKind::Shape { start, end } => {
+            let (b, e) = crate::shape::shape_range(ins[0].shape.len(), *start, *end);
+            let v: Vec<i32> = ins[0].shape[b..e].iter().map(|&d| d as i32).collect();
             write_row_major_ints(&v, out);
+        }
+        OpKind::Pack { .. } => {
+            // Row-major: each outer block takes the inputs' blocks one after another.
+            let s = ins[0].shape;
+            let axis = out.shape.iter().zip(s).position(|(a, b)| a != b).unwrap_or(s.len());
+            let outer: usize = s[..axis].iter().product();
+            let inner: usize = s[axis..].iter().product();
+            let vals: Vec<Vec<f32>> = ins.iter().map(|i| i.to_row_major_f32()).collect();
+            let mut res = Vec::with_capacity(outer * inner * ins.len());
+            for o in 0..outer {
+                for v in &vals {
+                    res.extend_from_slice(&v[o * inner..(o + 1) * inner]);
+                }
+            }
+            write_any(&res, ins[0].dtype, out);
+        }
+        OpKind::Unpack { axis } => {
+            let s = ins[0].shape;
+            let a = norm_axis(*axis as i64, s.len())?;
+            let v = ins[0].to_row_major_f32();
+            let outer: usize = s[..a].iter().product();
+            let inner: usize = s[a + 1..].iter().product();
+            for (k, o) in outs.iter_mut().enumerate() {
+                let mut res = Vec::with_capacity(outer * inner);
+                for i in 0..outer {
+                    let start = (i * s[a] + k) * inner;
+                    res.extend_from_slice(&v[start..start + inner]);
+                }
+                write_any(&res, ins[0].dtype, o);
+            }
+            return Ok(());
+        }
+        OpKind::DepthSpace { block, to_space, crd } => {
+            let s = ins[0].shape;
+            let b = *block;
+            let v = ins[0].to_row_major_f32();
+            let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+            let (view, perm): (Vec<usize>, [usize; 6]) = if *to_space {
+                if *crd {
+                    (vec![n, c / (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3])
+                } else {
+                    (vec![n, b, b, c / (b * b), h, w], [0, 3, 4, 1, 5, 2])
+                }
+            } else {
+                (vec![n, c, h / b, b, w / b, b], [0, 3, 5, 1, 2, 4])
+            };
+            let src = In {
+                shape: &view,
+                dtype: DType::F32,
+                layout: crate::tensor::Layout::RowMajor,
+                data: &v,
+            };
+            let out_view: Vec<usize> = perm.iter().map(|&p| view[p]).collect();
+            let mut res = vec![0.0f32; v.len()];
+            movement::permute(
+                &src,
+                &perm,
+                &mut Out {
+                    shape: &out_view,
+                    dtype: DType::F32,
+                    layout: crate::tensor::Layout::RowMajor,
+                    data: &mut res,
+                },
+            );
+            write_any(&res, ins[0].dtype, out);
         }
         OpKind::Rank => write_row_major_ints(&[ins[0].shape.len() as i32], out),
         OpKind::Size => write_row_major_ints(&[ins[0].len() as i32], out),
@@ -65,6 +131,12 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
         | OpKind::ExpandDims { .. }
         | OpKind::Identity => copy_logical(&ins[0], out),
         OpKind::Permute { dims } => {
+            let rank = ins[0].shape.len();
+            let dims: Vec<i32> = if dims.is_empty() {
+                (0..rank as i32).rev().collect()
+            } else {
+                dims.clone()
+            };
             let perm: Vec<usize> = dims
                 .iter()
                 .map(|&d| norm_axis(d as i64, dims.len()))
@@ -85,6 +157,7 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
             movement::slice(&ins[0], &begin, &step, out);
         }
         OpKind::StridedSlice {
+            onnx,
             begin_mask,
             end_mask,
             ellipsis_mask,
@@ -93,18 +166,18 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
         } => {
             let begin = const_or_input(consts, ins, 1);
             let end = const_or_input(consts, ins, 2);
-            let strides = if ins.len() >= 4 {
-                const_or_input(consts, ins, 3)
-            } else {
-                vec![1; begin.len()]
-            };
-            let plan = strided_slice_plan(
-                ins[0].shape,
+            let third = (ins.len() >= 4).then(|| const_or_input(consts, ins, 3));
+            let fourth = (ins.len() >= 5).then(|| const_or_input(consts, ins, 4));
+            let (b, e, st, masks) = crate::shape::strided_slice_args(
+                *onnx,
+                ins[0].shape.len(),
                 &begin,
                 &end,
-                &strides,
+                third.as_deref(),
+                fourth.as_deref(),
                 (*begin_mask, *end_mask, *ellipsis_mask, *new_axis_mask, *shrink_axis_mask),
             )?;
+            let plan = strided_slice_plan(ins[0].shape, &b, &e, &st, masks)?;
             let b: Vec<i64> = plan.ranges.iter().map(|r| r.0).collect();
             let s: Vec<i64> = plan.ranges.iter().map(|r| r.1).collect();
             let full_shape: Vec<usize> = plan.ranges.iter().map(|r| r.2).collect();
@@ -120,10 +193,15 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
             let n = out.data.len();
             out.data.copy_from_slice(&tmp[..n]);
         }
-        OpKind::Slice { axis, points } => {
+        OpKind::Slice { axis, points, sizes } => {
             let s = ins[0].shape;
             let a = norm_axis(*axis as i64, s.len())?;
-            let bounds = slice_bounds(s[a], points, outs.len())?;
+            let sizes_input = if ins.len() >= 2 {
+                Some(Value::from_i32(vec![ins[1].len()], &const_or_input(consts, ins, 1).iter().map(|&v| v as i32).collect::<Vec<_>>()))
+            } else {
+                None
+            };
+            let bounds = crate::shape::slice_parts(s[a], points, *sizes, sizes_input.as_ref(), outs.len())?;
             for (o, (b, _)) in outs.iter_mut().zip(bounds) {
                 let mut begin = vec![0i64; s.len()];
                 begin[a] = b as i64;
@@ -360,6 +438,15 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
         other => return Err(format!("no row-major implementation for {other:?}")),
     }
     Ok(())
+}
+
+fn write_any(values: &[f32], dtype: DType, out: &mut Out) {
+    if dtype == DType::I32 {
+        let ints: Vec<i32> = values.iter().map(|&x| x as i32).collect();
+        write_row_major_ints(&ints, out);
+    } else {
+        write_row_major(values, out);
+    }
 }
 
 fn const_or_input(consts: &[Option<&Value>], ins: &[In], i: usize) -> Vec<i64> {
