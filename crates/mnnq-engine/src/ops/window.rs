@@ -55,6 +55,31 @@ pub struct PreparedConv {
 }
 
 impl PreparedConv {
+    /// The window of one image (the int8 runtime reuses the float op's output size and padding).
+    pub fn geometry(&self) -> mnnq_kernels::ConvGeometry {
+        mnnq_kernels::ConvGeometry {
+            in_h: self.in_h,
+            in_w: self.in_w,
+            in_c: self.in_c,
+            out_h: self.out_h,
+            out_w: self.out_w,
+            out_c: self.out_c,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            dilation_h: self.dilation_h,
+            dilation_w: self.dilation_w,
+            pad_top: self.pad_top,
+            pad_left: self.pad_left,
+        }
+    }
+
+    /// Images per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// Packs the weights for `input_shape` (`[N, C, H, W]` logical).
     pub fn new(p: &ConvParams, input_shape: &[usize]) -> ShapeResult<PreparedConv> {
         let (batch, in_c, in_h, in_w) = (
