@@ -216,6 +216,11 @@ impl Builder<'_> {
             return None;
         }
         let out = outputs[0];
+        if let Ok(skip) = std::env::var("MNNQ_INT8_FLOAT_OPS") {
+            if skip.split(',').any(|t| t == n.type_name) {
+                return None;
+            }
+        }
         let s_out = self.scale_of_slot(out);
         let scale_eq = |a: Option<f32>, b: Option<f32>| matches!((a, b), (Some(x), Some(y)) if x.to_bits() == y.to_bits());
         match (&n.kind, prepared) {
@@ -430,6 +435,12 @@ impl Int8Plan {
         }
         for &(_, s) in &engine.outputs {
             b.ensure_f32(s);
+        }
+        if std::env::var_os("MNNQ_INT8_TRACE").is_some() {
+            for &(node, q) in &node_is_int8 {
+                let n = &engine.ir.nodes[node];
+                eprintln!("int8 plan: {} {} {}", if q { "int8 " } else { "float" }, n.type_name, n.name);
+            }
         }
         Ok(Some(Int8Plan { steps: b.steps, has_twin: b.has_twin, node_is_int8 }))
     }
