@@ -11,7 +11,16 @@ fn cpu_ns() -> u64 {
 }
 
 fn main() {
-    for &(m, k, n) in &[(12544, 27, 32), (12544, 16, 96), (3136, 144, 24), (784, 240, 80), (196, 672, 112), (49, 1152, 320), (49, 320, 1280), (1, 1280, 1000)] {
+    for &(m, k, n) in &[
+        (12544, 27, 32),
+        (12544, 16, 96),
+        (3136, 144, 24),
+        (784, 240, 80),
+        (196, 672, 112),
+        (49, 1152, 320),
+        (49, 320, 1280),
+        (1, 1280, 1000),
+    ] {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let packed = PackedMatrix::pack(k, n, |kk, j| ((kk + j) % 5) as f32 * 0.1);
         let bias = vec![0.0f32; n + 32];
@@ -21,10 +30,25 @@ fn main() {
         for _ in 0..reps {
             for p0 in (0..m).step_by(96) {
                 let rows = 96.min(m - p0);
-                gemm_rows(&a[p0 * k..], k, rows, &packed, 0, n, &bias, Activation::Relu6, &mut c[p0 * n..], n);
+                gemm_rows(
+                    &a[p0 * k..],
+                    k,
+                    rows,
+                    &packed,
+                    0,
+                    n,
+                    &bias,
+                    Activation::Relu6,
+                    &mut c[p0 * n..],
+                    n,
+                );
             }
         }
         let secs = (cpu_ns() - t0) as f64 * 1e-9;
-        println!("{m}x{k}x{n}: {:.1} GFLOP/s ({:.3} ms each)", 2.0 * (m * k * n * reps) as f64 / secs * 1e-9, secs * 1e3 / reps as f64);
+        println!(
+            "{m}x{k}x{n}: {:.1} GFLOP/s ({:.3} ms each)",
+            2.0 * (m * k * n * reps) as f64 / secs * 1e-9,
+            secs * 1e3 / reps as f64
+        );
     }
 }

@@ -19,10 +19,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .map(|(n, s)| {
             let len: usize = s.iter().product();
-            (n, Tensor::new(s, (0..len).map(|i| ((i % 255) as f32 / 127.0) - 1.0).collect()))
+            (
+                n,
+                Tensor::new(
+                    s,
+                    (0..len).map(|i| ((i % 255) as f32 / 127.0) - 1.0).collect(),
+                ),
+            )
         })
         .collect();
-    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
     let mut session = Session::new(&engine, threads)?;
     for _ in 0..3 {
         session.run(&named)?;
@@ -34,7 +43,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|d| {
                 d.flatten()
                     .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-                    .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+                    .filter_map(|s| {
+                        s.split_whitespace()
+                            .next()
+                            .and_then(|v| v.parse::<u64>().ok())
+                    })
                     .sum()
             })
             .unwrap_or(0)

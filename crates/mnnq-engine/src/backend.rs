@@ -99,7 +99,10 @@ pub unsafe fn gemm_indirect(
     assert!(taps > 0 && b.k % taps == 0, "k must split evenly over taps");
     assert!(ptrs.len() >= rows * taps, "indirection too short");
     assert!(c.len() >= (rows - 1) * ldc + col1, "C too short");
-    assert!(col1 <= b.n && bias.len() >= col1, "bias or columns out of range");
+    assert!(
+        col1 <= b.n && bias.len() >= col1,
+        "bias or columns out of range"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if active_isa() >= Isa::Avx512 {
@@ -204,11 +207,27 @@ mod avx512 {
         while p < p_end {
             let two = p + 1 < p_end;
             let width0 = (col1 - p * NR).min(NR);
-            let width1 = if two { (col1 - (p + 1) * NR).min(NR) } else { 0 };
-            let m0: u16 = if width0 == NR { 0xffff } else { (1u16 << width0) - 1 };
-            let m1: u16 = if width1 == NR { 0xffff } else { ((1u32 << width1) - 1) as u16 };
+            let width1 = if two {
+                (col1 - (p + 1) * NR).min(NR)
+            } else {
+                0
+            };
+            let m0: u16 = if width0 == NR {
+                0xffff
+            } else {
+                (1u16 << width0) - 1
+            };
+            let m1: u16 = if width1 == NR {
+                0xffff
+            } else {
+                ((1u32 << width1) - 1) as u16
+            };
             let b0 = b.data.as_ptr().add(p * k * NR);
-            let b1 = if two { b.data.as_ptr().add((p + 1) * k * NR) } else { b0 };
+            let b1 = if two {
+                b.data.as_ptr().add((p + 1) * k * NR)
+            } else {
+                b0
+            };
             let bias0 = bias.as_ptr().add(p * NR);
             let mut r = 0;
             while r < rows {
@@ -307,8 +326,7 @@ mod avx512 {
                 let v0 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][0], bias0), lo), hi);
                 _mm512_mask_storeu_ps(cp, self.m0, v0);
                 if P == 2 {
-                    let v1 =
-                        _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][1], bias1), lo), hi);
+                    let v1 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][1], bias1), lo), hi);
                     _mm512_mask_storeu_ps(cp.add(NR), self.m1, v1);
                 }
             }
@@ -448,17 +466,38 @@ impl DepthwiseGeometry {
     /// Kernel rows `[ky0, ky1)` that land inside the input for output row `oy`.
     #[inline]
     pub fn tap_range_y(&self, oy: usize) -> (usize, usize) {
-        tap_range(oy, self.stride_h, self.dilation_h, self.pad_top, self.kernel_h, self.in_h)
+        tap_range(
+            oy,
+            self.stride_h,
+            self.dilation_h,
+            self.pad_top,
+            self.kernel_h,
+            self.in_h,
+        )
     }
 
     #[inline]
     pub fn tap_range_x(&self, ox: usize) -> (usize, usize) {
-        tap_range(ox, self.stride_w, self.dilation_w, self.pad_left, self.kernel_w, self.in_w)
+        tap_range(
+            ox,
+            self.stride_w,
+            self.dilation_w,
+            self.pad_left,
+            self.kernel_w,
+            self.in_w,
+        )
     }
 }
 
 #[inline]
-fn tap_range(o: usize, stride: usize, dil: usize, pad: usize, k: usize, n: usize) -> (usize, usize) {
+fn tap_range(
+    o: usize,
+    stride: usize,
+    dil: usize,
+    pad: usize,
+    k: usize,
+    n: usize,
+) -> (usize, usize) {
     let start = (o * stride) as isize - pad as isize;
     // first tap with start + t*dil >= 0
     let t0 = if start >= 0 {
@@ -587,9 +626,19 @@ mod tests {
 
     #[test]
     fn gemm_matches_naive_on_ragged_sizes() {
-        for &(m, k, n) in &[(1, 1, 1), (9, 7, 33), (17, 40, 16), (8, 3, 50), (23, 64, 100)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1).collect();
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (9, 7, 33),
+            (17, 40, 16),
+            (8, 3, 50),
+            (23, 64, 100),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                .collect();
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
             let packed = PackedMatrix::pack(k, n, |kk, j| b[kk * n + j]);
             let mut c = vec![f32::NAN; m * n];
@@ -602,9 +651,42 @@ mod tests {
             let mut c2 = vec![f32::NAN; m * n];
             let half = (n / 2) / NR * NR;
             let top = m / 2;
-            gemm_rows(&a, k, top, &packed, 0, half, &bias, Activation::None, &mut c2, n);
-            gemm_rows(&a, k, top, &packed, half, n, &bias, Activation::None, &mut c2, n);
-            gemm_rows(&a[top * k..], k, m - top, &packed, 0, n, &bias, Activation::None, &mut c2[top * n..], n);
+            gemm_rows(
+                &a,
+                k,
+                top,
+                &packed,
+                0,
+                half,
+                &bias,
+                Activation::None,
+                &mut c2,
+                n,
+            );
+            gemm_rows(
+                &a,
+                k,
+                top,
+                &packed,
+                half,
+                n,
+                &bias,
+                Activation::None,
+                &mut c2,
+                n,
+            );
+            gemm_rows(
+                &a[top * k..],
+                k,
+                m - top,
+                &packed,
+                0,
+                n,
+                &bias,
+                Activation::None,
+                &mut c2[top * n..],
+                n,
+            );
             assert_eq!(c, c2);
         }
     }

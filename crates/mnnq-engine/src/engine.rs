@@ -127,7 +127,12 @@ impl Engine {
         let mut infos: Vec<Option<TensorInfo>> = vec![None; tensor_count];
         let mut values: Vec<Option<Value>> = vec![None; tensor_count];
         let mut folded = vec![false; ir.nodes.len()];
-        let name_of = |t: usize| ir.tensor_names.get(t).cloned().unwrap_or_else(|| format!("#{t}"));
+        let name_of = |t: usize| {
+            ir.tensor_names
+                .get(t)
+                .cloned()
+                .unwrap_or_else(|| format!("#{t}"))
+        };
 
         // 1. Shapes and constant folding, in the model's order.
         for (ni, node) in ir.nodes.iter().enumerate() {
@@ -153,7 +158,8 @@ impl Engine {
                     }
                 }
             }
-            let consts: Vec<Option<&Value>> = node.inputs.iter().map(|&t| values[t].as_ref()).collect();
+            let consts: Vec<Option<&Value>> =
+                node.inputs.iter().map(|&t| values[t].as_ref()).collect();
             let outs = shape::infer(node, &in_infos, &consts).map_err(op_err)?;
             if outs.len() < node.outputs.len() {
                 return Err(op_err(format!(
@@ -187,8 +193,11 @@ impl Engine {
         // 2. Outputs, and the nodes they need (dead ops are dropped).
         let mut outputs_t = ir.outputs.clone();
         if outputs_t.is_empty() {
-            let consumed: std::collections::HashSet<usize> =
-                ir.nodes.iter().flat_map(|n| n.inputs.iter().copied()).collect();
+            let consumed: std::collections::HashSet<usize> = ir
+                .nodes
+                .iter()
+                .flat_map(|n| n.inputs.iter().copied())
+                .collect();
             outputs_t = ir
                 .nodes
                 .iter()
@@ -255,8 +264,18 @@ impl Engine {
                 } else {
                     let mut d = vec![0.0; v.data.len()];
                     crate::ops::movement::convert(
-                        &In { shape: &v.shape, dtype: v.dtype, layout: Layout::RowMajor, data: &v.data },
-                        &mut Out { shape: &v.shape, dtype: v.dtype, layout, data: &mut d },
+                        &In {
+                            shape: &v.shape,
+                            dtype: v.dtype,
+                            layout: Layout::RowMajor,
+                            data: &v.data,
+                        },
+                        &mut Out {
+                            shape: &v.shape,
+                            dtype: v.dtype,
+                            layout,
+                            data: &mut d,
+                        },
                     );
                     d
                 };
@@ -323,14 +342,35 @@ impl Engine {
                     None
                 };
                 let s = match want {
-                    Some(l) => slot_in_layout(t, l, &mut slots, &mut slot_of, &mut steps, &mut const_buffers, &values, &infos),
+                    Some(l) => slot_in_layout(
+                        t,
+                        l,
+                        &mut slots,
+                        &mut slot_of,
+                        &mut steps,
+                        &mut const_buffers,
+                        &values,
+                        &infos,
+                    ),
                     None => {
-                        let existing = [Layout::ChannelsLast, Layout::RowMajor]
-                            .iter()
-                            .find_map(|&l| slot_of.get(&(t, l.for_rank(info(t).shape.len()))).copied());
+                        let existing =
+                            [Layout::ChannelsLast, Layout::RowMajor]
+                                .iter()
+                                .find_map(|&l| {
+                                    slot_of.get(&(t, l.for_rank(info(t).shape.len()))).copied()
+                                });
                         match existing {
                             Some(s) => s,
-                            None => slot_in_layout(t, Layout::RowMajor, &mut slots, &mut slot_of, &mut steps, &mut const_buffers, &values, &infos),
+                            None => slot_in_layout(
+                                t,
+                                Layout::RowMajor,
+                                &mut slots,
+                                &mut slot_of,
+                                &mut steps,
+                                &mut const_buffers,
+                                &values,
+                                &infos,
+                            ),
                         }
                     }
                 };
@@ -382,9 +422,11 @@ impl Engine {
                     let mut p = (**p).clone();
                     if p.weights.is_empty() {
                         // Weights (and bias) given as constant inputs.
-                        let w = node.inputs.get(1).and_then(|&t| values[t].as_ref()).ok_or_else(|| {
-                            op_err("convolution weights must be constant".into())
-                        })?;
+                        let w = node
+                            .inputs
+                            .get(1)
+                            .and_then(|&t| values[t].as_ref())
+                            .ok_or_else(|| op_err("convolution weights must be constant".into()))?;
                         p.weights = w.to_f32();
                         if let Some(b) = node.inputs.get(2).and_then(|&t| values[t].as_ref()) {
                             p.bias = b.to_f32();
@@ -428,7 +470,16 @@ impl Engine {
                 .find_map(|&l| slot_of.get(&(t, l)).copied());
             let s = match s {
                 Some(s) => s,
-                None => slot_in_layout(t, Layout::RowMajor, &mut slots, &mut slot_of, &mut steps, &mut const_buffers, &values, &infos),
+                None => slot_in_layout(
+                    t,
+                    Layout::RowMajor,
+                    &mut slots,
+                    &mut slot_of,
+                    &mut steps,
+                    &mut const_buffers,
+                    &values,
+                    &infos,
+                ),
             };
             graph_outputs.push((t, s));
         }
@@ -503,7 +554,14 @@ fn fold(
                 data: b.as_mut_slice(),
             })
             .collect();
-        crate::session::execute_node(&node.kind, &Prepared::None, &ins, &mut out_views, consts, &Parallel::sequential())?;
+        crate::session::execute_node(
+            &node.kind,
+            &Prepared::None,
+            &ins,
+            &mut out_views,
+            consts,
+            &Parallel::sequential(),
+        )?;
     }
     Ok(buffers
         .into_iter()
@@ -533,7 +591,9 @@ fn plan_memory(
     for (i, step) in steps.iter().enumerate() {
         let t = i + 1;
         let (reads, writes): (Vec<usize>, Vec<usize>) = match step {
-            Step::Node { inputs, outputs, .. } => (inputs.clone(), outputs.clone()),
+            Step::Node {
+                inputs, outputs, ..
+            } => (inputs.clone(), outputs.clone()),
             Step::Convert { from, to } => (vec![*from], vec![*to]),
         };
         for s in writes {

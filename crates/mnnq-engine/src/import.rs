@@ -29,7 +29,10 @@ pub fn blob_value(blob: &mnnq_format::Blob) -> Result<Value, String> {
     let value = if let Some(f) = blob.float32s.as_ref().filter(|v| !v.is_empty()) {
         let mut v = Value::from_f32(dims.clone(), f.clone());
         if dtype == DType::I32 {
-            v = Value::from_i32(dims.clone(), &f.iter().map(|&x| x as i32).collect::<Vec<_>>());
+            v = Value::from_i32(
+                dims.clone(),
+                &f.iter().map(|&x| x as i32).collect::<Vec<_>>(),
+            );
         }
         v
     } else if let Some(i) = blob.int32s.as_ref().filter(|v| !v.is_empty()) {
@@ -172,7 +175,8 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
     }
     macro_rules! need {
         ($variant:ident) => {
-            param!($variant).ok_or_else(|| format!("missing {} parameters", stringify!($variant)))?
+            param!($variant)
+                .ok_or_else(|| format!("missing {} parameters", stringify!($variant)))?
         };
     }
     Ok(match op.type_ {
@@ -200,7 +204,11 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
         OpType::Pooling => {
             let p = need!(Pool);
             OpKind::Pool(PoolParams {
-                pool_type: if p.type_ as i32 == 0 { PoolType::Max } else { PoolType::Average },
+                pool_type: if p.type_ as i32 == 0 {
+                    PoolType::Max
+                } else {
+                    PoolType::Average
+                },
                 global: p.is_global,
                 kernel_h: p.kernel_y.max(1) as usize,
                 kernel_w: p.kernel_x.max(1) as usize,
@@ -220,12 +228,18 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
             let strides = p.strides.clone().unwrap_or_default();
             let pads = p.pads.clone().unwrap_or_default();
             if !p.is_global && (kernels.len() != 2 || strides.len() != 2) {
-                return Err(format!("3-D pooling (kernels {kernels:?}) is not supported; only 2-D windows"));
+                return Err(format!(
+                    "3-D pooling (kernels {kernels:?}) is not supported; only 2-D windows"
+                ));
             }
             let k = |i: usize| kernels.get(i).copied().unwrap_or(1).max(1) as usize;
             let s = |i: usize| strides.get(i).copied().unwrap_or(1).max(1) as usize;
             OpKind::Pool(PoolParams {
-                pool_type: if p.type_ as i32 == 0 { PoolType::Max } else { PoolType::Average },
+                pool_type: if p.type_ as i32 == 0 {
+                    PoolType::Max
+                } else {
+                    PoolType::Average
+                },
                 global: p.is_global,
                 kernel_h: k(0),
                 kernel_w: k(1),
@@ -234,7 +248,11 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
                 pad_mode: PadMode::from_mnn(p.pad_type as i32),
                 pad_x: pads.get(1).copied().unwrap_or(0).max(0) as usize,
                 pad_y: pads.first().copied().unwrap_or(0).max(0) as usize,
-                pads: if pads.len() == 4 { pads4(Some(&pads)) } else { None },
+                pads: if pads.len() == 4 {
+                    pads4(Some(&pads))
+                } else {
+                    None
+                },
                 ceil_mode: false,
                 count_type: 0,
             })
@@ -242,16 +260,18 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
         OpType::BinaryOp => {
             let p = need!(BinaryOp);
             OpKind::Binary {
-                op: BinaryOperation::from_mnn(p.op_type as i32)
-                    .ok_or_else(|| format!("binary operation {} is not supported", p.op_type as i32))?,
+                op: BinaryOperation::from_mnn(p.op_type as i32).ok_or_else(|| {
+                    format!("binary operation {} is not supported", p.op_type as i32)
+                })?,
                 relu: p.activation_type == 1,
             }
         }
         OpType::UnaryOp => {
             let p = need!(UnaryOp);
             OpKind::Unary(
-                UnaryOperation::from_mnn(p.op_type as i32)
-                    .ok_or_else(|| format!("unary operation {} is not supported", p.op_type as i32))?,
+                UnaryOperation::from_mnn(p.op_type as i32).ok_or_else(|| {
+                    format!("unary operation {} is not supported", p.op_type as i32)
+                })?,
             )
         }
         OpType::Sigmoid => OpKind::Unary(UnaryOperation::Sigmoid),
@@ -264,7 +284,9 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
             slope: param!(Relu).map(|p| p.slope).unwrap_or(0.0),
         },
         OpType::ReLu6 => {
-            let (min, max) = param!(Relu6).map(|p| (p.min_value, p.max_value)).unwrap_or((0.0, 6.0));
+            let (min, max) = param!(Relu6)
+                .map(|p| (p.min_value, p.max_value))
+                .unwrap_or((0.0, 6.0));
             OpKind::Relu6 { min, max }
         }
         OpType::PReLu => OpKind::PRelu {
@@ -275,7 +297,10 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
         },
         OpType::Selu => {
             let p = need!(Selu);
-            OpKind::Selu { scale: p.scale, alpha: p.alpha }
+            OpKind::Selu {
+                scale: p.scale,
+                alpha: p.alpha,
+            }
         }
         OpType::Eltwise => {
             let p = need!(Eltwise);
@@ -302,18 +327,27 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
         OpType::BatchNorm => {
             let p = need!(BatchNorm);
             let get = |v: &Option<Vec<f32>>| v.clone().unwrap_or_default();
-            let (slope, mean, var, bias) = (get(&p.slope_data), get(&p.mean_data), get(&p.var_data), get(&p.bias_data));
+            let (slope, mean, var, bias) = (
+                get(&p.slope_data),
+                get(&p.mean_data),
+                get(&p.var_data),
+                get(&p.bias_data),
+            );
             let n = p.channels.max(0) as usize;
             let mut scale = vec![1.0; n];
             let mut shift = vec![0.0; n];
             for c in 0..n {
-                let a = slope.get(c).copied().unwrap_or(1.0) / (var.get(c).copied().unwrap_or(1.0) + p.epsilon).sqrt();
+                let a = slope.get(c).copied().unwrap_or(1.0)
+                    / (var.get(c).copied().unwrap_or(1.0) + p.epsilon).sqrt();
                 scale[c] = a;
-                shift[c] = bias.get(c).copied().unwrap_or(0.0) - mean.get(c).copied().unwrap_or(0.0) * a;
+                shift[c] =
+                    bias.get(c).copied().unwrap_or(0.0) - mean.get(c).copied().unwrap_or(0.0) * a;
             }
             OpKind::Scale { scale, bias: shift }
         }
-        OpType::Concat => OpKind::Concat { axis: need!(Axis).axis },
+        OpType::Concat => OpKind::Concat {
+            axis: need!(Axis).axis,
+        },
         OpType::Softmax => OpKind::Softmax {
             axis: param!(Axis).map(|p| p.axis).unwrap_or(1),
         },
@@ -326,13 +360,20 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
         }
         OpType::Flatten => {
             let p = need!(Flatten);
-            OpKind::Flatten { axis: p.axis, end_axis: p.end_axis }
+            OpKind::Flatten {
+                axis: p.axis,
+                end_axis: p.end_axis,
+            }
         }
         OpType::Squeeze => OpKind::Squeeze {
-            dims: param!(SqueezeParam).and_then(|p| p.squeeze_dims.clone()).unwrap_or_default(),
+            dims: param!(SqueezeParam)
+                .and_then(|p| p.squeeze_dims.clone())
+                .unwrap_or_default(),
         },
         OpType::Unsqueeze => OpKind::Unsqueeze {
-            dims: param!(SqueezeParam).and_then(|p| p.squeeze_dims.clone()).unwrap_or_default(),
+            dims: param!(SqueezeParam)
+                .and_then(|p| p.squeeze_dims.clone())
+                .unwrap_or_default(),
         },
         OpType::ExpandDims => OpKind::ExpandDims {
             axis: param!(ExpandDims).map(|p| p.axis).unwrap_or(0),
@@ -385,7 +426,10 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
             }
         }
         OpType::Gather | OpType::GatherV2 => OpKind::Gather {
-            axis: param!(Gather).map(|p| p.axis).or(param!(Axis).map(|p| p.axis)).unwrap_or(0),
+            axis: param!(Gather)
+                .map(|p| p.axis)
+                .or(param!(Axis).map(|p| p.axis))
+                .unwrap_or(0),
         },
         OpType::Padding => OpKind::Padding {
             mode: match param!(PadParam).map(|p| p.mode as i32).unwrap_or(0) {
@@ -507,7 +551,11 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
             }
         }
         OpType::Dropout | OpType::Identity => OpKind::Identity,
-        other => return Err(format!("op type {other:?} is not supported by the float engine")),
+        other => {
+            return Err(format!(
+                "op type {other:?} is not supported by the float engine"
+            ))
+        }
     })
 }
 
@@ -537,11 +585,14 @@ pub fn net_to_ir(net: &Net) -> Result<ModelIr, EngineError> {
                 .unwrap_or(&[])
                 .iter()
                 .map(|&i| {
-                    usize::try_from(i).ok().filter(|&i| i < tensor_names.len()).ok_or_else(|| EngineError::Op {
-                        op_type: type_name.clone(),
-                        op_name: name.clone(),
-                        message: format!("tensor index {i} out of range"),
-                    })
+                    usize::try_from(i)
+                        .ok()
+                        .filter(|&i| i < tensor_names.len())
+                        .ok_or_else(|| EngineError::Op {
+                            op_type: type_name.clone(),
+                            op_name: name.clone(),
+                            message: format!("tensor index {i} out of range"),
+                        })
                 })
                 .collect()
         };

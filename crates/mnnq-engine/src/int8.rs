@@ -115,12 +115,17 @@ impl Int8Buffers {
 pub fn tensor_scales(net: &Net, tensor_count: usize) -> Vec<Option<f32>> {
     let mut scales = vec![None; tensor_count];
     for d in net.extra_tensor_describe.as_deref().unwrap_or(&[]) {
-        let Some(q) = d.quant_info.as_deref() else { continue };
+        let Some(q) = d.quant_info.as_deref() else {
+            continue;
+        };
         // Only symmetric int8 info (the tool writes zero 0, type DT_INT8) is supported.
         if q.zero != 0.0 || q.type_ != mnnq_format::DataType::DtInt8 {
             continue;
         }
-        if let Some(s) = usize::try_from(d.index).ok().and_then(|i| scales.get_mut(i)) {
+        if let Some(s) = usize::try_from(d.index)
+            .ok()
+            .and_then(|i| scales.get_mut(i))
+        {
             *s = Some(q.scale);
         }
     }
@@ -146,7 +151,11 @@ fn conv_codes(conv: &Convolution2D, out_c: usize) -> Option<ConvCodes> {
     if codes.asymmetric || codes.alpha.len() != out_c || codes.codes.len() % out_c.max(1) != 0 {
         return None;
     }
-    let extra = if quan.has_scale_int { 1.0 } else { quan.quant_scale };
+    let extra = if quan.has_scale_int {
+        1.0
+    } else {
+        quan.quant_scale
+    };
     Some(ConvCodes {
         codes: codes.codes,
         alpha: codes.alpha.iter().map(|&a| a * extra).collect(),
@@ -209,7 +218,14 @@ impl Builder<'_> {
     }
 
     /// The int8 form of float-schedule step `step` (node `node`), or None when it runs float.
-    fn decide(&self, net: &Net, node: usize, inputs: &[usize], outputs: &[usize], prepared: &Prepared) -> Option<Int8Op> {
+    fn decide(
+        &self,
+        net: &Net,
+        node: usize,
+        inputs: &[usize],
+        outputs: &[usize],
+        prepared: &Prepared,
+    ) -> Option<Int8Op> {
         let engine = self.engine;
         let n = &engine.ir.nodes[node];
         if outputs.len() != 1 {
@@ -232,10 +248,20 @@ impl Builder<'_> {
                 let raw_in = self.scales[n.inputs[0]]?;
                 let raw_out = self.scales[n.outputs[0]]?;
                 let op = net.oplists.as_deref()?.get(node)?;
-                let Some(OpParameter::Convolution2D(conv)) = op.main.as_ref() else { return None };
+                let Some(OpParameter::Convolution2D(conv)) = op.main.as_ref() else {
+                    return None;
+                };
                 let codes = conv_codes(conv, p.out_channels)?;
-                let s_in = if raw_in == 0.0 { codes.scale_in } else { raw_in };
-                let s_out = if raw_out == 0.0 { codes.scale_out } else { raw_out };
+                let s_in = if raw_in == 0.0 {
+                    codes.scale_in
+                } else {
+                    raw_in
+                };
+                let s_out = if raw_out == 0.0 {
+                    codes.scale_out
+                } else {
+                    raw_out
+                };
                 if !(s_in > 0.0 && s_out > 0.0 && s_in.is_finite() && s_out.is_finite()) {
                     return None;
                 }
@@ -245,7 +271,11 @@ impl Builder<'_> {
                     return None;
                 }
                 let geom = pc.geometry();
-                let bias = if p.bias.is_empty() { vec![0.0; p.out_channels] } else { p.bias.clone() };
+                let bias = if p.bias.is_empty() {
+                    vec![0.0; p.out_channels]
+                } else {
+                    p.bias.clone()
+                };
                 if bias.len() != p.out_channels {
                     return None;
                 }
@@ -258,7 +288,13 @@ impl Builder<'_> {
                     Some(Int8Op::Conv {
                         geom,
                         batch: pc.batch(),
-                        weights: Box::new(PackedInt8Weights::pack_conv(&codes.codes, geom.out_c, geom.in_c, geom.kernel_h, geom.kernel_w)),
+                        weights: Box::new(PackedInt8Weights::pack_conv(
+                            &codes.codes,
+                            geom.out_c,
+                            geom.in_c,
+                            geom.kernel_h,
+                            geom.kernel_w,
+                        )),
                         requant: Requantize::for_conv(&codes.alpha, &bias, s_in, s_out, relu),
                     })
                 } else if p.group == geom.in_c && p.group == geom.out_c {
@@ -268,8 +304,19 @@ impl Builder<'_> {
                     Some(Int8Op::Depthwise {
                         geom,
                         batch: pc.batch(),
-                        weights: Box::new(PackedDepthwiseInt8::pack(&codes.codes, geom.out_c, geom.kernel_h, geom.kernel_w)),
-                        requant: DepthwiseRequantize::for_depthwise(&codes.alpha, &bias, s_in, s_out, relu),
+                        weights: Box::new(PackedDepthwiseInt8::pack(
+                            &codes.codes,
+                            geom.out_c,
+                            geom.kernel_h,
+                            geom.kernel_w,
+                        )),
+                        requant: DepthwiseRequantize::for_depthwise(
+                            &codes.alpha,
+                            &bias,
+                            s_in,
+                            s_out,
+                            relu,
+                        ),
                     })
                 } else {
                     None
@@ -304,7 +351,11 @@ impl Builder<'_> {
                     PoolType::Max => PoolKind::Max,
                     PoolType::Average => PoolKind::Average,
                 };
-                Some(Int8Op::Pool { kind, geom, batch: shape[0] })
+                Some(Int8Op::Pool {
+                    kind,
+                    geom,
+                    batch: shape[0],
+                })
             }
             (OpKind::Binary { op, relu }, _) => {
                 let op = match op {
@@ -332,14 +383,21 @@ impl Builder<'_> {
                 let s1 = self.scale_of_slot(inputs[1])?;
                 Some(Int8Op::Binary {
                     op,
-                    scales: BinaryScales { s0, s1, s_out: s_out?, relu: *relu },
+                    scales: BinaryScales {
+                        s0,
+                        s1,
+                        s_out: s_out?,
+                        relu: *relu,
+                    },
                 })
             }
             (OpKind::Unary(_), _) => {
                 self.scale_of_slot(inputs[0])?;
                 s_out?;
                 let op = net.oplists.as_deref()?.get(node)?;
-                let Some(OpParameter::UnaryOp(u)) = op.main.as_ref() else { return None };
+                let Some(OpParameter::UnaryOp(u)) = op.main.as_ref() else {
+                    return None;
+                };
                 let table: [i8; 255] = u.table_int8.as_deref()?.try_into().ok()?;
                 Some(Int8Op::Table(Box::new(table)))
             }
@@ -389,7 +447,11 @@ impl Int8Plan {
         let mut b = Builder {
             engine,
             scales,
-            has_f32: engine.slots.iter().map(|s| matches!(s.location, Location::Const(_))).collect(),
+            has_f32: engine
+                .slots
+                .iter()
+                .map(|s| matches!(s.location, Location::Const(_)))
+                .collect(),
             has_i8: vec![false; n],
             has_twin: vec![false; n],
             convert_source: HashMap::new(),
@@ -404,33 +466,36 @@ impl Int8Plan {
                 Step::Convert { from, to } => {
                     b.convert_source.insert(*to, (si, *from));
                 }
-                Step::Node { node, inputs, outputs, prepared } => {
-                    match b.decide(net, *node, inputs, outputs, prepared) {
-                        Some(op) => {
-                            for &i in inputs {
-                                if !matches!(b.slot(i).location, Location::Const(_)) {
-                                    b.ensure_i8(i);
-                                }
+                Step::Node {
+                    node,
+                    inputs,
+                    outputs,
+                    prepared,
+                } => match b.decide(net, *node, inputs, outputs, prepared) {
+                    Some(op) => {
+                        for &i in inputs {
+                            if !matches!(b.slot(i).location, Location::Const(_)) {
+                                b.ensure_i8(i);
                             }
-                            for &o in outputs {
-                                b.has_i8[o] = true;
-                                b.has_twin[o] = true;
-                            }
-                            b.steps.push(QStep::Int8 { step: si, op });
-                            node_is_int8.push((*node, true));
                         }
-                        None => {
-                            for &i in inputs {
-                                b.ensure_f32(i);
-                            }
-                            for &o in outputs {
-                                b.has_f32[o] = true;
-                            }
-                            b.steps.push(QStep::Float(si));
-                            node_is_int8.push((*node, false));
+                        for &o in outputs {
+                            b.has_i8[o] = true;
+                            b.has_twin[o] = true;
                         }
+                        b.steps.push(QStep::Int8 { step: si, op });
+                        node_is_int8.push((*node, true));
                     }
-                }
+                    None => {
+                        for &i in inputs {
+                            b.ensure_f32(i);
+                        }
+                        for &o in outputs {
+                            b.has_f32[o] = true;
+                        }
+                        b.steps.push(QStep::Float(si));
+                        node_is_int8.push((*node, false));
+                    }
+                },
             }
         }
         for &(_, s) in &engine.outputs {
@@ -439,10 +504,19 @@ impl Int8Plan {
         if std::env::var_os("MNNQ_INT8_TRACE").is_some() {
             for &(node, q) in &node_is_int8 {
                 let n = &engine.ir.nodes[node];
-                eprintln!("int8 plan: {} {} {}", if q { "int8 " } else { "float" }, n.type_name, n.name);
+                eprintln!(
+                    "int8 plan: {} {} {}",
+                    if q { "int8 " } else { "float" },
+                    n.type_name,
+                    n.name
+                );
             }
         }
-        Ok(Some(Int8Plan { steps: b.steps, has_twin: b.has_twin, node_is_int8 }))
+        Ok(Some(Int8Plan {
+            steps: b.steps,
+            has_twin: b.has_twin,
+            node_is_int8,
+        }))
     }
 
     /// How many scheduled ops run int8 and how many float.
@@ -453,10 +527,18 @@ impl Int8Plan {
 
     /// Runs the schedule. Graph inputs must already be in their arena slots; graph outputs are
     /// left in theirs.
-    pub fn run(&self, engine: &Engine, arena: &mut [f32], codes: &mut Int8Buffers, par: &Parallel) -> Result<(), EngineError> {
+    pub fn run(
+        &self,
+        engine: &Engine,
+        arena: &mut [f32],
+        codes: &mut Int8Buffers,
+        par: &Parallel,
+    ) -> Result<(), EngineError> {
         let twins = &mut codes.twins;
         if twins.len() != engine.slots.len() {
-            return Err(EngineError::Run("int8 buffers belong to another engine".into()));
+            return Err(EngineError::Run(
+                "int8 buffers belong to another engine".into(),
+            ));
         }
         for step in &self.steps {
             match step {
@@ -480,13 +562,25 @@ impl Int8Plan {
                     twins[*from] = src;
                 }
                 QStep::Int8 { step, op } => {
-                    let Step::Node { node, inputs, outputs, .. } = &engine.steps[*step] else {
+                    let Step::Node {
+                        node,
+                        inputs,
+                        outputs,
+                        ..
+                    } = &engine.steps[*step]
+                    else {
                         return Err(EngineError::Run("int8 step is not an op".into()));
                     };
-                    run_int8_op(engine, *node, op, inputs, outputs[0], arena, twins, par).map_err(|m| {
-                        let n = &engine.ir.nodes[*node];
-                        EngineError::Op { op_type: n.type_name.clone(), op_name: n.name.clone(), message: m }
-                    })?;
+                    run_int8_op(engine, *node, op, inputs, outputs[0], arena, twins, par).map_err(
+                        |m| {
+                            let n = &engine.ir.nodes[*node];
+                            EngineError::Op {
+                                op_type: n.type_name.clone(),
+                                op_name: n.name.clone(),
+                                message: m,
+                            }
+                        },
+                    )?;
                 }
             }
         }
@@ -502,7 +596,13 @@ fn f32_view<'a>(engine: &'a Engine, arena: &'a [f32], s: &Slot) -> &'a [f32] {
 }
 
 /// Copies a tensor between two physical layouts.
-fn copy_layout(shape: &[usize], from: crate::tensor::Layout, src: &[i8], to: crate::tensor::Layout, dst: &mut [i8]) {
+fn copy_layout(
+    shape: &[usize],
+    from: crate::tensor::Layout,
+    src: &[i8],
+    to: crate::tensor::Layout,
+    dst: &mut [i8],
+) {
     let mut offsets = Vec::with_capacity(src.len());
     crate::ops::movement::for_each_offset(shape, &from.strides(shape), |o| offsets.push(o));
     let mut i = 0;
@@ -513,16 +613,28 @@ fn copy_layout(shape: &[usize], from: crate::tensor::Layout, src: &[i8], to: cra
 }
 
 /// Runs float-schedule step `si` exactly as a float session does.
-fn run_float_step(engine: &Engine, si: usize, arena: &mut [f32], par: &Parallel) -> Result<(), EngineError> {
+fn run_float_step(
+    engine: &Engine,
+    si: usize,
+    arena: &mut [f32],
+    par: &Parallel,
+) -> Result<(), EngineError> {
     let arena_ptr = arena.as_mut_ptr();
     fn view_in<'a>(engine: &'a Engine, arena_ptr: *mut f32, s: &'a Slot) -> In<'a> {
         let data: &[f32] = match s.location {
             // SAFETY: the memory plan keeps slots inside the arena, and a step's outputs never
             // overlap its inputs.
-            Location::Arena(off) => unsafe { std::slice::from_raw_parts(arena_ptr.add(off), s.len()) },
+            Location::Arena(off) => unsafe {
+                std::slice::from_raw_parts(arena_ptr.add(off), s.len())
+            },
             Location::Const(i) => &engine.const_buffers[i],
         };
-        In { shape: &s.shape, dtype: s.dtype, layout: s.layout, data }
+        In {
+            shape: &s.shape,
+            dtype: s.dtype,
+            layout: s.layout,
+            data,
+        }
     }
     fn view_out(arena_ptr: *mut f32, s: &Slot) -> Result<Out<'_>, EngineError> {
         let Location::Arena(off) = s.location else {
@@ -530,7 +642,12 @@ fn run_float_step(engine: &Engine, si: usize, arena: &mut [f32], par: &Parallel)
         };
         // SAFETY: as above; outputs of one step are disjoint.
         let data = unsafe { std::slice::from_raw_parts_mut(arena_ptr.add(off), s.len()) };
-        Ok(Out { shape: &s.shape, dtype: s.dtype, layout: s.layout, data })
+        Ok(Out {
+            shape: &s.shape,
+            dtype: s.dtype,
+            layout: s.layout,
+            data,
+        })
     }
     match &engine.steps[si] {
         Step::Convert { from, to } => {
@@ -538,16 +655,32 @@ fn run_float_step(engine: &Engine, si: usize, arena: &mut [f32], par: &Parallel)
             let mut output = view_out(arena_ptr, &engine.slots[*to])?;
             crate::ops::movement::convert(&input, &mut output);
         }
-        Step::Node { node, inputs, outputs, prepared } => {
+        Step::Node {
+            node,
+            inputs,
+            outputs,
+            prepared,
+        } => {
             let n = &engine.ir.nodes[*node];
-            let ins: Vec<In> = inputs.iter().map(|&s| view_in(engine, arena_ptr, &engine.slots[s])).collect();
-            let mut outs = outputs.iter().map(|&s| view_out(arena_ptr, &engine.slots[s])).collect::<Result<Vec<_>, _>>()?;
-            let consts: Vec<Option<&Value>> = n.inputs.iter().map(|&t| engine.values[t].as_ref()).collect();
-            crate::session::execute_node(&n.kind, prepared, &ins, &mut outs, &consts, par).map_err(|m| EngineError::Op {
-                op_type: n.type_name.clone(),
-                op_name: n.name.clone(),
-                message: m,
-            })?;
+            let ins: Vec<In> = inputs
+                .iter()
+                .map(|&s| view_in(engine, arena_ptr, &engine.slots[s]))
+                .collect();
+            let mut outs = outputs
+                .iter()
+                .map(|&s| view_out(arena_ptr, &engine.slots[s]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let consts: Vec<Option<&Value>> = n
+                .inputs
+                .iter()
+                .map(|&t| engine.values[t].as_ref())
+                .collect();
+            crate::session::execute_node(&n.kind, prepared, &ins, &mut outs, &consts, par)
+                .map_err(|m| EngineError::Op {
+                    op_type: n.type_name.clone(),
+                    op_name: n.name.clone(),
+                    message: m,
+                })?;
         }
     }
     Ok(())
@@ -584,8 +717,16 @@ fn run_int8_op(
     let result = (|| {
         let x = |k: usize| -> &[i8] { &twins[inputs[k]] };
         match op {
-            Int8Op::Conv { geom, batch, weights, requant } => {
-                let (img_in, img_out) = (geom.in_h * geom.in_w * geom.in_c, geom.pixels() * geom.out_c);
+            Int8Op::Conv {
+                geom,
+                batch,
+                weights,
+                requant,
+            } => {
+                let (img_in, img_out) = (
+                    geom.in_h * geom.in_w * geom.in_c,
+                    geom.pixels() * geom.out_c,
+                );
                 let pixels = geom.pixels();
                 let tasks = pixels.div_ceil(CONV_PIXELS_PER_TASK);
                 for n in 0..*batch {
@@ -593,15 +734,24 @@ fn run_int8_op(
                     let output = &mut y[n * img_out..(n + 1) * img_out];
                     let shared = SharedCodes(output.as_mut_ptr(), output.len());
                     par.for_each(tasks, |t| {
-                        let range = t * CONV_PIXELS_PER_TASK..((t + 1) * CONV_PIXELS_PER_TASK).min(pixels);
+                        let range =
+                            t * CONV_PIXELS_PER_TASK..((t + 1) * CONV_PIXELS_PER_TASK).min(pixels);
                         // SAFETY: each task writes only the pixels of its range.
                         let out = unsafe { shared.whole() };
                         conv2d_int8_nhwc(geom, input, weights, requant, out, geom.out_c, range);
                     });
                 }
             }
-            Int8Op::Depthwise { geom, batch, weights, requant } => {
-                let (img_in, img_out) = (geom.in_h * geom.in_w * geom.in_c, geom.pixels() * geom.out_c);
+            Int8Op::Depthwise {
+                geom,
+                batch,
+                weights,
+                requant,
+            } => {
+                let (img_in, img_out) = (
+                    geom.in_h * geom.in_w * geom.in_c,
+                    geom.pixels() * geom.out_c,
+                );
                 for n in 0..*batch {
                     let input = &x(0)[n * img_in..(n + 1) * img_in];
                     let output = &mut y[n * img_out..(n + 1) * img_out];
@@ -609,12 +759,23 @@ fn run_int8_op(
                     par.for_each(geom.out_h, |r| {
                         // SAFETY: each task writes only its output row.
                         let out = unsafe { shared.whole() };
-                        depthwise_int8_nhwc(geom, input, weights, requant, out, geom.out_c, r..r + 1);
+                        depthwise_int8_nhwc(
+                            geom,
+                            input,
+                            weights,
+                            requant,
+                            out,
+                            geom.out_c,
+                            r..r + 1,
+                        );
                     });
                 }
             }
             Int8Op::Pool { kind, geom, batch } => {
-                let (img_in, img_out) = (geom.in_h * geom.in_w * geom.in_c, geom.pixels() * geom.out_c);
+                let (img_in, img_out) = (
+                    geom.in_h * geom.in_w * geom.in_c,
+                    geom.pixels() * geom.out_c,
+                );
                 for n in 0..*batch {
                     let input = &x(0)[n * img_in..(n + 1) * img_in];
                     let output = &mut y[n * img_out..(n + 1) * img_out];
@@ -639,7 +800,14 @@ fn run_int8_op(
             }
             Int8Op::Move => {
                 // Codes are small integers, exact in f32: run the float op on widened codes.
-                let Step::Node { outputs, prepared, .. } = &engine.steps.iter().find(|s| matches!(s, Step::Node { node: nn, .. } if *nn == node)).ok_or("step not found")? else {
+                let Step::Node {
+                    outputs, prepared, ..
+                } = &engine
+                    .steps
+                    .iter()
+                    .find(|s| matches!(s, Step::Node { node: nn, .. } if *nn == node))
+                    .ok_or("step not found")?
+                else {
                     return Err("step not found".into());
                 };
                 let n = &engine.ir.nodes[node];
@@ -659,15 +827,36 @@ fn run_int8_op(
                             Some(w) => w.as_slice(),
                             None => f32_view(engine, arena, slot),
                         };
-                        In { shape: &slot.shape, dtype: slot.dtype, layout: slot.layout, data }
+                        In {
+                            shape: &slot.shape,
+                            dtype: slot.dtype,
+                            layout: slot.layout,
+                            data,
+                        }
                     })
                     .collect();
                 let os = &engine.slots[outputs[0]];
                 let mut buffer = vec![0.0f32; os.len()];
                 {
-                    let mut outs = [Out { shape: &os.shape, dtype: os.dtype, layout: os.layout, data: &mut buffer }];
-                    let consts: Vec<Option<&Value>> = n.inputs.iter().map(|&t| engine.values[t].as_ref()).collect();
-                    crate::session::execute_node(&n.kind, prepared, &ins, &mut outs, &consts, &Parallel::sequential())?;
+                    let mut outs = [Out {
+                        shape: &os.shape,
+                        dtype: os.dtype,
+                        layout: os.layout,
+                        data: &mut buffer,
+                    }];
+                    let consts: Vec<Option<&Value>> = n
+                        .inputs
+                        .iter()
+                        .map(|&t| engine.values[t].as_ref())
+                        .collect();
+                    crate::session::execute_node(
+                        &n.kind,
+                        prepared,
+                        &ins,
+                        &mut outs,
+                        &consts,
+                        &Parallel::sequential(),
+                    )?;
                 }
                 for (o, v) in y.iter_mut().zip(&buffer) {
                     *o = *v as i8;

@@ -47,7 +47,15 @@ pub fn execute_node(
                 cubic_a,
                 plan,
             },
-        ) => window::interp(*resize_type, *cubic_a, plan, ins[0].shape, ins[0].data, outs[0].data, par),
+        ) => window::interp(
+            *resize_type,
+            *cubic_a,
+            plan,
+            ins[0].shape,
+            ins[0].data,
+            outs[0].data,
+            par,
+        ),
         (OpKind::Conv(_) | OpKind::Pool(_) | OpKind::Interp(_), _) => {
             Err("window op was not prepared".into())
         }
@@ -61,7 +69,12 @@ pub fn execute_node(
         }
         (OpKind::Relu { slope }, _) => {
             let s = *slope;
-            elementwise::map(&ins[0], &mut outs[0], par, move |x| if x < 0.0 { x * s } else { x });
+            elementwise::map(
+                &ins[0],
+                &mut outs[0],
+                par,
+                move |x| if x < 0.0 { x * s } else { x },
+            );
             Ok(())
         }
         (OpKind::Relu6 { min, max }, _) => {
@@ -94,7 +107,11 @@ pub fn execute_node(
         (OpKind::PRelu { slopes }, _) => {
             let single = slopes.len() == 1;
             elementwise::per_channel(&ins[0], &mut outs[0], |x, c| {
-                let s = if single { slopes[0] } else { slopes.get(c).copied().unwrap_or(0.0) };
+                let s = if single {
+                    slopes[0]
+                } else {
+                    slopes.get(c).copied().unwrap_or(0.0)
+                };
                 if x < 0.0 {
                     x * s
                 } else {
@@ -154,7 +171,9 @@ impl<'e> Session<'e> {
     /// A session with `threads` worker threads (0: one per available core).
     pub fn new(engine: &'e Engine, threads: usize) -> Result<Session<'e>, EngineError> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             threads
         };
@@ -163,7 +182,9 @@ impl<'e> Session<'e> {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
-                    .map_err(|e| EngineError::Run(format!("cannot start {threads} threads: {e}")))?,
+                    .map_err(|e| {
+                        EngineError::Run(format!("cannot start {threads} threads: {e}"))
+                    })?,
             )
         } else {
             None
@@ -219,7 +240,9 @@ impl<'e> Session<'e> {
                     }
                     Step::Convert { to, .. } => (
                         "Convert".to_string(),
-                        self.engine.tensor_name(self.engine.slots[*to].tensor).to_string(),
+                        self.engine
+                            .tensor_name(self.engine.slots[*to].tensor)
+                            .to_string(),
                     ),
                 };
                 (ty, name, t.as_secs_f64() * 1e3)
@@ -255,7 +278,13 @@ impl<'e> Session<'e> {
             let given = inputs
                 .iter()
                 .find(|(n, _)| *n == name)
-                .or_else(|| if engine.inputs.len() == 1 && inputs.len() == 1 { inputs.first() } else { None })
+                .or_else(|| {
+                    if engine.inputs.len() == 1 && inputs.len() == 1 {
+                        inputs.first()
+                    } else {
+                        None
+                    }
+                })
                 .ok_or_else(|| EngineError::Run(format!("missing input '{name}'")))?;
             let slot = &engine.slots[s];
             if given.1.shape != slot.shape {
@@ -265,7 +294,9 @@ impl<'e> Session<'e> {
                 )));
             }
             if given.1.data.len() != slot.len() {
-                return Err(EngineError::Run(format!("input '{name}' data does not match its shape")));
+                return Err(EngineError::Run(format!(
+                    "input '{name}' data does not match its shape"
+                )));
             }
             let Location::Arena(off) = slot.location else {
                 return Err(EngineError::Run("graph input without arena memory".into()));
@@ -284,8 +315,14 @@ impl<'e> Session<'e> {
         }
         let pool = self.pool.take();
         let result = match engine.int8.as_deref() {
-            Some(plan) => plan
-                .run(engine, &mut self.arena, &mut self.int8_codes, &Parallel { pool: pool.as_ref() }),
+            Some(plan) => plan.run(
+                engine,
+                &mut self.arena,
+                &mut self.int8_codes,
+                &Parallel {
+                    pool: pool.as_ref(),
+                },
+            ),
             None => self.run_steps(pool.as_ref(), observer, observing),
         };
         self.pool = pool;
@@ -295,7 +332,10 @@ impl<'e> Session<'e> {
         for &(t, s) in &engine.outputs {
             let slot = &engine.slots[s];
             let input = slot_in(engine, self.arena.as_mut_ptr(), slot);
-            results.push((engine.tensor_name(t).to_string(), Tensor::new(slot.shape.clone(), input.to_row_major_f32())));
+            results.push((
+                engine.tensor_name(t).to_string(),
+                Tensor::new(slot.shape.clone(), input.to_row_major_f32()),
+            ));
         }
         Ok(results)
     }
@@ -326,14 +366,26 @@ impl<'e> Session<'e> {
                 } => {
                     let n = &engine.ir.nodes[*node];
                     let arena = self.arena.as_mut_ptr();
-                    let ins: Vec<In> = inputs.iter().map(|&s| slot_in(engine, arena, &engine.slots[s])).collect();
-                    let mut outs: Vec<Out> = outputs.iter().map(|&s| slot_out(arena, &engine.slots[s])).collect();
-                    let consts: Vec<Option<&Value>> = n.inputs.iter().map(|&t| engine.values[t].as_ref()).collect();
-                    execute_node(&n.kind, prepared, &ins, &mut outs, &consts, &par).map_err(|m| EngineError::Op {
-                        op_type: n.type_name.clone(),
-                        op_name: n.name.clone(),
-                        message: m,
-                    })?;
+                    let ins: Vec<In> = inputs
+                        .iter()
+                        .map(|&s| slot_in(engine, arena, &engine.slots[s]))
+                        .collect();
+                    let mut outs: Vec<Out> = outputs
+                        .iter()
+                        .map(|&s| slot_out(arena, &engine.slots[s]))
+                        .collect();
+                    let consts: Vec<Option<&Value>> = n
+                        .inputs
+                        .iter()
+                        .map(|&t| engine.values[t].as_ref())
+                        .collect();
+                    execute_node(&n.kind, prepared, &ins, &mut outs, &consts, &par).map_err(
+                        |m| EngineError::Op {
+                            op_type: n.type_name.clone(),
+                            op_name: n.name.clone(),
+                            message: m,
+                        },
+                    )?;
                     drop(outs);
                     for &s in outputs {
                         let t = engine.slots[s].tensor;
@@ -381,7 +433,11 @@ impl<'e> Session<'e> {
 fn step_clock() -> std::time::Duration {
     if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
     {
         return std::time::Duration::from_nanos(ns);
     }

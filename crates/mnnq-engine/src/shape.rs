@@ -29,8 +29,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> ShapeResult<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -110,7 +118,12 @@ pub fn deconv_window(p: &ConvParams, in_h: usize, in_w: usize) -> ShapeResult<Wi
             let ow = iw * sw;
             let full_h = (ih - 1) * sh + kh;
             let full_w = (iw - 1) * sw + kw;
-            (oh, ow, ((full_h - oh).max(0)) / 2, ((full_w - ow).max(0)) / 2)
+            (
+                oh,
+                ow,
+                ((full_h - oh).max(0)) / 2,
+                ((full_w - ow).max(0)) / 2,
+            )
         }
         _ => {
             let (t, l, b, r) = match p.pads {
@@ -136,7 +149,9 @@ pub fn deconv_window(p: &ConvParams, in_h: usize, in_w: usize) -> ShapeResult<Wi
         }
     };
     if out_h <= 0 || out_w <= 0 {
-        return Err(format!("deconvolution output would be empty ({out_h}x{out_w})"));
+        return Err(format!(
+            "deconvolution output would be empty ({out_h}x{out_w})"
+        ));
     }
     Ok(Window {
         out_h: out_h as usize,
@@ -201,7 +216,9 @@ pub fn pool_window(p: &PoolParams, in_h: usize, in_w: usize) -> ShapeResult<Pool
         }
     };
     if out_h <= 0 || out_w <= 0 {
-        return Err(format!("pooling output would be empty for input {in_h}x{in_w}"));
+        return Err(format!(
+            "pooling output would be empty for input {in_h}x{in_w}"
+        ));
     }
     let (mut pad_top, mut pad_left) = (p.pad_y as i64, p.pad_x as i64);
     let mut pad_mode = p.pad_mode;
@@ -332,12 +349,28 @@ pub fn strided_slice_plan(
             e += n;
         }
         let (b, e) = if step > 0 {
-            let b = if begin_mask & (1 << d) != 0 { 0 } else { clamp(b, 0, n) };
-            let e = if end_mask & (1 << d) != 0 { n } else { clamp(e, 0, n) };
+            let b = if begin_mask & (1 << d) != 0 {
+                0
+            } else {
+                clamp(b, 0, n)
+            };
+            let e = if end_mask & (1 << d) != 0 {
+                n
+            } else {
+                clamp(e, 0, n)
+            };
             (b, e)
         } else {
-            let b = if begin_mask & (1 << d) != 0 { n - 1 } else { clamp(b, -1, n - 1) };
-            let e = if end_mask & (1 << d) != 0 { -1 } else { clamp(e, -1, n - 1) };
+            let b = if begin_mask & (1 << d) != 0 {
+                n - 1
+            } else {
+                clamp(b, -1, n - 1)
+            };
+            let e = if end_mask & (1 << d) != 0 {
+                -1
+            } else {
+                clamp(e, -1, n - 1)
+            };
             (b, e)
         };
         let count = if step > 0 {
@@ -365,14 +398,21 @@ pub fn strided_slice_args(
     masks: (i32, i32, i32, i32, i32),
 ) -> ShapeResult<(Vec<i64>, Vec<i64>, Vec<i64>, (i32, i32, i32, i32, i32))> {
     if !onnx {
-        let strides = third.map(|s| s.to_vec()).unwrap_or_else(|| vec![1; begin.len()]);
+        let strides = third
+            .map(|s| s.to_vec())
+            .unwrap_or_else(|| vec![1; begin.len()]);
         return Ok((begin.to_vec(), end.to_vec(), strides, masks));
     }
     let axes: Vec<usize> = match third {
-        Some(a) => a.iter().map(|&a| norm_axis(a, rank)).collect::<ShapeResult<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<ShapeResult<_>>()?,
         None => (0..begin.len()).collect(),
     };
-    let steps = fourth.map(|s| s.to_vec()).unwrap_or_else(|| vec![1; axes.len()]);
+    let steps = fourth
+        .map(|s| s.to_vec())
+        .unwrap_or_else(|| vec![1; axes.len()]);
     if begin.len() != axes.len() || end.len() != axes.len() || steps.len() != axes.len() {
         return Err("Slice starts/ends/axes/steps lengths differ".into());
     }
@@ -452,10 +492,7 @@ pub fn interp_plan(
             (DType::F32, 4) => {
                 let s = v.to_f32();
                 given_scale = Some((s[2], s[3]));
-                (
-                    (s[2] * ih as f32) as usize,
-                    (s[3] * iw as f32) as usize,
-                )
+                ((s[2] * ih as f32) as usize, (s[3] * iw as f32) as usize)
             }
             (DType::I32, 4) => {
                 let s = v.to_i64();
@@ -469,7 +506,12 @@ pub fn interp_plan(
                 let s = v.to_i64();
                 (s[0] as usize, s[1] as usize)
             }
-            _ => return Err(format!("Interp size input of shape {:?} not understood", v.shape)),
+            _ => {
+                return Err(format!(
+                    "Interp size input of shape {:?} not understood",
+                    v.shape
+                ))
+            }
         }
     } else if p.output_width > 0 && p.output_height > 0 {
         (p.output_height, p.output_width)
@@ -599,7 +641,10 @@ pub fn infer(
             dtype,
             format,
         } => vec![TensorInfo {
-            shape: dims.iter().map(|&d| if d <= 0 { 1 } else { d as usize }).collect(),
+            shape: dims
+                .iter()
+                .map(|&d| if d <= 0 { 1 } else { d as usize })
+                .collect(),
             dtype: *dtype,
             format: *format,
         }],
@@ -716,8 +761,7 @@ pub fn infer(
             shape[a] = 0;
             for i in inputs {
                 if i.shape.len() != rank
-                    || i
-                        .shape
+                    || i.shape
                         .iter()
                         .enumerate()
                         .any(|(d, &s)| d != a && s != inputs[0].shape[d])
@@ -754,7 +798,11 @@ pub fn infer(
             expect_inputs(inputs, 1)?;
             let s = &inputs[0].shape;
             let rank = s.len();
-            let a = if *axis < 0 { *axis + rank as i32 } else { *axis } as usize;
+            let a = if *axis < 0 {
+                *axis + rank as i32
+            } else {
+                *axis
+            } as usize;
             let e = if *end_axis < 0 {
                 *end_axis + rank as i32
             } else {
@@ -888,7 +936,10 @@ pub fn infer(
             }
             let shape = if *to_space {
                 if s[1] % (b * b) != 0 {
-                    return Err(format!("{} channels do not split into blocks of {b}x{b}", s[1]));
+                    return Err(format!(
+                        "{} channels do not split into blocks of {b}x{b}",
+                        s[1]
+                    ));
                 }
                 vec![s[0], s[1] / (b * b), s[2] * b, s[3] * b]
             } else {
@@ -919,8 +970,16 @@ pub fn infer(
             expect_inputs(inputs, 3)?;
             let begin = need_const(consts, 1, "begin")?.to_i64();
             let end = need_const(consts, 2, "end")?.to_i64();
-            let third = if inputs.len() >= 4 { Some(need_const(consts, 3, "axes or strides")?.to_i64()) } else { None };
-            let fourth = if inputs.len() >= 5 { Some(need_const(consts, 4, "steps")?.to_i64()) } else { None };
+            let third = if inputs.len() >= 4 {
+                Some(need_const(consts, 3, "axes or strides")?.to_i64())
+            } else {
+                None
+            };
+            let fourth = if inputs.len() >= 5 {
+                Some(need_const(consts, 4, "steps")?.to_i64())
+            } else {
+                None
+            };
             let (b, e, st, masks) = strided_slice_args(
                 *onnx,
                 inputs[0].shape.len(),
@@ -928,16 +987,30 @@ pub fn infer(
                 &end,
                 third.as_deref(),
                 fourth.as_deref(),
-                (*begin_mask, *end_mask, *ellipsis_mask, *new_axis_mask, *shrink_axis_mask),
+                (
+                    *begin_mask,
+                    *end_mask,
+                    *ellipsis_mask,
+                    *new_axis_mask,
+                    *shrink_axis_mask,
+                ),
             )?;
             let plan = strided_slice_plan(&inputs[0].shape, &b, &e, &st, masks)?;
             same(plan.out_shape, inputs[0].dtype)
         }
-        OpKind::Slice { axis, points, sizes } => {
+        OpKind::Slice {
+            axis,
+            points,
+            sizes,
+        } => {
             expect_inputs(inputs, 1)?;
             let s = &inputs[0].shape;
             let a = norm_axis(*axis as i64, s.len())?;
-            let sizes_input = if inputs.len() >= 2 { Some(need_const(consts, 1, "split sizes")?) } else { None };
+            let sizes_input = if inputs.len() >= 2 {
+                Some(need_const(consts, 1, "split sizes")?)
+            } else {
+                None
+            };
             let bounds = slice_parts(s[a], points, *sizes, sizes_input, node.outputs.len())?;
             bounds
                 .iter()
@@ -1078,7 +1151,10 @@ pub fn infer(
                 return Err("Tile multiples do not match the rank".into());
             }
             same(
-                s.iter().zip(&reps).map(|(&d, &r)| d * r.max(0) as usize).collect(),
+                s.iter()
+                    .zip(&reps)
+                    .map(|(&d, &r)| d * r.max(0) as usize)
+                    .collect(),
                 inputs[0].dtype,
             )
         }
@@ -1089,7 +1165,10 @@ pub fn infer(
                 .iter()
                 .map(|&d| d.max(0) as usize)
                 .collect();
-            same(broadcast_shapes(&inputs[0].shape, &target)?, inputs[0].dtype)
+            same(
+                broadcast_shapes(&inputs[0].shape, &target)?,
+                inputs[0].dtype,
+            )
         }
         OpKind::Fill => {
             expect_inputs(inputs, 2)?;
@@ -1144,7 +1223,10 @@ pub fn shape_range(rank: usize, start: Option<i32>, end: Option<i32>) -> (usize,
 
 pub fn permute_shape(shape: &[usize], perm: &[i64]) -> ShapeResult<Vec<usize>> {
     if perm.len() != shape.len() {
-        return Err(format!("permutation {perm:?} does not match rank {}", shape.len()));
+        return Err(format!(
+            "permutation {perm:?} does not match rank {}",
+            shape.len()
+        ));
     }
     perm.iter()
         .map(|&p| {
@@ -1178,7 +1260,11 @@ pub fn slice_tf_shape(s: &[usize], begin: &[i64], size: &[i64]) -> ShapeResult<V
 }
 
 /// Bounds of each output of a Caffe-style Slice.
-pub fn slice_bounds(dim: usize, points: &[i32], outputs: usize) -> ShapeResult<Vec<(usize, usize)>> {
+pub fn slice_bounds(
+    dim: usize,
+    points: &[i32],
+    outputs: usize,
+) -> ShapeResult<Vec<(usize, usize)>> {
     if points.is_empty() {
         if outputs == 0 || dim % outputs != 0 {
             return Err(format!("cannot split {dim} into {outputs} equal parts"));
@@ -1256,14 +1342,23 @@ mod tests {
 
     #[test]
     fn broadcasting_follows_numpy() {
-        assert_eq!(broadcast_shapes(&[1, 3, 4, 4], &[1]).unwrap(), vec![1, 3, 4, 4]);
-        assert_eq!(broadcast_shapes(&[2, 1, 5], &[4, 1]).unwrap(), vec![2, 4, 5]);
+        assert_eq!(
+            broadcast_shapes(&[1, 3, 4, 4], &[1]).unwrap(),
+            vec![1, 3, 4, 4]
+        );
+        assert_eq!(
+            broadcast_shapes(&[2, 1, 5], &[4, 1]).unwrap(),
+            vec![2, 4, 5]
+        );
         assert!(broadcast_shapes(&[2, 3], &[4]).is_err());
     }
 
     #[test]
     fn reshape_handles_minus_one_and_zero() {
-        assert_eq!(reshape_target(&[1, 1280, 1, 1], &[1, -1]).unwrap(), vec![1, 1280]);
+        assert_eq!(
+            reshape_target(&[1, 1280, 1, 1], &[1, -1]).unwrap(),
+            vec![1, 1280]
+        );
         assert_eq!(reshape_target(&[2, 3, 4], &[0, -1]).unwrap(), vec![2, 12]);
         assert!(reshape_target(&[2, 3], &[4, 2]).is_err());
     }

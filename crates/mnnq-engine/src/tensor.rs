@@ -79,7 +79,11 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
-        assert_eq!(element_count(&shape), data.len(), "tensor data does not match its shape");
+        assert_eq!(
+            element_count(&shape),
+            data.len(),
+            "tensor data does not match its shape"
+        );
         Tensor { shape, data }
     }
 
@@ -131,7 +135,11 @@ impl Value {
     /// The elements as integers (float values are truncated toward zero, as a cast would).
     pub fn to_i64(&self) -> Vec<i64> {
         match self.dtype {
-            DType::I32 => self.data.iter().map(|v| v.to_bits() as i32 as i64).collect(),
+            DType::I32 => self
+                .data
+                .iter()
+                .map(|v| v.to_bits() as i32 as i64)
+                .collect(),
             DType::F32 => self.data.iter().map(|&v| v as i64).collect(),
         }
     }
@@ -139,7 +147,11 @@ impl Value {
     /// The elements as floats (integers converted by value).
     pub fn to_f32(&self) -> Vec<f32> {
         match self.dtype {
-            DType::I32 => self.data.iter().map(|v| v.to_bits() as i32 as f32).collect(),
+            DType::I32 => self
+                .data
+                .iter()
+                .map(|v| v.to_bits() as i32 as f32)
+                .collect(),
             DType::F32 => self.data.clone(),
         }
     }

@@ -22,8 +22,18 @@ fn read_npy(path: &Path) -> Result<Tensor, String> {
     };
     let data: Vec<f32> = match &descr[1..] {
         "f4" => npy.into_vec::<f32>().map_err(|e| e.to_string())?,
-        "i4" => npy.into_vec::<i32>().map_err(|e| e.to_string())?.into_iter().map(|v| v as f32).collect(),
-        "i8" => npy.into_vec::<i64>().map_err(|e| e.to_string())?.into_iter().map(|v| v as f32).collect(),
+        "i4" => npy
+            .into_vec::<i32>()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        "i8" => npy
+            .into_vec::<i64>()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
         other => return Err(format!("{}: dtype {other}", path.display())),
     };
     Ok(Tensor::new(shape, data))
@@ -34,9 +44,17 @@ fn compare_output(got: &Tensor, want: &Tensor, dtype: &str, ratio: f64) -> Resul
         return Err(format!("shape {:?}, reference {:?}", got.shape, want.shape));
     }
     if !dtype.starts_with("float") {
-        let bad = got.data.iter().zip(&want.data).filter(|(a, b)| a != b).count();
+        let bad = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .filter(|(a, b)| a != b)
+            .count();
         if bad > 0 {
-            return Err(format!("{dtype}: {bad} of {} values differ", want.data.len()));
+            return Err(format!(
+                "{dtype}: {bad} of {} values differ",
+                want.data.len()
+            ));
         }
         return Ok("exact".into());
     }
@@ -44,7 +62,9 @@ fn compare_output(got: &Tensor, want: &Tensor, dtype: &str, ratio: f64) -> Resul
     let limit = (ratio * max_ref).max(1e-6);
     let cos_ok = cos >= 0.99999 || (max_ref == 0.0 && err <= limit);
     if !cos_ok || err > limit || err.is_nan() {
-        return Err(format!("cosine {cos:.7}, max abs err {err:.3e} > {limit:.3e}"));
+        return Err(format!(
+            "cosine {cos:.7}, max abs err {err:.3e} > {limit:.3e}"
+        ));
     }
     Ok(format!("cos {cos:.7} err {err:.1e}"))
 }
@@ -61,10 +81,9 @@ fn tolerance_ratio(case: &str) -> f64 {
 
 fn run_case(dir: &Path) -> Result<String, String> {
     let case = dir.file_name().unwrap().to_string_lossy().to_string();
-    let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("case.json")).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("case.json")).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     let engine = Engine::load(dir.join("model.mnn")).map_err(|e| e.to_string())?;
     let mut inputs = Vec::new();
     for i in meta["inputs"].as_array().into_iter().flatten() {
@@ -72,13 +91,20 @@ fn run_case(dir: &Path) -> Result<String, String> {
         let tensor = read_npy(&dir.join(i["file"].as_str().unwrap_or_default()))?;
         inputs.push((name, tensor));
     }
-    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
     let mut one = Session::new(&engine, 1).map_err(|e| e.to_string())?;
     let got = one.run(&named).map_err(|e| e.to_string())?;
     let mut two = Session::new(&engine, 2).map_err(|e| e.to_string())?;
     let got2 = two.run(&named).map_err(|e| e.to_string())?;
     for ((n, a), (_, b)) in got.iter().zip(&got2) {
-        if a.data.iter().zip(&b.data).any(|(x, y)| x.to_bits() != y.to_bits()) {
+        if a.data
+            .iter()
+            .zip(&b.data)
+            .any(|(x, y)| x.to_bits() != y.to_bits())
+        {
             return Err(format!("output {n}: 1 and 2 threads differ"));
         }
     }
@@ -102,7 +128,9 @@ fn run_case(dir: &Path) -> Result<String, String> {
                 if o["matches_onnxruntime"] == false && ort.is_file() {
                     let s = compare_output(tensor, &read_npy(&ort)?, dtype, ratio)
                         .map_err(|e2| format!("output {name}: vs MNN {e}; vs ONNX Runtime {e2}"))?;
-                    summary.push(format!("{name}: matches ONNX Runtime ({s}); MNN departs: {e}"));
+                    summary.push(format!(
+                        "{name}: matches ONNX Runtime ({s}); MNN departs: {e}"
+                    ));
                 } else {
                     return Err(format!("output {name}: {e}"));
                 }
@@ -116,7 +144,11 @@ fn run_case(dir: &Path) -> Result<String, String> {
 fn every_conformance_case_matches_mnn() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
     let mut cases: Vec<PathBuf> = match std::fs::read_dir(&root) {
-        Ok(d) => d.flatten().map(|e| e.path()).filter(|p| p.join("case.json").is_file()).collect(),
+        Ok(d) => d
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("case.json").is_file())
+            .collect(),
         Err(_) => {
             println!("SKIPPED: no conformance cases at {}", root.display());
             return;
@@ -139,6 +171,15 @@ fn every_conformance_case_matches_mnn() {
             }
         }
     }
-    println!("{} of {} cases pass", cases.len() - failures.len(), cases.len());
-    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "{} of {} cases pass",
+        cases.len() - failures.len(),
+        cases.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -49,7 +49,9 @@ fn samples(root: &std::path::Path, model: &str) -> Vec<Sample> {
 }
 
 fn check_model(model: &str, max_err_ratio: f64) {
-    let Some(root) = common::fixtures(model) else { return };
+    let Some(root) = common::fixtures(model) else {
+        return;
+    };
     let engine = Engine::load(root.join("models").join(format!("{model}.mnn")))
         .unwrap_or_else(|e| panic!("{e}"));
     let mut one = Session::new(&engine, 1).unwrap();
@@ -65,11 +67,18 @@ fn check_model(model: &str, max_err_ratio: f64) {
             let (cos, err, max_ref) = common::compare(&tensor.data, want);
             println!("{model} sample {i} {name}: cosine {cos:.9}, max abs err {err:.3e} (max |ref| {max_ref:.3})");
             assert!(cos >= 0.99999, "{model} sample {i}: cosine {cos}");
-            assert!(err <= max_err_ratio * max_ref, "{model} sample {i}: max abs err {err}");
+            assert!(
+                err <= max_err_ratio * max_ref,
+                "{model} sample {i}: max abs err {err}"
+            );
         }
         let got2 = two.run(&inputs).unwrap();
         for ((n1, t1), (_, t2)) in got.iter().zip(&got2) {
-            let same = t1.data.iter().zip(&t2.data).all(|(a, b)| a.to_bits() == b.to_bits());
+            let same = t1
+                .data
+                .iter()
+                .zip(&t2.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{model} output {n1}: 1 and 2 threads differ");
         }
     }

@@ -18,7 +18,10 @@ struct Case {
 /// Golden inputs of `golden_dir` with MNN's int8 outputs listed in `int8_dir`'s manifest.
 fn cases(golden_dir: &Path, int8_dir: &Path) -> Vec<Case> {
     let read_json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
     };
     let golden = read_json(golden_dir.join("manifest.json"));
     let quant = read_json(int8_dir.join("quant_outputs_manifest.json"));
@@ -30,10 +33,20 @@ fn cases(golden_dir: &Path, int8_dir: &Path) -> Vec<Case> {
         .iter()
         .map(|q| {
             let image = q["image"].as_str().unwrap();
-            let g = golden_samples.iter().find(|g| g["image"] == image).expect("image in golden manifest");
-            let shape: Vec<usize> =
-                g["input"]["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            let input = Tensor::new(shape, common::read_f32(&golden_dir.join(g["input"]["file"].as_str().unwrap())));
+            let g = golden_samples
+                .iter()
+                .find(|g| g["image"] == image)
+                .expect("image in golden manifest");
+            let shape: Vec<usize> = g["input"]["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let input = Tensor::new(
+                shape,
+                common::read_f32(&golden_dir.join(g["input"]["file"].as_str().unwrap())),
+            );
             let outputs = q["outputs"]
                 .as_array()
                 .unwrap()
@@ -45,7 +58,11 @@ fn cases(golden_dir: &Path, int8_dir: &Path) -> Vec<Case> {
                     )
                 })
                 .collect();
-            Case { input_name: input_name.clone(), input, outputs }
+            Case {
+                input_name: input_name.clone(),
+                input,
+                outputs,
+            }
         })
         .collect()
 }
@@ -53,7 +70,10 @@ fn cases(golden_dir: &Path, int8_dir: &Path) -> Vec<Case> {
 /// Runs every case at 1 and 2 threads; checks equal bytes and returns the worst cosine vs MNN.
 fn check(model: &Path, cases: &[Case], min_cosine: f64) -> f64 {
     let engine = Engine::load(model).unwrap_or_else(|e| panic!("{e}"));
-    let plan = engine.int8.as_deref().expect("the model is recognised as quantized");
+    let plan = engine
+        .int8
+        .as_deref()
+        .expect("the model is recognised as quantized");
     let (int8_ops, float_ops) = plan.op_counts();
     assert!(int8_ops > 0, "no op runs int8");
     let mut one = Session::new(&engine, 1).unwrap();
@@ -69,7 +89,11 @@ fn check(model: &Path, cases: &[Case], min_cosine: f64) -> f64 {
             assert!(b1 == b2, "{name}: 1 and 2 threads differ");
         }
         for (name, want) in &case.outputs {
-            let t = &got.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no output {name}")).1;
+            let t = &got
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no output {name}"))
+                .1;
             let (cos, err, max_ref) = common::compare(&t.data, want);
             println!(
                 "{}: {name}: cosine {cos:.6}, max abs err {err:.4} (max |MNN| {max_ref:.4}); {int8_ops} ops int8, {float_ops} float",
@@ -83,7 +107,9 @@ fn check(model: &Path, cases: &[Case], min_cosine: f64) -> f64 {
 }
 
 fn shared_model(model: &str) {
-    let Some(root) = common::fixtures(model) else { return };
+    let Some(root) = common::fixtures(model) else {
+        return;
+    };
     let int8_dir = root.join("mnn_int8").join(model);
     let cases = cases(&root.join("golden").join(model), &int8_dir);
     check(&int8_dir.join("KL_MAX_ABS.mnn"), &cases, 0.999);

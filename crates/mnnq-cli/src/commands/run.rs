@@ -29,7 +29,10 @@ pub fn read_npy(path: &Path) -> anyhow::Result<Tensor> {
     let npy = npyz::NpyFile::new(BufReader::new(file))
         .with_context(|| format!("{}: not a .npy file", path.display()))?;
     if npy.order() == npyz::Order::Fortran {
-        bail!("{}: Fortran-ordered arrays are not supported", path.display());
+        bail!(
+            "{}: Fortran-ordered arrays are not supported",
+            path.display()
+        );
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let type_str = match npy.dtype() {
@@ -39,11 +42,36 @@ pub fn read_npy(path: &Path) -> anyhow::Result<Tensor> {
     let bad = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
     let data: Vec<f32> = match &type_str[1..] {
         "f4" => npy.into_vec::<f32>().map_err(bad)?,
-        "f8" => npy.into_vec::<f64>().map_err(bad)?.into_iter().map(|v| v as f32).collect(),
-        "i4" => npy.into_vec::<i32>().map_err(bad)?.into_iter().map(|v| v as f32).collect(),
-        "i8" => npy.into_vec::<i64>().map_err(bad)?.into_iter().map(|v| v as f32).collect(),
-        "u1" => npy.into_vec::<u8>().map_err(bad)?.into_iter().map(|v| v as f32).collect(),
-        "i1" => npy.into_vec::<i8>().map_err(bad)?.into_iter().map(|v| v as f32).collect(),
+        "f8" => npy
+            .into_vec::<f64>()
+            .map_err(bad)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        "i4" => npy
+            .into_vec::<i32>()
+            .map_err(bad)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        "i8" => npy
+            .into_vec::<i64>()
+            .map_err(bad)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        "u1" => npy
+            .into_vec::<u8>()
+            .map_err(bad)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        "i1" => npy
+            .into_vec::<i8>()
+            .map_err(bad)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
         other => bail!("{}: unsupported dtype {other}", path.display()),
     };
     if data.len() != shape.iter().product::<usize>() {
@@ -107,12 +135,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         inputs.push((name, read_npy(Path::new(file))?));
     }
     let mut session = Session::new(&engine, args.threads.unwrap_or(0))?;
-    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.clone()))
+        .collect();
     let outputs = session.run(&named)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("{}: cannot create", args.output_dir.display()))?;
     for (name, tensor) in outputs {
-        let path = args.output_dir.join(format!("{}.npy", name.replace('/', "_")));
+        let path = args
+            .output_dir
+            .join(format!("{}.npy", name.replace('/', "_")));
         write_npy(&path, &tensor)?;
         println!("{} {:?} -> {}", name, tensor.shape, path.display());
     }

@@ -115,7 +115,11 @@ pub fn binary(op: BinaryOperation, relu: bool, a: &In, b: &In, out: &mut Out, pa
     let dims = in_order(out.shape, &order);
     let (dims, [sa, sb, so]) = simplify(
         &dims,
-        [in_order(&sa, &order), in_order(&sb, &order), in_order(&os, &order)],
+        [
+            in_order(&sa, &order),
+            in_order(&sb, &order),
+            in_order(&os, &order),
+        ],
     );
     let (ia, ib) = (sa[sa.len() - 1], sb[sb.len() - 1]);
     let total: usize = out.shape.iter().product();
@@ -167,7 +171,9 @@ pub fn binary(op: BinaryOperation, relu: bool, a: &In, b: &In, out: &mut Out, pa
         let (ad, bd) = (a.data, b.data);
         let rows = &rows;
         par.for_each(pieces, |p| {
-            for &[ba, bb, bo] in &rows[p * rows_per_piece..((p + 1) * rows_per_piece).min(rows.len())] {
+            for &[ba, bb, bo] in
+                &rows[p * rows_per_piece..((p + 1) * rows_per_piece).min(rows.len())]
+            {
                 // SAFETY: every row is written by exactly one piece.
                 let o = unsafe { ptr.slice(bo as usize, row_len) };
                 flat_binary_row(op, relu, ad, ba as usize, ia, &bd[bb as usize..], 0, ib, o);
@@ -216,8 +222,16 @@ fn flat_binary_row(
     out: &mut [f32],
 ) {
     let len = out.len();
-    let a_row = if ia == 0 { &a[a_start..a_start + 1] } else { &a[a_start..a_start + len] };
-    let b_row = if ib == 0 { &b[b_start..b_start + 1] } else { &b[b_start..b_start + len] };
+    let a_row = if ia == 0 {
+        &a[a_start..a_start + 1]
+    } else {
+        &a[a_start..a_start + len]
+    };
+    let b_row = if ib == 0 {
+        &b[b_start..b_start + 1]
+    } else {
+        &b[b_start..b_start + len]
+    };
     macro_rules! run {
         ($f:expr) => {
             match (ia == 0, ib == 0) {
@@ -408,7 +422,10 @@ pub fn map(input: &In, out: &mut Out, par: &Parallel, f: impl Fn(f32) -> f32 + S
     let dims = in_order(out.shape, &order);
     let (dims, [si, so]) = simplify(
         &dims,
-        [in_order(&input.strides(), &order), in_order(&out.strides(), &order)],
+        [
+            in_order(&input.strides(), &order),
+            in_order(&out.strides(), &order),
+        ],
     );
     let (ii, io) = (si[si.len() - 1], so[so.len() - 1]);
     let data: &mut [f32] = out.data;
@@ -487,19 +504,25 @@ pub fn per_channel(input: &In, out: &mut Out, f: impl Fn(f32, usize) -> f32 + Sy
     // Iterate rows of the output's memory order, tracking the channel through strides.
     let order = out.layout.memory_order(shape.len());
     let dims = in_order(shape, &order);
-    let ch_stride_in_order: Vec<isize> = order.iter().map(|&d| if d == 1 { 1 } else { 0 }).collect();
+    let ch_stride_in_order: Vec<isize> =
+        order.iter().map(|&d| if d == 1 { 1 } else { 0 }).collect();
     let si = in_order(&input.strides(), &order);
     let so = in_order(&out.strides(), &order);
     let inner_i = *si.last().unwrap();
     let inner_o = *so.last().unwrap();
     let inner_c = *ch_stride_in_order.last().unwrap();
     let data: &mut [f32] = out.data;
-    for_each_row(&dims, [&si, &so, &ch_stride_in_order], |[bi, bo, bc], len| {
-        for i in 0..len as isize {
-            let c = (bc + i * inner_c) as usize;
-            data[(bo + i * inner_o) as usize] = f(input.get_f32((bi + i * inner_i) as usize), c);
-        }
-    });
+    for_each_row(
+        &dims,
+        [&si, &so, &ch_stride_in_order],
+        |[bi, bo, bc], len| {
+            for i in 0..len as isize {
+                let c = (bc + i * inner_c) as usize;
+                data[(bo + i * inner_o) as usize] =
+                    f(input.get_f32((bi + i * inner_i) as usize), c);
+            }
+        },
+    );
 }
 
 /// Caffe Eltwise over any number of same-shaped inputs.
@@ -604,12 +627,20 @@ mod tests {
             },
             &Parallel::sequential(),
         );
-        assert_eq!(out, vec![10.0, 11.0, 12.0, 13.0, 104.0, 105.0, 106.0, 107.0]);
+        assert_eq!(
+            out,
+            vec![10.0, 11.0, 12.0, 13.0, 104.0, 105.0, 106.0, 107.0]
+        );
     }
 
     #[test]
     fn erf_is_accurate() {
-        for (x, want) in [(0.0f32, 0.0f32), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (-2.0, -0.995_322_3)] {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+        ] {
             assert!((erf(x) - want).abs() < 1e-6, "erf({x})");
         }
         assert!((erfinv(0.842_700_8) - 1.0).abs() < 1e-4);

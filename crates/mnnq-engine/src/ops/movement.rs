@@ -168,7 +168,15 @@ pub fn permute(input: &In, perm: &[usize], output: &mut Out) {
     // Output logical dim d reads input dim perm[d].
     let src_strides: Vec<isize> = perm.iter().map(|&p| is[p]).collect();
     let os = output.strides();
-    copy_view(output.shape, input.data, 0, &src_strides, output.data, 0, &os);
+    copy_view(
+        output.shape,
+        input.data,
+        0,
+        &src_strides,
+        output.data,
+        0,
+        &os,
+    );
 }
 
 /// Concatenation along `axis` (inputs and output in any layouts).
@@ -197,7 +205,15 @@ pub fn slice(input: &In, begin: &[i64], step: &[i64], output: &mut Out) {
     let base: isize = (0..is.len()).map(|d| begin[d] as isize * is[d]).sum();
     let src_strides: Vec<isize> = (0..is.len()).map(|d| step[d] as isize * is[d]).collect();
     let os = output.strides();
-    copy_view(output.shape, input.data, base, &src_strides, output.data, 0, &os);
+    copy_view(
+        output.shape,
+        input.data,
+        base,
+        &src_strides,
+        output.data,
+        0,
+        &os,
+    );
 }
 
 /// Broadcasts `input` to the output shape (BroadcastTo, and Tile's per-copy step).
@@ -213,7 +229,9 @@ pub fn tile(input: &In, output: &mut Out) {
     let is = input.strides();
     let os = output.strides();
     let rank = in_shape.len();
-    let reps: Vec<usize> = (0..rank).map(|d| output.shape[d] / in_shape[d].max(1)).collect();
+    let reps: Vec<usize> = (0..rank)
+        .map(|d| output.shape[d] / in_shape[d].max(1))
+        .collect();
     // Iterate over every combination of repetition indices and copy the whole input block.
     let total: usize = reps.iter().product();
     for r in 0..total {

@@ -34,7 +34,12 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
         OpKind::Pack { .. } => {
             // Row-major: each outer block takes the inputs' blocks one after another.
             let s = ins[0].shape;
-            let axis = out.shape.iter().zip(s).position(|(a, b)| a != b).unwrap_or(s.len());
+            let axis = out
+                .shape
+                .iter()
+                .zip(s)
+                .position(|(a, b)| a != b)
+                .unwrap_or(s.len());
             let outer: usize = s[..axis].iter().product();
             let inner: usize = s[axis..].iter().product();
             let vals: Vec<Vec<f32>> = ins.iter().map(|i| i.to_row_major_f32()).collect();
@@ -62,7 +67,11 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
             }
             return Ok(());
         }
-        OpKind::DepthSpace { block, to_space, crd } => {
+        OpKind::DepthSpace {
+            block,
+            to_space,
+            crd,
+        } => {
             let s = ins[0].shape;
             let b = *block;
             let v = ins[0].to_row_major_f32();
@@ -99,7 +108,9 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
         OpKind::Rank => write_row_major_ints(&[ins[0].shape.len() as i32], out),
         OpKind::Size => write_row_major_ints(&[ins[0].len() as i32], out),
         OpKind::Reshape { dim_type, .. }
-            if *dim_type == crate::ir::MnnFormat::Nhwc && ins[0].shape.len() == 4 && out.shape.len() == 4 =>
+            if *dim_type == crate::ir::MnnFormat::Nhwc
+                && ins[0].shape.len() == 4
+                && out.shape.len() == 4 =>
         {
             // NC4HW4 input reshaped in NHWC order (see shape inference): the element order is NHWC.
             let s = ins[0].shape;
@@ -175,7 +186,13 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
                 &end,
                 third.as_deref(),
                 fourth.as_deref(),
-                (*begin_mask, *end_mask, *ellipsis_mask, *new_axis_mask, *shrink_axis_mask),
+                (
+                    *begin_mask,
+                    *end_mask,
+                    *ellipsis_mask,
+                    *new_axis_mask,
+                    *shrink_axis_mask,
+                ),
             )?;
             let plan = strided_slice_plan(ins[0].shape, &b, &e, &st, masks)?;
             let b: Vec<i64> = plan.ranges.iter().map(|r| r.0).collect();
@@ -193,15 +210,26 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
             let n = out.data.len();
             out.data.copy_from_slice(&tmp[..n]);
         }
-        OpKind::Slice { axis, points, sizes } => {
+        OpKind::Slice {
+            axis,
+            points,
+            sizes,
+        } => {
             let s = ins[0].shape;
             let a = norm_axis(*axis as i64, s.len())?;
             let sizes_input = if ins.len() >= 2 {
-                Some(Value::from_i32(vec![ins[1].len()], &const_or_input(consts, ins, 1).iter().map(|&v| v as i32).collect::<Vec<_>>()))
+                Some(Value::from_i32(
+                    vec![ins[1].len()],
+                    &const_or_input(consts, ins, 1)
+                        .iter()
+                        .map(|&v| v as i32)
+                        .collect::<Vec<_>>(),
+                ))
             } else {
                 None
             };
-            let bounds = crate::shape::slice_parts(s[a], points, *sizes, sizes_input.as_ref(), outs.len())?;
+            let bounds =
+                crate::shape::slice_parts(s[a], points, *sizes, sizes_input.as_ref(), outs.len())?;
             for (o, (b, _)) in outs.iter_mut().zip(bounds) {
                 let mut begin = vec![0i64; s.len()];
                 begin[a] = b as i64;
@@ -221,7 +249,11 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
         }
         OpKind::Padding { mode } => {
             let pads = const_or_input(consts, ins, 1);
-            let value = if ins.len() >= 3 { ins[2].get_f32(0) } else { 0.0 };
+            let value = if ins.len() >= 3 {
+                ins[2].get_f32(0)
+            } else {
+                0.0
+            };
             pad(&ins[0], &pads, *mode, value, out)?;
         }
         OpKind::Softmax { axis } => {
@@ -416,7 +448,8 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
                     }
                 } else {
                     for p in 0..hw {
-                        let norm = ((0..c).map(|ch| img[ch * hw + p].powi(2)).sum::<f32>() + eps).sqrt();
+                        let norm =
+                            ((0..c).map(|ch| img[ch * hw + p].powi(2)).sum::<f32>() + eps).sqrt();
                         for ch in 0..c {
                             res[n * c * hw + ch * hw + p] = img[ch * hw + p] / norm * sc(ch);
                         }
@@ -517,14 +550,25 @@ fn matmul(a: &In, b: &In, ta: bool, tb: bool, out_shape: &[usize]) -> Result<Vec
     let av = a.to_row_major_f32();
     let bv = b.to_row_major_f32();
     let (ar, br) = (a.shape.len(), b.shape.len());
-    let (m, n) = (out_shape[out_shape.len() - 2], out_shape[out_shape.len() - 1]);
+    let (m, n) = (
+        out_shape[out_shape.len() - 2],
+        out_shape[out_shape.len() - 1],
+    );
     let k = if ta { a.shape[ar - 2] } else { a.shape[ar - 1] };
     let batch_shape = &out_shape[..out_shape.len() - 2];
     let batches: usize = batch_shape.iter().product();
     let a_batch = &a.shape[..ar - 2];
     let b_batch = &b.shape[..br - 2];
-    let a_bs = movement::broadcast_strides(a_batch, &crate::tensor::row_major_strides(a_batch), batch_shape);
-    let b_bs = movement::broadcast_strides(b_batch, &crate::tensor::row_major_strides(b_batch), batch_shape);
+    let a_bs = movement::broadcast_strides(
+        a_batch,
+        &crate::tensor::row_major_strides(a_batch),
+        batch_shape,
+    );
+    let b_bs = movement::broadcast_strides(
+        b_batch,
+        &crate::tensor::row_major_strides(b_batch),
+        batch_shape,
+    );
     let mut res = vec![0.0f32; batches * m * n];
     let mut bi = vec![0usize; batch_shape.len()];
     for batch in 0..batches {
@@ -533,14 +577,32 @@ fn matmul(a: &In, b: &In, ta: bool, tb: bool, out_shape: &[usize]) -> Result<Vec
             bi[d] = rem % batch_shape[d];
             rem /= batch_shape[d];
         }
-        let ao: isize = bi.iter().zip(&a_bs).map(|(&i, &s)| i as isize * s).sum::<isize>() * (m * k) as isize;
-        let bo: isize = bi.iter().zip(&b_bs).map(|(&i, &s)| i as isize * s).sum::<isize>() * (k * n) as isize;
+        let ao: isize = bi
+            .iter()
+            .zip(&a_bs)
+            .map(|(&i, &s)| i as isize * s)
+            .sum::<isize>()
+            * (m * k) as isize;
+        let bo: isize = bi
+            .iter()
+            .zip(&b_bs)
+            .map(|(&i, &s)| i as isize * s)
+            .sum::<isize>()
+            * (k * n) as isize;
         for i in 0..m {
             for j in 0..n {
                 let mut acc = 0.0f32;
                 for kk in 0..k {
-                    let x = if ta { av[ao as usize + kk * m + i] } else { av[ao as usize + i * k + kk] };
-                    let y = if tb { bv[bo as usize + j * k + kk] } else { bv[bo as usize + kk * n + j] };
+                    let x = if ta {
+                        av[ao as usize + kk * m + i]
+                    } else {
+                        av[ao as usize + i * k + kk]
+                    };
+                    let y = if tb {
+                        bv[bo as usize + j * k + kk]
+                    } else {
+                        bv[bo as usize + kk * n + j]
+                    };
                     acc += x * y;
                 }
                 res[(batch * m + i) * n + j] = acc;

@@ -252,7 +252,14 @@ impl PreparedConv {
         });
     }
 
-    fn run_dense(&self, packed: &[PackedMatrix], direct: bool, x: &[f32], y: &mut [f32], par: &Parallel) {
+    fn run_dense(
+        &self,
+        packed: &[PackedMatrix],
+        direct: bool,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
         let pixels = self.out_h * self.out_w;
         let cin_g = self.in_c / self.group;
         let cout_g = self.out_c / self.group;
@@ -275,7 +282,11 @@ impl PreparedConv {
             // covers rows of this piece starting at its first column.
             let c = unsafe { out.slice(c_start, out_len - c_start) };
             let bias = &self.bias[g * cout_g..];
-            let taps = if direct { 1 } else { self.kernel_h * self.kernel_w };
+            let taps = if direct {
+                1
+            } else {
+                self.kernel_h * self.kernel_w
+            };
             let zeros = vec![0.0f32; cin_g];
             let mut ptrs: Vec<*const f32> = Vec::with_capacity(rows * taps);
             if direct {
@@ -287,7 +298,9 @@ impl PreparedConv {
             }
             // SAFETY: every pointer addresses `cin_g` floats of the input or of `zeros`.
             unsafe {
-                backend::gemm_indirect(&ptrs, taps, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c)
+                backend::gemm_indirect(
+                    &ptrs, taps, rows, &packed[g], col0, col1, bias, self.act, c, self.out_c,
+                )
             };
         });
         let _ = k;
@@ -308,14 +321,17 @@ impl PreparedConv {
             let p = p0 + r;
             let (oy, ox) = (p / self.out_w, p % self.out_w);
             for ky in 0..self.kernel_h {
-                let iy = (oy * self.stride_h + ky * self.dilation_h) as isize - self.pad_top as isize;
+                let iy =
+                    (oy * self.stride_h + ky * self.dilation_h) as isize - self.pad_top as isize;
                 for kx in 0..self.kernel_w {
-                    let ix =
-                        (ox * self.stride_w + kx * self.dilation_w) as isize - self.pad_left as isize;
+                    let ix = (ox * self.stride_w + kx * self.dilation_w) as isize
+                        - self.pad_left as isize;
                     if iy < 0 || ix < 0 || iy >= self.in_h as isize || ix >= self.in_w as isize {
                         ptrs.push(zeros.as_ptr());
                     } else {
-                        ptrs.push(x[(iy as usize * self.in_w + ix as usize) * self.in_c + c0..].as_ptr());
+                        ptrs.push(
+                            x[(iy as usize * self.in_w + ix as usize) * self.in_c + c0..].as_ptr(),
+                        );
                     }
                 }
             }
@@ -341,7 +357,18 @@ impl PreparedConv {
                 // SAFETY: disjoint pixel rows.
                 let c = unsafe { cp.slice(p0 * n, cols_len - p0 * n) };
                 let a = &x[p0 * self.in_c + g * cin_g..];
-                backend::gemm_rows(a, self.in_c, rows, &packed[g], 0, n, &zero_bias, Activation::None, c, n);
+                backend::gemm_rows(
+                    a,
+                    self.in_c,
+                    rows,
+                    &packed[g],
+                    0,
+                    n,
+                    &zero_bias,
+                    Activation::None,
+                    c,
+                    n,
+                );
             });
             // Gather into the output: each output pixel sums the taps that reach it, in a fixed order.
             let out = SharedMut(y.as_mut_ptr());
@@ -369,8 +396,12 @@ impl PreparedConv {
                         let (iy, ky) = (oy / self.stride_h, oy % self.stride_h);
                         for ox in 0..self.out_w {
                             let (ix, kx) = (ox / self.stride_w, ox % self.stride_w);
-                            let src = &cols[(iy * self.in_w + ix) * n + (ky * self.kernel_w + kx) * cout_g..][..cout_g];
-                            let dst = &mut o[((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..][..cout_g];
+                            let src = &cols
+                                [(iy * self.in_w + ix) * n + (ky * self.kernel_w + kx) * cout_g..]
+                                [..cout_g];
+                            let dst = &mut o
+                                [((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..]
+                                [..cout_g];
                             for ((d, &v), &b) in dst.iter_mut().zip(src).zip(bias) {
                                 *d = (v + b).max(lo).min(hi);
                             }
@@ -407,8 +438,8 @@ impl PreparedConv {
                                 }
                             }
                         }
-                        let dst = &mut o[((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..]
-                            [..cout_g];
+                        let dst = &mut o
+                            [((oy - oy0) * self.out_w + ox) * self.out_c + g * cout_g..][..cout_g];
                         for (d, &a) in dst.iter_mut().zip(&acc) {
                             *d = a.max(lo).min(hi);
                         }
@@ -435,7 +466,13 @@ pub fn pool(
     for n in 0..batch {
         let x = &input[n * in_image..(n + 1) * in_image];
         let y = &mut output[n * out_image..(n + 1) * out_image];
-        if w.out_h == 1 && w.out_w == 1 && w.kernel_h == in_h && w.kernel_w == in_w && w.pad_top == 0 && w.pad_left == 0 {
+        if w.out_h == 1
+            && w.out_w == 1
+            && w.kernel_h == in_h
+            && w.kernel_w == in_w
+            && w.pad_top == 0
+            && w.pad_left == 0
+        {
             // Global pooling: one pass over the pixels, channels vectorized.
             y.copy_from_slice(&x[..c]);
             for px in x.chunks_exact(c).skip(1) {
@@ -485,8 +522,10 @@ pub fn pool(
                                 }
                             }
                             let count = if w.count_include_pad {
-                                let ye = (ys + w.kernel_h as isize).min((in_h + w.pad_top) as isize);
-                                let xe = (xs + w.kernel_w as isize).min((in_w + w.pad_left) as isize);
+                                let ye =
+                                    (ys + w.kernel_h as isize).min((in_h + w.pad_top) as isize);
+                                let xe =
+                                    (xs + w.kernel_w as isize).min((in_w + w.pad_left) as isize);
                                 (ye - ys) * (xe - xs)
                             } else {
                                 ((y1 - y0) * (x1 - x0)) as isize
@@ -516,7 +555,11 @@ pub fn interp(
     let clamp = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
     let nearest = |o: usize, scale: f32, offset: f32, n: usize, round: bool| {
         let s = o as f32 * scale + offset;
-        let v = if round { (s + 0.499).floor() } else { s.floor() };
+        let v = if round {
+            (s + 0.499).floor()
+        } else {
+            s.floor()
+        };
         clamp(v as i64, n)
     };
     let in_image = in_h * in_w * c;

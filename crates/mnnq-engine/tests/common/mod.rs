@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 pub fn fixtures(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("MNNQ_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        });
     if dir.join("golden").is_dir() {
         Some(dir)
     } else {
@@ -28,7 +30,8 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
 /// (cosine, max abs error, max |reference|).
 pub fn compare(got: &[f32], want: &[f32]) -> (f64, f64, f64) {
     assert_eq!(got.len(), want.len(), "length differs");
-    let (mut dot, mut ng, mut nw, mut max_err, mut max_ref) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let (mut dot, mut ng, mut nw, mut max_err, mut max_ref) =
+        (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for (&g, &w) in got.iter().zip(want) {
         let (g, w) = (g as f64, w as f64);
         dot += g * w;
@@ -37,7 +40,11 @@ pub fn compare(got: &[f32], want: &[f32]) -> (f64, f64, f64) {
         max_err = max_err.max((g - w).abs());
         max_ref = max_ref.max(w.abs());
     }
-    let cos = if ng == 0.0 && nw == 0.0 { 1.0 } else { dot / (ng.sqrt() * nw.sqrt()).max(1e-300) };
+    let cos = if ng == 0.0 && nw == 0.0 {
+        1.0
+    } else {
+        dot / (ng.sqrt() * nw.sqrt()).max(1e-300)
+    };
     if got.iter().any(|v| v.is_nan()) {
         return (f64::NAN, f64::INFINITY, max_ref);
     }
