@@ -696,7 +696,7 @@ unsafe impl Sync for SharedCodes {}
 impl SharedCodes {
     /// # Safety
     /// Concurrent users must write disjoint elements.
-    unsafe fn whole(&self) -> &mut [i8] {
+    unsafe fn whole<'a>(self) -> &'a mut [i8] {
         unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
     }
 }
