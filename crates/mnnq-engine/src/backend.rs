@@ -96,7 +96,10 @@ pub unsafe fn gemm_indirect(
     if rows == 0 || col1 <= col0 {
         return;
     }
-    assert!(taps > 0 && b.k % taps == 0, "k must split evenly over taps");
+    assert!(
+        taps > 0 && b.k.is_multiple_of(taps),
+        "k must split evenly over taps"
+    );
     assert!(ptrs.len() >= rows * taps, "indirection too short");
     assert!(c.len() >= (rows - 1) * ldc + col1, "C too short");
     assert!(
@@ -321,12 +324,12 @@ mod avx512 {
             } else {
                 bias0
             };
-            for r in 0..M {
+            for (r, acc) in acc.iter().enumerate() {
                 let cp = self.c.add(r * self.ldc);
-                let v0 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][0], bias0), lo), hi);
+                let v0 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[0], bias0), lo), hi);
                 _mm512_mask_storeu_ps(cp, self.m0, v0);
                 if P == 2 {
-                    let v1 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[r][1], bias1), lo), hi);
+                    let v1 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc[1], bias1), lo), hi);
                     _mm512_mask_storeu_ps(cp.add(NR), self.m1, v1);
                 }
             }
@@ -426,6 +429,7 @@ mod avx512 {
                     let ix = self.ox * g.stride_w + kx * g.dilation_w - g.pad_left;
                     let xp = row.add(ix * c);
                     let wp = wrow.add(kx * c);
+                    #[allow(clippy::needless_range_loop)]
                     for b in 0..B {
                         let m = mask(b);
                         let x = _mm512_maskz_loadu_ps(m, xp.add(b * 16));

@@ -44,7 +44,7 @@ impl Slot {
 }
 
 /// Per-op state computed at load.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Prepared {
     None,
     Conv(Box<PreparedConv>),
@@ -57,7 +57,7 @@ pub enum Prepared {
 }
 
 /// One step of the schedule.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Step {
     /// Run node `node` of the IR, reading `inputs` slots and writing `outputs` slots.
     Node {
@@ -242,6 +242,7 @@ impl Engine {
         let info = |t: usize| infos[t].as_ref().expect("shape inferred");
 
         // Slot for a tensor in a given layout, adding a conversion (or a converted constant).
+        #[allow(clippy::too_many_arguments)]
         fn slot_in_layout(
             t: usize,
             layout: Layout,

@@ -4,7 +4,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
-    /// The model file could not be read or decoded.
+    /// The model file could not be read or decoded (the message names the file).
+    #[error("{0}")]
+    Load(String),
+    /// The model file was decoded but cannot be run.
     #[error("{path}: {message}")]
     File { path: String, message: String },
     /// The model is inconsistent as a whole.

@@ -623,12 +623,9 @@ impl crate::Engine {
     /// Loads and prepares an `.mnn` file.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<crate::Engine, EngineError> {
         let path = path.as_ref();
-        let model = Model::load(path).map_err(|e| EngineError::File {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let model = Model::load(path).map_err(|e| EngineError::Load(e.to_string()))?;
         Self::from_model(&model).map_err(|e| match e {
-            EngineError::File { .. } => e,
+            EngineError::File { .. } | EngineError::Load(_) => e,
             other => EngineError::File {
                 path: path.display().to_string(),
                 message: other.to_string(),

@@ -1,6 +1,27 @@
 //! The executor: static shape inference, memory planning and op execution for float (and, next,
-//! int8) MNN models. Hot loops live in `backend` (to be replaced by `mnnq-kernels`); this crate
-//! decides what runs where.
+//! int8) MNN models.
+//!
+//! Load ([`Engine::load`]) runs once per model:
+//! 1. `import`: the MNN `Net` (from `mnnq-format`) becomes a [`ir::ModelIr`] of ops with plain
+//!    parameter structs; an unsupported op fails here with its type and name.
+//! 2. `shape`: MNN's shape rules give every tensor's logical shape, dtype and MNN format (NCHW,
+//!    NHWC, NC4HW4); shape arithmetic on constants (Shape, Rank, Reshape targets, slice bounds...)
+//!    is folded with the same op code that runs at run time (`ops::reference`).
+//! 3. `engine`: layouts (NC4HW4 -> channels-last in memory, everything else row-major; window ops
+//!    get a conversion step when their input is not channels-last), the schedule
+//!    ([`engine::Step`]), per-op prepared state (packed weights, pooling windows, resize
+//!    coordinates) and a liveness-based arena plan ([`engine::MemoryPlan`]).
+//!
+//! A [`Session`] owns the arena and a rayon pool; work is cut into pieces whose number depends on
+//! the problem only, so outputs are bit-identical for any thread count. Convolutions run on
+//! `mnnq-kernels` (f32 GEMM/depthwise), with the engine's own `backend` for grouped convolutions,
+//! deconvolutions and as a fallback (`MNNQ_ENGINE_KERNELS=own`).
+//!
+//! For the int8 runtime: the graph, shapes, schedule and memory plan are independent of the
+//! element type (slots carry a [`DType`]); an int8 mode adds prepared int8 ops (weights with
+//! per-channel scales, int32 accumulation, requantization) next to [`engine::Prepared`].
+//! [`Session::run_observed`] shows every tensor (logical NCHW order) to calibration, and
+//! [`Session::set_fake_quant`] quantize-dequantizes chosen tensors for diagnostics.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), mnnq_engine::EngineError> {

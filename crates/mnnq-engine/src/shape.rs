@@ -292,7 +292,7 @@ pub fn reshape_target(input: &[usize], dims: &[i64]) -> ShapeResult<Vec<usize>> 
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        out[i] = if known == 0 { 0 } else { total / known };
+        out[i] = total.checked_div(known).unwrap_or(0);
     }
     if out.iter().product::<usize>() != total {
         return Err(format!("cannot reshape {input:?} to {dims:?}"));
@@ -662,11 +662,7 @@ pub fn infer(
             if x.format == MnnFormat::Nhwc {
                 return Err("convolution on an NHWC-format tensor is not supported".into());
             }
-            let expected_in = if p.kind.is_deconvolution() {
-                p.in_channels
-            } else {
-                p.in_channels
-            };
+            let expected_in = p.in_channels;
             if expected_in != 0 && x.shape[1] != expected_in {
                 return Err(format!(
                     "input has {} channels, the convolution expects {expected_in}",
@@ -935,7 +931,7 @@ pub fn infer(
                 return Err("DepthToSpace/SpaceToDepth need 4-D inputs".into());
             }
             let shape = if *to_space {
-                if s[1] % (b * b) != 0 {
+                if !s[1].is_multiple_of(b * b) {
                     return Err(format!(
                         "{} channels do not split into blocks of {b}x{b}",
                         s[1]
@@ -943,7 +939,7 @@ pub fn infer(
                 }
                 vec![s[0], s[1] / (b * b), s[2] * b, s[3] * b]
             } else {
-                if s[2] % b != 0 || s[3] % b != 0 {
+                if !s[2].is_multiple_of(b) || !s[3].is_multiple_of(b) {
                     return Err(format!("{}x{} is not a multiple of block {b}", s[2], s[3]));
                 }
                 vec![s[0], s[1] * b * b, s[2] / b, s[3] / b]
@@ -1266,7 +1262,7 @@ pub fn slice_bounds(
     outputs: usize,
 ) -> ShapeResult<Vec<(usize, usize)>> {
     if points.is_empty() {
-        if outputs == 0 || dim % outputs != 0 {
+        if outputs == 0 || !dim.is_multiple_of(outputs) {
             return Err(format!("cannot split {dim} into {outputs} equal parts"));
         }
         let step = dim / outputs;

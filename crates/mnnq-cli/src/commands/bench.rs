@@ -90,6 +90,19 @@ fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
     Tensor::new(shape.to_vec(), data)
 }
 
+/// On-CPU time of all this process's threads (Linux), which a busy machine inflates far less
+/// than wall time; `None` elsewhere.
+fn process_cpu_ns() -> Option<u64> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.iterations == 0 {
         anyhow::bail!("--iterations must be at least 1");
@@ -106,12 +119,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             m.run_once()?;
         }
     }
+    // With --compare this is the CPU time of both models' runs, per pair of runs.
+    let cpu_start = process_cpu_ns();
     for _ in 0..args.iterations {
         for m in &mut models {
             let t = m.run_once()?;
             m.times.push(t);
         }
     }
+    let cpu_ms = process_cpu_ns()
+        .zip(cpu_start)
+        .map(|(end, start)| (end - start) as f64 * 1e-6 / args.iterations as f64);
     let isa = mnnq_engine::backend::isa_name();
     let kind = |e: &Engine| if e.int8.is_some() { "int8" } else { "float" };
     let (median, min, max) = models[0].stats();
@@ -128,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "isa": isa,
             "warmup": args.warmup,
             "iterations": args.iterations,
+            "cpu_ms_per_run": cpu_ms,
         });
         if let (Some(path), Some(other), Some(m)) = (&args.compare, &other, models.get(1)) {
             let (m2, min2, max2) = m.stats();
@@ -142,8 +161,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         println!("{report}");
     } else {
+        let cpu = cpu_ms
+            .map(|c| format!(", cpu {c:.3} ms/run"))
+            .unwrap_or_default();
         println!(
-            "{} ({}): median {median:.3} ms, min {min:.3} ms, max {max:.3} ms ({n} runs, {threads} threads, {isa})",
+            "{} ({}): median {median:.3} ms, min {min:.3} ms, max {max:.3} ms ({n} runs, {threads} threads, {isa}{cpu})",
             args.model.display(),
             kind(&engine),
         );

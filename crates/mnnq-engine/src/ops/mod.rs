@@ -141,6 +141,7 @@ impl SharedMut {
     /// # Safety
     /// The range must be inside the buffer and not written by another thread at the same time.
     #[inline]
+    #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }

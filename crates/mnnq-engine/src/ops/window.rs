@@ -10,11 +10,13 @@ use mnnq_kernels::Activation;
 const PIXEL_CHUNK: usize = 96;
 /// Output channels per work item.
 const COLUMN_CHUNK: usize = 8 * NR;
+/// Output rows per work item of a deconvolution (rounded to the stride).
+const DECONV_ROWS: usize = 8;
 /// Output rows per work item of depthwise convolution, pooling and resize.
 const ROW_CHUNK: usize = 2;
 
 /// How a convolution runs, prepared once at load from its parameters and input shape.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 enum ConvPlan {
     /// Per group, weights as a `K x cout_g` matrix with K ordered (ky, kx, ci).
     Dense {
@@ -24,13 +26,19 @@ enum ConvPlan {
     },
     /// Weights as `[kh][kw][C]`.
     Depthwise { weights: Vec<f32> },
+    /// Dense group-1 convolution on `mnnq-kernels`' packed GEMM.
+    SharedDense(Box<mnnq_kernels::f32::PackedWeights>),
+    /// Group-1 deconvolution on `mnnq-kernels`.
+    SharedDeconv(Box<mnnq_kernels::f32::PackedWeights>),
+    /// Depthwise convolution on `mnnq-kernels`.
+    SharedDepthwise(Box<mnnq_kernels::f32::PackedDepthwise>),
     /// Per group, weights as a `cin_g x (kh * kw * cout_g)` matrix with columns ordered
     /// (ky, kx, co): the GEMM gives every input pixel's contribution to its output window.
     Deconv { packed: Vec<PackedMatrix> },
 }
 
 /// A convolution ready to run on `[N, H, W, C]` data.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct PreparedConv {
     kind: ConvKind,
     batch: usize,
@@ -55,26 +63,6 @@ pub struct PreparedConv {
 }
 
 impl PreparedConv {
-    /// The window of one image (the int8 runtime reuses the float op's output size and padding).
-    pub fn geometry(&self) -> mnnq_kernels::ConvGeometry {
-        mnnq_kernels::ConvGeometry {
-            in_h: self.in_h,
-            in_w: self.in_w,
-            in_c: self.in_c,
-            out_h: self.out_h,
-            out_w: self.out_w,
-            out_c: self.out_c,
-            kernel_h: self.kernel_h,
-            kernel_w: self.kernel_w,
-            stride_h: self.stride_h,
-            stride_w: self.stride_w,
-            dilation_h: self.dilation_h,
-            dilation_w: self.dilation_w,
-            pad_top: self.pad_top,
-            pad_left: self.pad_left,
-        }
-    }
-
     /// Images per run.
     pub fn batch(&self) -> usize {
         self.batch
@@ -101,7 +89,7 @@ impl PreparedConv {
         };
         let group = p.group.max(1);
         let out_c = p.out_channels;
-        if in_c % group != 0 || out_c % group != 0 {
+        if in_c % group != 0 || !out_c.is_multiple_of(group) {
             return Err(format!(
                 "group {group} does not divide channels {in_c} -> {out_c}"
             ));
@@ -122,7 +110,20 @@ impl PreparedConv {
         }
         let w = &p.weights;
         let depthwise = !deconv && group == in_c && group == out_c && group > 1;
-        let plan = if depthwise {
+        let shared = use_shared_kernels();
+        let plan = if depthwise && shared {
+            ConvPlan::SharedDepthwise(Box::new(mnnq_kernels::f32::PackedDepthwise::pack(
+                w, in_c, kh, kw,
+            )))
+        } else if deconv && group == 1 && shared {
+            ConvPlan::SharedDeconv(Box::new(mnnq_kernels::f32::PackedWeights::pack_deconv(
+                w, in_c, out_c, kh, kw,
+            )))
+        } else if !deconv && group == 1 && shared {
+            ConvPlan::SharedDense(Box::new(mnnq_kernels::f32::PackedWeights::pack_conv(
+                w, out_c, in_c, kh, kw,
+            )))
+        } else if depthwise {
             // [C][kh][kw] -> [kh][kw][C]
             let mut weights = vec![0.0; taps * in_c];
             for c in 0..in_c {
@@ -197,11 +198,13 @@ impl PreparedConv {
     pub fn macs(&self) -> usize {
         let taps = self.kernel_h * self.kernel_w;
         match self.plan {
-            ConvPlan::Depthwise { .. } => self.batch * self.out_h * self.out_w * self.out_c * taps,
-            ConvPlan::Dense { .. } => {
+            ConvPlan::Depthwise { .. } | ConvPlan::SharedDepthwise(_) => {
+                self.batch * self.out_h * self.out_w * self.out_c * taps
+            }
+            ConvPlan::Dense { .. } | ConvPlan::SharedDense(_) => {
                 self.batch * self.out_h * self.out_w * self.out_c * taps * self.in_c / self.group
             }
-            ConvPlan::Deconv { .. } => {
+            ConvPlan::Deconv { .. } | ConvPlan::SharedDeconv(_) => {
                 self.batch * self.in_h * self.in_w * self.in_c * taps * self.out_c / self.group
             }
         }
@@ -219,9 +222,94 @@ impl PreparedConv {
                 ConvPlan::Depthwise { weights } => self.run_depthwise(weights, x, y, par),
                 ConvPlan::Dense { packed, direct } => self.run_dense(packed, *direct, x, y, par),
                 ConvPlan::Deconv { packed } => self.run_deconv(packed, x, y, par),
+                ConvPlan::SharedDense(packed) => self.run_shared_dense(packed, x, y, par),
+                ConvPlan::SharedDepthwise(packed) => self.run_shared_depthwise(packed, x, y, par),
+                ConvPlan::SharedDeconv(packed) => self.run_shared_deconv(packed, x, y, par),
             }
         }
         let _ = self.kind;
+    }
+
+    /// The window of one image (the int8 runtime reuses the float op's output size and padding).
+    pub fn geometry(&self) -> mnnq_kernels::ConvGeometry {
+        mnnq_kernels::ConvGeometry {
+            in_h: self.in_h,
+            in_w: self.in_w,
+            in_c: self.in_c,
+            out_h: self.out_h,
+            out_w: self.out_w,
+            out_c: self.out_c,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            stride_h: self.stride_h,
+            stride_w: self.stride_w,
+            dilation_h: self.dilation_h,
+            dilation_w: self.dilation_w,
+            pad_top: self.pad_top,
+            pad_left: self.pad_left,
+        }
+    }
+
+    fn run_shared_dense(
+        &self,
+        packed: &mnnq_kernels::f32::PackedWeights,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let pixels = self.out_h * self.out_w;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        par.for_each(pixels.div_ceil(PIXEL_CHUNK), |i| {
+            let p0 = i * PIXEL_CHUNK;
+            let p1 = (p0 + PIXEL_CHUNK).min(pixels);
+            // SAFETY: each piece writes its own output pixels.
+            let o = unsafe { out.slice(p0 * self.out_c, (p1 - p0) * self.out_c) };
+            mnnq_kernels::f32::conv2d_nhwc(&g, x, packed, bias, self.act, o, p0..p1);
+        });
+    }
+
+    fn run_shared_deconv(
+        &self,
+        packed: &mnnq_kernels::f32::PackedWeights,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let row_len = self.out_w * self.out_c;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        // Blocks of output rows a multiple of the stride, so each input row is multiplied once.
+        let rows = (DECONV_ROWS / self.stride_h).max(1) * self.stride_h;
+        par.for_each(self.out_h.div_ceil(rows), |i| {
+            let oy0 = i * rows;
+            let oy1 = (oy0 + rows).min(self.out_h);
+            // SAFETY: each piece writes its own output rows.
+            let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
+            mnnq_kernels::f32::deconv2d_nhwc(&g, x, packed, bias, self.act, o, oy0..oy1);
+        });
+    }
+
+    fn run_shared_depthwise(
+        &self,
+        packed: &mnnq_kernels::f32::PackedDepthwise,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let row_len = self.out_w * self.out_c;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        par.for_each(self.out_h.div_ceil(ROW_CHUNK), |i| {
+            let oy0 = i * ROW_CHUNK;
+            let oy1 = (oy0 + ROW_CHUNK).min(self.out_h);
+            // SAFETY: each piece writes its own output rows.
+            let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
+            mnnq_kernels::f32::depthwise_conv2d_nhwc(&g, x, packed, bias, self.act, o, oy0..oy1);
+        });
     }
 
     fn run_depthwise(&self, weights: &[f32], x: &[f32], y: &mut [f32], par: &Parallel) {
@@ -414,7 +502,7 @@ impl PreparedConv {
                         acc.copy_from_slice(&self.bias[g * cout_g..(g + 1) * cout_g]);
                         for ky in 0..self.kernel_h {
                             let ty = (oy + self.pad_top) as isize - (ky * self.dilation_h) as isize;
-                            if ty < 0 || ty as usize % self.stride_h != 0 {
+                            if ty < 0 || !(ty as usize).is_multiple_of(self.stride_h) {
                                 continue;
                             }
                             let iy = ty as usize / self.stride_h;
@@ -424,7 +512,7 @@ impl PreparedConv {
                             for kx in 0..self.kernel_w {
                                 let tx =
                                     (ox + self.pad_left) as isize - (kx * self.dilation_w) as isize;
-                                if tx < 0 || tx as usize % self.stride_w != 0 {
+                                if tx < 0 || !(tx as usize).is_multiple_of(self.stride_w) {
                                     continue;
                                 }
                                 let ix = tx as usize / self.stride_w;
@@ -448,6 +536,17 @@ impl PreparedConv {
             });
         }
     }
+}
+
+/// Whether convolutions use `mnnq-kernels` (default) or the engine's own backend
+/// (`MNNQ_ENGINE_KERNELS=own`, kept for comparison and as a fallback).
+fn use_shared_kernels() -> bool {
+    static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SHARED.get_or_init(|| {
+        std::env::var("MNNQ_ENGINE_KERNELS")
+            .map(|v| v != "own")
+            .unwrap_or(true)
+    })
 }
 
 /// Pooling on NHWC data.
