@@ -87,6 +87,8 @@ pub struct Int8Plan {
     pub has_twin: Vec<bool>,
     /// Per IR node that runs: true when it runs int8.
     pub node_is_int8: Vec<(usize, bool)>,
+    /// Per tensor: its int8 scale, if it has one.
+    pub scales: Vec<Option<f32>>,
 }
 
 /// The i8 twins of one session.
@@ -516,6 +518,7 @@ impl Int8Plan {
             steps: b.steps,
             has_twin: b.has_twin,
             node_is_int8,
+            scales: b.scales,
         }))
     }
 
@@ -533,6 +536,7 @@ impl Int8Plan {
         arena: &mut [f32],
         codes: &mut Int8Buffers,
         par: &Parallel,
+        mut observer: Option<&mut dyn FnMut(usize, &crate::tensor::TensorView)>,
     ) -> Result<(), EngineError> {
         let twins = &mut codes.twins;
         if twins.len() != engine.slots.len() {
@@ -542,7 +546,17 @@ impl Int8Plan {
         }
         for step in &self.steps {
             match step {
-                QStep::Float(si) => run_float_step(engine, *si, arena, par)?,
+                QStep::Float(si) => {
+                    run_float_step(engine, *si, arena, par)?;
+                    if let (Some(obs), Step::Node { outputs, .. }) =
+                        (observer.as_mut(), &engine.steps[*si])
+                    {
+                        for &o in outputs {
+                            let slot = &engine.slots[o];
+                            observe(engine, slot, f32_view(engine, arena, slot), &mut **obs);
+                        }
+                    }
+                }
                 QStep::Quantize { slot, scale } => {
                     let s = &engine.slots[*slot];
                     let src = f32_view(engine, arena, s);
@@ -581,11 +595,45 @@ impl Int8Plan {
                             }
                         },
                     )?;
+                    if let Some(obs) = observer.as_mut() {
+                        let slot = &engine.slots[outputs[0]];
+                        let scale = self.scales[slot.tensor].unwrap_or(0.0);
+                        let values: Vec<f32> = twins[outputs[0]]
+                            .iter()
+                            .map(|&q| q as f32 * scale)
+                            .collect();
+                        observe(engine, slot, &values, &mut **obs);
+                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Shows a slot's values (physical order `data`) to an observer in logical row-major order.
+fn observe(
+    engine: &Engine,
+    slot: &Slot,
+    data: &[f32],
+    observer: &mut dyn FnMut(usize, &crate::tensor::TensorView),
+) {
+    let view = In {
+        shape: &slot.shape,
+        dtype: slot.dtype,
+        layout: slot.layout,
+        data,
+    };
+    let row_major = view.to_row_major_f32();
+    observer(
+        slot.tensor,
+        &crate::tensor::TensorView {
+            name: engine.tensor_name(slot.tensor),
+            shape: &slot.shape,
+            dtype: slot.dtype,
+            data: &row_major,
+        },
+    );
 }
 
 fn f32_view<'a>(engine: &'a Engine, arena: &'a [f32], s: &Slot) -> &'a [f32] {
@@ -783,7 +831,11 @@ fn run_int8_op(
                     par.for_each(geom.out_h, |r| {
                         // SAFETY: each task writes only its output row.
                         let out = unsafe { shared.whole() };
-                        pool_int8_nhwc(*kind, geom, input, out, geom.out_c, r..r + 1);
+                        if *kind == PoolKind::Average {
+                            average_pool_x86_row(geom, input, out, r);
+                        } else {
+                            pool_int8_nhwc(*kind, geom, input, out, geom.out_c, r..r + 1);
+                        }
                     });
                 }
             }
@@ -867,4 +919,110 @@ fn run_int8_op(
     })();
     twins[out] = y;
     result
+}
+
+/// MNN's x86 int8 average pooling for output row `oy`: its SSE/AVX kernels hold codes as
+/// `q + 128` in uint8, so the floor of `(sum * floor(2^24 / n)) >> 24` is taken on offset values
+/// and the offset removed afterwards: `avg = (((sum(q) + 128 n) * floor(2^24 / n)) >> 24) - 128`.
+/// This differs from the signed formula (`mnnq_kernels::int8::pool`, MNN's ARM result) by up to
+/// one code; e.g. a window of 49 zeros averages to -1 here (observed in MNN 3.6.1's x86 global
+/// pooling of EfficientNet-Lite0). i64 because the offset sum times the factor exceeds i32.
+fn average_pool_x86_row(geom: &ConvGeometry, input: &[i8], out: &mut [i8], oy: usize) {
+    let c = geom.in_c;
+    let mut sums = vec![0i64; c];
+    for ox in 0..geom.out_w {
+        sums.iter_mut().for_each(|s| *s = 0);
+        let mut n = 0i64;
+        for ky in 0..geom.kernel_h {
+            let Some(iy) = (oy * geom.stride_h + ky)
+                .checked_sub(geom.pad_top)
+                .filter(|&y| y < geom.in_h)
+            else {
+                continue;
+            };
+            for kx in 0..geom.kernel_w {
+                let Some(ix) = (ox * geom.stride_w + kx)
+                    .checked_sub(geom.pad_left)
+                    .filter(|&x| x < geom.in_w)
+                else {
+                    continue;
+                };
+                n += 1;
+                let px = &input[(iy * geom.in_w + ix) * c..][..c];
+                for (s, &q) in sums.iter_mut().zip(px) {
+                    *s += q as i64 + 128;
+                }
+            }
+        }
+        let factor = (1i64 << 24) / n.max(1);
+        let row = &mut out[(oy * geom.out_w + ox) * c..][..c];
+        for (o, &s) in row.iter_mut().zip(&sums) {
+            *o = (((s * factor) >> 24) - 128).clamp(-128, 127) as i8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(h: usize, w: usize, c: usize) -> ConvGeometry {
+        ConvGeometry {
+            in_h: h,
+            in_w: w,
+            in_c: c,
+            out_h: 1,
+            out_w: 1,
+            out_c: c,
+            kernel_h: h,
+            kernel_w: w,
+            stride_h: h,
+            stride_w: w,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+        }
+    }
+
+    #[test]
+    fn x86_average_of_zeros_is_minus_one_for_49_taps() {
+        // floor(2^24 / 49) = 342392; 128 * 49 * 342392 = 2147482624 < 128 * 2^24, so the
+        // shifted value is 127 and the result 127 - 128 = -1 (what MNN's x86 build returns).
+        let mut out = [0i8; 2];
+        average_pool_x86_row(&global(7, 7, 2), &[0i8; 98], &mut out, 0);
+        assert_eq!(out, [-1, -1]);
+    }
+
+    #[test]
+    fn x86_average_matches_hand_computation() {
+        // Four taps (factor 2^22, exact): codes 10, 11, 12, 13 -> offset sum 558 -> 139 -> 11;
+        // -3, -3, -3, -4 -> offset sum 499 -> 124 (floor of 124.75) -> -4.
+        let input = [10i8, -3, 11, -3, 12, -3, 13, -4];
+        let mut out = [0i8; 2];
+        average_pool_x86_row(&global(2, 2, 2), &input, &mut out, 0);
+        assert_eq!(out, [11, -4]);
+    }
+
+    #[test]
+    fn x86_average_excludes_padding() {
+        // 3x3 windows, stride 2, one pixel of padding: the first output has 4 valid taps, the
+        // second 6, all of code 8. Offset sums 544 and 816; 544 * 2^22 >> 24 = 136 -> 8, but
+        // 816 * floor(2^24 / 6) >> 24 = 135 (floor of 135.99999) -> 7: the x86 rounding loss.
+        let geom = ConvGeometry {
+            out_h: 2,
+            out_w: 2,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            pad_top: 1,
+            pad_left: 1,
+            ..global(4, 4, 1)
+        };
+        let input = [8i8; 16];
+        let mut out = [0i8; 4];
+        average_pool_x86_row(&geom, &input, &mut out, 0);
+        assert_eq!(&out[..2], &[8, 7]);
+    }
 }

@@ -322,6 +322,7 @@ impl<'e> Session<'e> {
                 &Parallel {
                     pool: pool.as_ref(),
                 },
+                observing.then_some(observer),
             ),
             None => self.run_steps(pool.as_ref(), observer, observing),
         };
