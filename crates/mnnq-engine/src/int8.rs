@@ -64,6 +64,9 @@ pub enum Int8Op {
     Move,
 }
 
+/// Sees `(tensor index, values)` of every computed tensor.
+pub type Observer<'a> = dyn FnMut(usize, &crate::tensor::TensorView) + 'a;
+
 /// One step of the int8 schedule.
 #[derive(Debug)]
 pub enum QStep {
@@ -536,7 +539,7 @@ impl Int8Plan {
         arena: &mut [f32],
         codes: &mut Int8Buffers,
         par: &Parallel,
-        mut observer: Option<&mut dyn FnMut(usize, &crate::tensor::TensorView)>,
+        mut observer: Option<&mut Observer>,
     ) -> Result<(), EngineError> {
         let twins = &mut codes.twins;
         if twins.len() != engine.slots.len() {
