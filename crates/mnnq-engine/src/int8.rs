@@ -9,6 +9,28 @@
 //! reads a value that only exists as float, `Int8ToFloat` where a float op (or the caller) reads a
 //! value that only exists as int8. Because every read of a float slot happens at a step where the
 //! float schedule also reads it, the float arena plan stays valid.
+//!
+//! Ops that run int8 (all else runs float on dequantized weights/values, as in MNN):
+//! * Convolution (group 1) and ConvolutionDepthwise with one input, IDST weights (type 1/2/4,
+//!   symmetric, one alpha per output channel) and quant info on input and output tensors;
+//!   tensor scales are used (a zero tensor scale keeps the op float: MNN's IDST
+//!   `scaleIn`/`scaleOut` fallback would still meet a zero-scale cast);
+//! * Pooling / Pooling3D (max, average) with equal in/out scales; the average uses MNN's x86
+//!   formula ([`average_pool_x86_row`]);
+//! * BinaryOp Add/Sub/Mul/Max/Min when every operand has a scale and the same shape and layout
+//!   as the output (or is a scalar);
+//! * UnaryOp carrying `tableInt8`; ReLU (slope 0) between equal scales;
+//! * data movement between equal scales (Concat, Reshape, ConvertTensor, Squeeze, Unsqueeze,
+//!   ExpandDims, Flatten, Permute, Transpose, Identity): MNN's Raster byte copy.
+//!
+//! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
+//! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load.
+//!
+//! Known differences from MNN 3.6.1 (x86, AVX-512 build): the first codes that differ appear in
+//! the first convolution (a handful of elements, +-1) and spread (EfficientNet-Lite0: 0.4% of
+//! codes differ by block 2, ~15% by block 8, mostly +-1); cosine of the logits 0.998-0.999. MNN's
+//! x86 kernels hold activations as `q + 128` (uint8) and compensate in float bias terms; that
+//! re-association is the suspected source, not yet reproduced.
 
 use std::collections::HashMap;
 
