@@ -89,6 +89,21 @@ pub enum Int8Op {
 /// Sees `(tensor index, values)` of every computed tensor.
 pub type Observer<'a> = dyn FnMut(usize, &crate::tensor::TensorView) + 'a;
 
+impl Int8Op {
+    /// The variant's name, for profiles.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Int8Op::Conv { .. } => "Conv",
+            Int8Op::Depthwise { .. } => "Depthwise",
+            Int8Op::Pool { .. } => "Pool",
+            Int8Op::Binary { .. } => "Binary",
+            Int8Op::Table(_) => "Table",
+            Int8Op::Relu => "Relu",
+            Int8Op::Move => "Move",
+        }
+    }
+}
+
 /// One step of the int8 schedule.
 #[derive(Debug)]
 pub enum QStep {
@@ -569,7 +584,26 @@ impl Int8Plan {
                 "int8 buffers belong to another engine".into(),
             ));
         }
+        // Diagnostic: per-category time of this run on stderr.
+        let profiling = std::env::var_os("MNNQ_INT8_PROFILE").is_some();
+        let mut totals: std::collections::BTreeMap<String, f64> = Default::default();
         for step in &self.steps {
+            let started = profiling.then(std::time::Instant::now);
+            let category = |step: &QStep| -> String {
+                match step {
+                    QStep::Float(si) => match &engine.steps[*si] {
+                        Step::Node { node, .. } => {
+                            format!("float {}", engine.ir.nodes[*node].type_name)
+                        }
+                        Step::Convert { .. } => "float layout convert".into(),
+                    },
+                    QStep::Int8 { op, .. } => format!("int8 {}", op.name()),
+                    QStep::Quantize { .. } => "cast FloatToInt8".into(),
+                    QStep::Dequantize { .. } => "cast Int8ToFloat".into(),
+                    QStep::Convert { .. } => "int8 layout convert".into(),
+                }
+            };
+            let _finish = Finish(started.map(|t| (t, category(step))), &mut totals);
             match step {
                 QStep::Float(si) => {
                     run_float_step(engine, *si, arena, par)?;
@@ -632,7 +666,30 @@ impl Int8Plan {
                 }
             }
         }
+        if profiling {
+            let total: f64 = totals.values().sum();
+            eprintln!("int8 profile: {total:.3} ms");
+            let mut rows: Vec<_> = totals.into_iter().collect();
+            rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (k, v) in rows {
+                eprintln!("  {v:9.3} ms  {k}");
+            }
+        }
         Ok(())
+    }
+}
+
+/// Adds the elapsed time of one step to its category when dropped (profiling only).
+struct Finish<'a>(
+    Option<(std::time::Instant, String)>,
+    &'a mut std::collections::BTreeMap<String, f64>,
+);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        if let Some((start, key)) = self.0.take() {
+            *self.1.entry(key).or_default() += start.elapsed().as_secs_f64() * 1e3;
+        }
     }
 }
 
