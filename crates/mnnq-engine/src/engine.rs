@@ -95,6 +95,8 @@ pub struct Engine {
     pub inputs: Vec<(usize, usize)>,
     /// Graph outputs: (tensor, slot).
     pub outputs: Vec<(usize, usize)>,
+    /// For quantized models: the int8 schedule that replaces `steps` at run time.
+    pub int8: Option<Box<crate::int8::Int8Plan>>,
 }
 
 fn is_window_op(kind: &OpKind) -> bool {
@@ -494,6 +496,7 @@ impl Engine {
             const_buffers,
             inputs: graph_inputs,
             outputs: graph_outputs,
+            int8: None,
         })
     }
 

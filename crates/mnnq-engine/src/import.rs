@@ -86,12 +86,15 @@ fn conv_params(op: &Op, conv: &mnnq_format::Convolution2D) -> Result<ConvParams,
         .common
         .as_ref()
         .ok_or("convolution without common parameters")?;
-    if conv.quan_parameter.is_some() {
-        return Err(
-            "compressed or quantized convolution weights are not supported by the float engine yet"
-                .into(),
-        );
-    }
+    // Compressed or int8 weights run float with their dequantized values (what MNN does for
+    // ops that stay float); the int8 runtime reads the codes separately.
+    let decoded = match conv.quan_parameter.is_some() {
+        true => Some(
+            mnnq_format::weights::decode_conv(conv, None)
+                .map_err(|e| format!("cannot decode the quantized weights: {e}"))?,
+        ),
+        false => None,
+    };
     if conv.external.as_ref().is_some_and(|e| !e.is_empty()) {
         return Err("convolution weights in an external file are not supported".into());
     }
@@ -102,7 +105,10 @@ fn conv_params(op: &Op, conv: &mnnq_format::Convolution2D) -> Result<ConvParams,
         OpType::DeconvolutionDepthwise => ConvKind::DeconvolutionDepthwise,
         other => return Err(format!("{other:?} is not a float convolution")),
     };
-    let weights = conv.weight.clone().unwrap_or_default();
+    let weights = match &decoded {
+        Some(d) => d.weight.clone(),
+        None => conv.weight.clone().unwrap_or_default(),
+    };
     let out_channels = c.output_count.max(0) as usize;
     let (kh, kw) = (c.kernel_y.max(1) as usize, c.kernel_x.max(1) as usize);
     let mut group = c.group.max(1) as usize;
@@ -150,7 +156,10 @@ fn conv_params(op: &Op, conv: &mnnq_format::Convolution2D) -> Result<ConvParams,
         out_channels,
         activation,
         weights,
-        bias: conv.bias.clone().unwrap_or_default(),
+        bias: match decoded {
+            Some(d) if !d.bias.is_empty() => d.bias,
+            _ => conv.bias.clone().unwrap_or_default(),
+        },
     })
 }
 
@@ -626,6 +635,8 @@ impl crate::Engine {
 
     /// Prepares a model already in memory.
     pub fn from_model(model: &Model) -> Result<crate::Engine, EngineError> {
-        crate::Engine::from_ir(net_to_ir(&model.net)?)
+        let mut engine = crate::Engine::from_ir(net_to_ir(&model.net)?)?;
+        engine.int8 = crate::int8::Int8Plan::build(&model.net, &engine)?.map(Box::new);
+        Ok(engine)
     }
 }

@@ -36,6 +36,7 @@ pub mod backend;
 pub mod engine;
 pub mod error;
 pub mod import;
+pub mod int8;
 pub mod ir;
 pub mod ops;
 pub mod session;

@@ -18,6 +18,8 @@ pub struct Session<'e> {
     fake_quant: HashMap<usize, f32>,
     /// Accumulated time per step when profiling is on.
     profile: Option<Vec<std::time::Duration>>,
+    /// int8 codes of the slots a quantized model keeps in int8 (empty for float models).
+    int8_codes: crate::int8::Int8Buffers,
 }
 
 /// Runs one op. Inputs and outputs are in the layouts the schedule chose.
@@ -194,6 +196,7 @@ impl<'e> Session<'e> {
             threads,
             fake_quant: HashMap::new(),
             profile: None,
+            int8_codes: crate::int8::Int8Buffers::for_engine(engine),
         })
     }
 
@@ -311,7 +314,18 @@ impl<'e> Session<'e> {
             }
         }
         let pool = self.pool.take();
-        let result = self.run_steps(pool.as_ref(), observer, observing);
+        let result = match engine.int8.as_deref() {
+            Some(plan) => plan.run(
+                engine,
+                &mut self.arena,
+                &mut self.int8_codes,
+                &Parallel {
+                    pool: pool.as_ref(),
+                },
+                observing.then_some(observer),
+            ),
+            None => self.run_steps(pool.as_ref(), observer, observing),
+        };
         self.pool = pool;
         result?;
         // Outputs.

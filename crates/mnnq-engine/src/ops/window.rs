@@ -63,6 +63,11 @@ pub struct PreparedConv {
 }
 
 impl PreparedConv {
+    /// Images per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// Packs the weights for `input_shape` (`[N, C, H, W]` logical).
     pub fn new(p: &ConvParams, input_shape: &[usize]) -> ShapeResult<PreparedConv> {
         let (batch, in_c, in_h, in_w) = (
@@ -225,7 +230,8 @@ impl PreparedConv {
         let _ = self.kind;
     }
 
-    fn geometry(&self) -> mnnq_kernels::ConvGeometry {
+    /// The window of one image (the int8 runtime reuses the float op's output size and padding).
+    pub fn geometry(&self) -> mnnq_kernels::ConvGeometry {
         mnnq_kernels::ConvGeometry {
             in_h: self.in_h,
             in_w: self.in_w,

@@ -1,0 +1,1110 @@
+//! The int8 runtime: runs MNN's quantized models (`Net.extraTensorDescribe[].quantInfo` plus
+//! IDST-coded convolution weights) with MNN's integer arithmetic (`docs/mnn-quantization.md`
+//! §10-§11).
+//!
+//! The float engine's preparation is reused as is: shapes, constant folding, layouts, schedule and
+//! arena plan. [`Int8Plan::build`] walks that schedule and decides per op whether it runs int8
+//! (MNN's rules, §10/§11.1); int8 ops read and write an i8 twin of the float slots they use,
+//! in the same layout. Casts are inserted on demand, once per slot: `FloatToInt8` where an int8 op
+//! reads a value that only exists as float, `Int8ToFloat` where a float op (or the caller) reads a
+//! value that only exists as int8. Because every read of a float slot happens at a step where the
+//! float schedule also reads it, the float arena plan stays valid.
+//!
+//! Ops that run int8 (all else runs float on dequantized weights/values, as in MNN):
+//! * Convolution (group 1) and ConvolutionDepthwise with one input, IDST weights (type 1/2/4,
+//!   symmetric, one alpha per output channel) and quant info on input and output tensors;
+//!   tensor scales are used (a zero tensor scale keeps the op float: MNN's IDST
+//!   `scaleIn`/`scaleOut` fallback would still meet a zero-scale cast);
+//! * Pooling / Pooling3D (max, average) with equal in/out scales; the average uses MNN's x86
+//!   formula ([`average_pool_x86_row`]);
+//! * BinaryOp Add/Sub/Mul/Max/Min when every operand has a scale and the same shape and layout
+//!   as the output (or is a scalar);
+//! * UnaryOp carrying `tableInt8`; ReLU (slope 0) between equal scales;
+//! * data movement between equal scales (Concat, Reshape, ConvertTensor, Squeeze, Unsqueeze,
+//!   ExpandDims, Flatten, Permute, Transpose, Identity): MNN's Raster byte copy.
+//!
+//! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
+//! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load.
+//!
+//! Known differences from MNN 3.6.1 (x86, AVX-512 build): the first codes that differ appear in
+//! the first convolution (a handful of elements, +-1) and spread (EfficientNet-Lite0: 0.4% of
+//! codes differ by block 2, ~15% by block 8, mostly +-1); cosine of the logits 0.998-0.999. MNN's
+//! x86 kernels hold activations as `q + 128` (uint8) and compensate in float bias terms; that
+//! re-association is the suspected source, not yet reproduced.
+
+use std::collections::HashMap;
+
+use mnnq_format::{Convolution2D, Net, OpParameter};
+use mnnq_kernels::int8::{
+    binary_int8, conv2d_int8_nhwc, depthwise_int8_nhwc, float_to_int8, int8_to_float,
+    pool_int8_nhwc, BinaryInt8, BinaryScales, DepthwiseRequantize, PackedDepthwiseInt8,
+    PackedInt8Weights, PoolKind, Requantize,
+};
+use mnnq_kernels::ConvGeometry;
+
+use crate::engine::{Engine, Location, Prepared, Slot, Step};
+use crate::error::EngineError;
+use crate::ir::{BinaryOperation, ConvKind, OpKind, PoolType};
+use crate::ops::{In, Out, Parallel};
+use crate::tensor::Value;
+
+/// Output pixels per work item of a dense int8 convolution: a multiple of every micro-kernel's
+/// row count, and independent of the thread count (so the bytes are too).
+const CONV_PIXELS_PER_TASK: usize = 96;
+
+/// What an op does when it runs int8.
+#[derive(Debug)]
+pub enum Int8Op {
+    /// Dense (group 1) convolution.
+    Conv {
+        geom: ConvGeometry,
+        batch: usize,
+        weights: Box<PackedInt8Weights>,
+        requant: Requantize,
+    },
+    Depthwise {
+        geom: ConvGeometry,
+        batch: usize,
+        weights: Box<PackedDepthwiseInt8>,
+        requant: DepthwiseRequantize,
+    },
+    Pool {
+        kind: PoolKind,
+        geom: ConvGeometry,
+        batch: usize,
+    },
+    Binary {
+        op: BinaryInt8,
+        scales: BinaryScales,
+    },
+    /// `out = table[in + 127]` (UnaryOp with `tableInt8`).
+    Table(Box<[i8; 255]>),
+    /// ReLU between tensors of equal scale: `max(q, 0)`, exactly what the float path gives.
+    Relu,
+    /// Pure data movement between tensors of one scale (MNN's Raster int8 byte copy): Concat,
+    /// Reshape, ConvertTensor, ... The codes are moved by the float op on exactly widened values.
+    Move,
+}
+
+/// Sees `(tensor index, values)` of every computed tensor.
+pub type Observer<'a> = dyn FnMut(usize, &crate::tensor::TensorView) + 'a;
+
+impl Int8Op {
+    /// The variant's name, for profiles.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Int8Op::Conv { .. } => "Conv",
+            Int8Op::Depthwise { .. } => "Depthwise",
+            Int8Op::Pool { .. } => "Pool",
+            Int8Op::Binary { .. } => "Binary",
+            Int8Op::Table(_) => "Table",
+            Int8Op::Relu => "Relu",
+            Int8Op::Move => "Move",
+        }
+    }
+}
+
+/// One step of the int8 schedule.
+#[derive(Debug)]
+pub enum QStep {
+    /// Run step `step` of the float schedule on float slots.
+    Float(usize),
+    /// Run the op of float-schedule step `step` on the i8 twins of its slots.
+    Int8 { step: usize, op: Int8Op },
+    /// FloatToInt8 of slot `slot` into its twin.
+    Quantize { slot: usize, scale: f32 },
+    /// Int8ToFloat of the twin of `slot` into the slot.
+    Dequantize { slot: usize, scale: f32 },
+    /// Layout conversion between two twins (same tensor).
+    Convert { from: usize, to: usize },
+}
+
+/// The int8 schedule of a quantized model.
+#[derive(Debug)]
+pub struct Int8Plan {
+    pub steps: Vec<QStep>,
+    /// Per float slot: whether it has an i8 twin.
+    pub has_twin: Vec<bool>,
+    /// Per IR node that runs: true when it runs int8.
+    pub node_is_int8: Vec<(usize, bool)>,
+    /// Per tensor: its int8 scale, if it has one.
+    pub scales: Vec<Option<f32>>,
+}
+
+/// The i8 twins of one session.
+#[derive(Debug, Default)]
+pub struct Int8Buffers {
+    twins: Vec<Vec<i8>>,
+}
+
+impl Int8Buffers {
+    pub fn for_engine(engine: &Engine) -> Int8Buffers {
+        let Some(plan) = engine.int8.as_deref() else {
+            return Int8Buffers::default();
+        };
+        Int8Buffers {
+            twins: engine
+                .slots
+                .iter()
+                .zip(&plan.has_twin)
+                .map(|(s, &t)| if t { vec![0; s.len()] } else { Vec::new() })
+                .collect(),
+        }
+    }
+}
+
+/// Per-tensor scales from `Net.extraTensorDescribe` (None: no int8 quant info).
+pub fn tensor_scales(net: &Net, tensor_count: usize) -> Vec<Option<f32>> {
+    let mut scales = vec![None; tensor_count];
+    for d in net.extra_tensor_describe.as_deref().unwrap_or(&[]) {
+        let Some(q) = d.quant_info.as_deref() else {
+            continue;
+        };
+        // Only symmetric int8 info (the tool writes zero 0, type DT_INT8) is supported.
+        if q.zero != 0.0 || q.type_ != mnnq_format::DataType::DtInt8 {
+            continue;
+        }
+        if let Some(s) = usize::try_from(d.index)
+            .ok()
+            .and_then(|i| scales.get_mut(i))
+        {
+            *s = Some(q.scale);
+        }
+    }
+    scales
+}
+
+/// Integer weight codes of a quantized convolution, with their per-output-channel scales.
+struct ConvCodes {
+    codes: Vec<i8>,
+    alpha: Vec<f32>,
+    scale_in: f32,
+    scale_out: f32,
+}
+
+fn conv_codes(conv: &Convolution2D, out_c: usize) -> Option<ConvCodes> {
+    let quan = conv.quan_parameter.as_deref()?;
+    if conv.weight.as_ref().is_some_and(|w| !w.is_empty()) {
+        return None;
+    }
+    let buffer: Vec<u8> = quan.buffer.as_deref()?.iter().map(|&b| b as u8).collect();
+    let alpha = quan.alpha.clone()?;
+    let codes = mnnq_format::weights::quantized_codes(quan, &buffer, alpha).ok()?;
+    if codes.asymmetric || codes.alpha.len() != out_c || codes.codes.len() % out_c.max(1) != 0 {
+        return None;
+    }
+    let extra = if quan.has_scale_int {
+        1.0
+    } else {
+        quan.quant_scale
+    };
+    Some(ConvCodes {
+        codes: codes.codes,
+        alpha: codes.alpha.iter().map(|&a| a * extra).collect(),
+        scale_in: quan.scale_in,
+        scale_out: quan.scale_out,
+    })
+}
+
+struct Builder<'e> {
+    engine: &'e Engine,
+    scales: Vec<Option<f32>>,
+    has_f32: Vec<bool>,
+    has_i8: Vec<bool>,
+    has_twin: Vec<bool>,
+    /// Float-schedule conversion producing each slot: (step, source slot).
+    convert_source: HashMap<usize, (usize, usize)>,
+    steps: Vec<QStep>,
+}
+
+impl Builder<'_> {
+    fn slot(&self, s: usize) -> &Slot {
+        &self.engine.slots[s]
+    }
+
+    fn scale_of_slot(&self, s: usize) -> Option<f32> {
+        self.scales[self.slot(s).tensor].filter(|v| *v > 0.0 && v.is_finite())
+    }
+
+    fn ensure_f32(&mut self, s: usize) {
+        if self.has_f32[s] {
+            return;
+        }
+        if self.has_i8[s] {
+            let scale = self.scale_of_slot(s).expect("int8 slots have a scale");
+            self.steps.push(QStep::Dequantize { slot: s, scale });
+        } else if let Some(&(step, from)) = self.convert_source.get(&s) {
+            self.ensure_f32(from);
+            self.steps.push(QStep::Float(step));
+        }
+        self.has_f32[s] = true;
+    }
+
+    fn ensure_i8(&mut self, s: usize) {
+        if self.has_i8[s] {
+            return;
+        }
+        self.has_twin[s] = true;
+        let scale = self.scale_of_slot(s).expect("int8 inputs have a scale");
+        match self.convert_source.get(&s).copied() {
+            Some((_, from)) if !self.has_f32[s] && self.scale_of_slot(from).is_some() => {
+                self.ensure_i8(from);
+                self.steps.push(QStep::Convert { from, to: s });
+            }
+            _ => {
+                self.ensure_f32(s);
+                self.steps.push(QStep::Quantize { slot: s, scale });
+            }
+        }
+        self.has_i8[s] = true;
+    }
+
+    /// The int8 form of float-schedule step `step` (node `node`), or None when it runs float.
+    fn decide(
+        &self,
+        net: &Net,
+        node: usize,
+        inputs: &[usize],
+        outputs: &[usize],
+        prepared: &Prepared,
+    ) -> Option<Int8Op> {
+        let engine = self.engine;
+        let n = &engine.ir.nodes[node];
+        if outputs.len() != 1 {
+            return None;
+        }
+        let out = outputs[0];
+        if let Ok(skip) = std::env::var("MNNQ_INT8_FLOAT_OPS") {
+            if skip.split(',').any(|t| t == n.type_name) {
+                return None;
+            }
+        }
+        let s_out = self.scale_of_slot(out);
+        let scale_eq = |a: Option<f32>, b: Option<f32>| matches!((a, b), (Some(x), Some(y)) if x.to_bits() == y.to_bits());
+        match (&n.kind, prepared) {
+            (OpKind::Conv(p), Prepared::Conv(pc)) => {
+                if n.inputs.len() != 1 || p.kind.is_deconvolution() {
+                    return None;
+                }
+                // Tensor quant info must exist on both sides; its scale wins, IDST's is the fallback.
+                let raw_in = self.scales[n.inputs[0]]?;
+                let raw_out = self.scales[n.outputs[0]]?;
+                let op = net.oplists.as_deref()?.get(node)?;
+                let Some(OpParameter::Convolution2D(conv)) = op.main.as_ref() else {
+                    return None;
+                };
+                let codes = conv_codes(conv, p.out_channels)?;
+                let s_in = if raw_in == 0.0 {
+                    codes.scale_in
+                } else {
+                    raw_in
+                };
+                let s_out = if raw_out == 0.0 {
+                    codes.scale_out
+                } else {
+                    raw_out
+                };
+                if !(s_in > 0.0 && s_out > 0.0 && s_in.is_finite() && s_out.is_finite()) {
+                    return None;
+                }
+                // Casts use the tensor scale; a zero tensor scale would need the IDST fallback
+                // there too, which MNN does not do either.
+                if raw_in == 0.0 || raw_out == 0.0 {
+                    return None;
+                }
+                let geom = pc.geometry();
+                let bias = if p.bias.is_empty() {
+                    vec![0.0; p.out_channels]
+                } else {
+                    p.bias.clone()
+                };
+                if bias.len() != p.out_channels {
+                    return None;
+                }
+                let relu = p.activation != crate::ir::Activation::None;
+                let taps = geom.kernel_h * geom.kernel_w;
+                if p.kind == ConvKind::Convolution && p.group == 1 {
+                    if codes.codes.len() != geom.out_c * geom.in_c * taps {
+                        return None;
+                    }
+                    Some(Int8Op::Conv {
+                        geom,
+                        batch: pc.batch(),
+                        weights: Box::new(PackedInt8Weights::pack_conv(
+                            &codes.codes,
+                            geom.out_c,
+                            geom.in_c,
+                            geom.kernel_h,
+                            geom.kernel_w,
+                        )),
+                        requant: Requantize::for_conv(&codes.alpha, &bias, s_in, s_out, relu),
+                    })
+                } else if p.group == geom.in_c && p.group == geom.out_c {
+                    if codes.codes.len() != geom.out_c * taps {
+                        return None;
+                    }
+                    Some(Int8Op::Depthwise {
+                        geom,
+                        batch: pc.batch(),
+                        weights: Box::new(PackedDepthwiseInt8::pack(
+                            &codes.codes,
+                            geom.out_c,
+                            geom.kernel_h,
+                            geom.kernel_w,
+                        )),
+                        requant: DepthwiseRequantize::for_depthwise(
+                            &codes.alpha,
+                            &bias,
+                            s_in,
+                            s_out,
+                            relu,
+                        ),
+                    })
+                } else {
+                    None
+                }
+            }
+            (OpKind::Pool(_), Prepared::Pool(pool_type, w)) => {
+                let s_in = self.scale_of_slot(inputs[0]);
+                if !scale_eq(s_in, s_out) {
+                    return None;
+                }
+                let shape = &self.slot(inputs[0]).shape;
+                if shape.len() != 4 {
+                    return None;
+                }
+                let geom = ConvGeometry {
+                    in_h: shape[2],
+                    in_w: shape[3],
+                    in_c: shape[1],
+                    out_h: w.out_h,
+                    out_w: w.out_w,
+                    out_c: shape[1],
+                    kernel_h: w.kernel_h,
+                    kernel_w: w.kernel_w,
+                    stride_h: w.stride_h,
+                    stride_w: w.stride_w,
+                    dilation_h: 1,
+                    dilation_w: 1,
+                    pad_top: w.pad_top,
+                    pad_left: w.pad_left,
+                };
+                let kind = match pool_type {
+                    PoolType::Max => PoolKind::Max,
+                    PoolType::Average => PoolKind::Average,
+                };
+                Some(Int8Op::Pool {
+                    kind,
+                    geom,
+                    batch: shape[0],
+                })
+            }
+            (OpKind::Binary { op, relu }, _) => {
+                let op = match op {
+                    BinaryOperation::Add => BinaryInt8::Add,
+                    BinaryOperation::Sub => BinaryInt8::Sub,
+                    BinaryOperation::Mul => BinaryInt8::Mul,
+                    BinaryOperation::Max => BinaryInt8::Max,
+                    BinaryOperation::Min => BinaryInt8::Min,
+                    _ => return None,
+                };
+                if inputs.len() != 2 {
+                    return None;
+                }
+                let o = self.slot(out);
+                // Same shape and layout, or a scalar: the kernel's element order is then the
+                // tensors' memory order.
+                for &i in inputs {
+                    let s = self.slot(i);
+                    let aligned = (s.shape == o.shape && s.layout == o.layout) || s.len() == 1;
+                    if !aligned || matches!(s.location, Location::Const(_)) {
+                        return None;
+                    }
+                }
+                let s0 = self.scale_of_slot(inputs[0])?;
+                let s1 = self.scale_of_slot(inputs[1])?;
+                Some(Int8Op::Binary {
+                    op,
+                    scales: BinaryScales {
+                        s0,
+                        s1,
+                        s_out: s_out?,
+                        relu: *relu,
+                    },
+                })
+            }
+            (OpKind::Unary(_), _) => {
+                self.scale_of_slot(inputs[0])?;
+                s_out?;
+                let op = net.oplists.as_deref()?.get(node)?;
+                let Some(OpParameter::UnaryOp(u)) = op.main.as_ref() else {
+                    return None;
+                };
+                let table: [i8; 255] = u.table_int8.as_deref()?.try_into().ok()?;
+                Some(Int8Op::Table(Box::new(table)))
+            }
+            (OpKind::Relu { slope }, _) if *slope == 0.0 => {
+                scale_eq(self.scale_of_slot(inputs[0]), s_out).then_some(Int8Op::Relu)
+            }
+            (
+                OpKind::Concat { .. }
+                | OpKind::Reshape { .. }
+                | OpKind::ConvertTensor { .. }
+                | OpKind::Squeeze { .. }
+                | OpKind::Unsqueeze { .. }
+                | OpKind::ExpandDims { .. }
+                | OpKind::Flatten { .. }
+                | OpKind::Permute { .. }
+                | OpKind::Transpose
+                | OpKind::Identity,
+                _,
+            ) => {
+                s_out?;
+                let mut data_inputs = 0;
+                for &i in inputs {
+                    if matches!(self.slot(i).location, Location::Const(_)) {
+                        continue;
+                    }
+                    if !scale_eq(self.scale_of_slot(i), s_out) {
+                        return None;
+                    }
+                    data_inputs += 1;
+                }
+                (data_inputs > 0).then_some(Int8Op::Move)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Int8Plan {
+    /// The int8 schedule of `engine` (prepared from `net`), or None when the model carries no
+    /// int8 quant info.
+    pub fn build(net: &Net, engine: &Engine) -> Result<Option<Int8Plan>, EngineError> {
+        let scales = tensor_scales(net, engine.ir.tensor_names.len());
+        if scales.iter().all(|s| s.is_none()) {
+            return Ok(None);
+        }
+        let n = engine.slots.len();
+        let mut b = Builder {
+            engine,
+            scales,
+            has_f32: engine
+                .slots
+                .iter()
+                .map(|s| matches!(s.location, Location::Const(_)))
+                .collect(),
+            has_i8: vec![false; n],
+            has_twin: vec![false; n],
+            convert_source: HashMap::new(),
+            steps: Vec::new(),
+        };
+        for &(_, s) in &engine.inputs {
+            b.has_f32[s] = true;
+        }
+        let mut node_is_int8 = Vec::new();
+        for (si, step) in engine.steps.iter().enumerate() {
+            match step {
+                Step::Convert { from, to } => {
+                    b.convert_source.insert(*to, (si, *from));
+                }
+                Step::Node {
+                    node,
+                    inputs,
+                    outputs,
+                    prepared,
+                } => match b.decide(net, *node, inputs, outputs, prepared) {
+                    Some(op) => {
+                        for &i in inputs {
+                            if !matches!(b.slot(i).location, Location::Const(_)) {
+                                b.ensure_i8(i);
+                            }
+                        }
+                        for &o in outputs {
+                            b.has_i8[o] = true;
+                            b.has_twin[o] = true;
+                        }
+                        b.steps.push(QStep::Int8 { step: si, op });
+                        node_is_int8.push((*node, true));
+                    }
+                    None => {
+                        for &i in inputs {
+                            b.ensure_f32(i);
+                        }
+                        for &o in outputs {
+                            b.has_f32[o] = true;
+                        }
+                        b.steps.push(QStep::Float(si));
+                        node_is_int8.push((*node, false));
+                    }
+                },
+            }
+        }
+        for &(_, s) in &engine.outputs {
+            b.ensure_f32(s);
+        }
+        if std::env::var_os("MNNQ_INT8_TRACE").is_some() {
+            for &(node, q) in &node_is_int8 {
+                let n = &engine.ir.nodes[node];
+                eprintln!(
+                    "int8 plan: {} {} {}",
+                    if q { "int8 " } else { "float" },
+                    n.type_name,
+                    n.name
+                );
+            }
+        }
+        Ok(Some(Int8Plan {
+            steps: b.steps,
+            has_twin: b.has_twin,
+            node_is_int8,
+            scales: b.scales,
+        }))
+    }
+
+    /// How many scheduled ops run int8 and how many float.
+    pub fn op_counts(&self) -> (usize, usize) {
+        let int8 = self.node_is_int8.iter().filter(|(_, q)| *q).count();
+        (int8, self.node_is_int8.len() - int8)
+    }
+
+    /// Runs the schedule. Graph inputs must already be in their arena slots; graph outputs are
+    /// left in theirs.
+    pub fn run(
+        &self,
+        engine: &Engine,
+        arena: &mut [f32],
+        codes: &mut Int8Buffers,
+        par: &Parallel,
+        mut observer: Option<&mut Observer>,
+    ) -> Result<(), EngineError> {
+        let twins = &mut codes.twins;
+        if twins.len() != engine.slots.len() {
+            return Err(EngineError::Run(
+                "int8 buffers belong to another engine".into(),
+            ));
+        }
+        // Diagnostic: per-category time of this run on stderr.
+        let profiling = std::env::var_os("MNNQ_INT8_PROFILE").is_some();
+        let mut totals: std::collections::BTreeMap<String, f64> = Default::default();
+        for step in &self.steps {
+            let started = profiling.then(std::time::Instant::now);
+            let category = |step: &QStep| -> String {
+                match step {
+                    QStep::Float(si) => match &engine.steps[*si] {
+                        Step::Node { node, .. } => {
+                            format!("float {}", engine.ir.nodes[*node].type_name)
+                        }
+                        Step::Convert { .. } => "float layout convert".into(),
+                    },
+                    QStep::Int8 { op, .. } => format!("int8 {}", op.name()),
+                    QStep::Quantize { .. } => "cast FloatToInt8".into(),
+                    QStep::Dequantize { .. } => "cast Int8ToFloat".into(),
+                    QStep::Convert { .. } => "int8 layout convert".into(),
+                }
+            };
+            let _finish = Finish(started.map(|t| (t, category(step))), &mut totals);
+            match step {
+                QStep::Float(si) => {
+                    run_float_step(engine, *si, arena, par)?;
+                    if let (Some(obs), Step::Node { outputs, .. }) =
+                        (observer.as_mut(), &engine.steps[*si])
+                    {
+                        for &o in outputs {
+                            let slot = &engine.slots[o];
+                            observe(engine, slot, f32_view(engine, arena, slot), &mut **obs);
+                        }
+                    }
+                }
+                QStep::Quantize { slot, scale } => {
+                    let s = &engine.slots[*slot];
+                    let src = f32_view(engine, arena, s);
+                    float_to_int8(src, *scale, &mut twins[*slot]);
+                }
+                QStep::Dequantize { slot, scale } => {
+                    let s = &engine.slots[*slot];
+                    let Location::Arena(off) = s.location else {
+                        return Err(EngineError::Run("int8 result without arena memory".into()));
+                    };
+                    int8_to_float(&twins[*slot], *scale, &mut arena[off..off + s.len()]);
+                }
+                QStep::Convert { from, to } => {
+                    let (a, b) = (&engine.slots[*from], &engine.slots[*to]);
+                    let src = std::mem::take(&mut twins[*from]);
+                    copy_layout(&a.shape, a.layout, &src, b.layout, &mut twins[*to]);
+                    twins[*from] = src;
+                }
+                QStep::Int8 { step, op } => {
+                    let Step::Node {
+                        node,
+                        inputs,
+                        outputs,
+                        ..
+                    } = &engine.steps[*step]
+                    else {
+                        return Err(EngineError::Run("int8 step is not an op".into()));
+                    };
+                    run_int8_op(engine, *node, op, inputs, outputs[0], arena, twins, par).map_err(
+                        |m| {
+                            let n = &engine.ir.nodes[*node];
+                            EngineError::Op {
+                                op_type: n.type_name.clone(),
+                                op_name: n.name.clone(),
+                                message: m,
+                            }
+                        },
+                    )?;
+                    if let Some(obs) = observer.as_mut() {
+                        let slot = &engine.slots[outputs[0]];
+                        let scale = self.scales[slot.tensor].unwrap_or(0.0);
+                        let values: Vec<f32> = twins[outputs[0]]
+                            .iter()
+                            .map(|&q| q as f32 * scale)
+                            .collect();
+                        observe(engine, slot, &values, &mut **obs);
+                    }
+                }
+            }
+        }
+        if profiling {
+            let total: f64 = totals.values().sum();
+            eprintln!("int8 profile: {total:.3} ms");
+            let mut rows: Vec<_> = totals.into_iter().collect();
+            rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (k, v) in rows {
+                eprintln!("  {v:9.3} ms  {k}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds the elapsed time of one step to its category when dropped (profiling only).
+struct Finish<'a>(
+    Option<(std::time::Instant, String)>,
+    &'a mut std::collections::BTreeMap<String, f64>,
+);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        if let Some((start, key)) = self.0.take() {
+            *self.1.entry(key).or_default() += start.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+}
+
+/// Shows a slot's values (physical order `data`) to an observer in logical row-major order.
+fn observe(
+    engine: &Engine,
+    slot: &Slot,
+    data: &[f32],
+    observer: &mut dyn FnMut(usize, &crate::tensor::TensorView),
+) {
+    let view = In {
+        shape: &slot.shape,
+        dtype: slot.dtype,
+        layout: slot.layout,
+        data,
+    };
+    let row_major = view.to_row_major_f32();
+    observer(
+        slot.tensor,
+        &crate::tensor::TensorView {
+            name: engine.tensor_name(slot.tensor),
+            shape: &slot.shape,
+            dtype: slot.dtype,
+            data: &row_major,
+        },
+    );
+}
+
+fn f32_view<'a>(engine: &'a Engine, arena: &'a [f32], s: &Slot) -> &'a [f32] {
+    match s.location {
+        Location::Arena(off) => &arena[off..off + s.len()],
+        Location::Const(i) => &engine.const_buffers[i],
+    }
+}
+
+/// Copies a tensor between two physical layouts.
+fn copy_layout(
+    shape: &[usize],
+    from: crate::tensor::Layout,
+    src: &[i8],
+    to: crate::tensor::Layout,
+    dst: &mut [i8],
+) {
+    let mut offsets = Vec::with_capacity(src.len());
+    crate::ops::movement::for_each_offset(shape, &from.strides(shape), |o| offsets.push(o));
+    let mut i = 0;
+    crate::ops::movement::for_each_offset(shape, &to.strides(shape), |o| {
+        dst[o] = src[offsets[i]];
+        i += 1;
+    });
+}
+
+/// Runs float-schedule step `si` exactly as a float session does.
+fn run_float_step(
+    engine: &Engine,
+    si: usize,
+    arena: &mut [f32],
+    par: &Parallel,
+) -> Result<(), EngineError> {
+    let arena_ptr = arena.as_mut_ptr();
+    fn view_in<'a>(engine: &'a Engine, arena_ptr: *mut f32, s: &'a Slot) -> In<'a> {
+        let data: &[f32] = match s.location {
+            // SAFETY: the memory plan keeps slots inside the arena, and a step's outputs never
+            // overlap its inputs.
+            Location::Arena(off) => unsafe {
+                std::slice::from_raw_parts(arena_ptr.add(off), s.len())
+            },
+            Location::Const(i) => &engine.const_buffers[i],
+        };
+        In {
+            shape: &s.shape,
+            dtype: s.dtype,
+            layout: s.layout,
+            data,
+        }
+    }
+    fn view_out(arena_ptr: *mut f32, s: &Slot) -> Result<Out<'_>, EngineError> {
+        let Location::Arena(off) = s.location else {
+            return Err(EngineError::Run("op output without arena memory".into()));
+        };
+        // SAFETY: as above; outputs of one step are disjoint.
+        let data = unsafe { std::slice::from_raw_parts_mut(arena_ptr.add(off), s.len()) };
+        Ok(Out {
+            shape: &s.shape,
+            dtype: s.dtype,
+            layout: s.layout,
+            data,
+        })
+    }
+    match &engine.steps[si] {
+        Step::Convert { from, to } => {
+            let input = view_in(engine, arena_ptr, &engine.slots[*from]);
+            let mut output = view_out(arena_ptr, &engine.slots[*to])?;
+            crate::ops::movement::convert(&input, &mut output);
+        }
+        Step::Node {
+            node,
+            inputs,
+            outputs,
+            prepared,
+        } => {
+            let n = &engine.ir.nodes[*node];
+            let ins: Vec<In> = inputs
+                .iter()
+                .map(|&s| view_in(engine, arena_ptr, &engine.slots[s]))
+                .collect();
+            let mut outs = outputs
+                .iter()
+                .map(|&s| view_out(arena_ptr, &engine.slots[s]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let consts: Vec<Option<&Value>> = n
+                .inputs
+                .iter()
+                .map(|&t| engine.values[t].as_ref())
+                .collect();
+            crate::session::execute_node(&n.kind, prepared, &ins, &mut outs, &consts, par)
+                .map_err(|m| EngineError::Op {
+                    op_type: n.type_name.clone(),
+                    op_name: n.name.clone(),
+                    message: m,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// A pointer to an i8 buffer that threads write disjoint parts of.
+#[derive(Clone, Copy)]
+struct SharedCodes(*mut i8, usize);
+// SAFETY: every task writes only its own pixels/rows of the output.
+unsafe impl Send for SharedCodes {}
+unsafe impl Sync for SharedCodes {}
+
+impl SharedCodes {
+    /// # Safety
+    /// Concurrent users must write disjoint elements.
+    unsafe fn whole<'a>(self) -> &'a mut [i8] {
+        unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_int8_op(
+    engine: &Engine,
+    node: usize,
+    op: &Int8Op,
+    inputs: &[usize],
+    out: usize,
+    arena: &mut [f32],
+    twins: &mut [Vec<i8>],
+    par: &Parallel,
+) -> Result<(), String> {
+    // The output twin is taken out so the inputs can be borrowed alongside it.
+    let mut y = std::mem::take(&mut twins[out]);
+    let result = (|| {
+        let x = |k: usize| -> &[i8] { &twins[inputs[k]] };
+        match op {
+            Int8Op::Conv {
+                geom,
+                batch,
+                weights,
+                requant,
+            } => {
+                let (img_in, img_out) = (
+                    geom.in_h * geom.in_w * geom.in_c,
+                    geom.pixels() * geom.out_c,
+                );
+                let pixels = geom.pixels();
+                let tasks = pixels.div_ceil(CONV_PIXELS_PER_TASK);
+                for n in 0..*batch {
+                    let input = &x(0)[n * img_in..(n + 1) * img_in];
+                    let output = &mut y[n * img_out..(n + 1) * img_out];
+                    let shared = SharedCodes(output.as_mut_ptr(), output.len());
+                    par.for_each(tasks, |t| {
+                        let range =
+                            t * CONV_PIXELS_PER_TASK..((t + 1) * CONV_PIXELS_PER_TASK).min(pixels);
+                        // SAFETY: each task writes only the pixels of its range.
+                        let out = unsafe { shared.whole() };
+                        conv2d_int8_nhwc(geom, input, weights, requant, out, geom.out_c, range);
+                    });
+                }
+            }
+            Int8Op::Depthwise {
+                geom,
+                batch,
+                weights,
+                requant,
+            } => {
+                let (img_in, img_out) = (
+                    geom.in_h * geom.in_w * geom.in_c,
+                    geom.pixels() * geom.out_c,
+                );
+                for n in 0..*batch {
+                    let input = &x(0)[n * img_in..(n + 1) * img_in];
+                    let output = &mut y[n * img_out..(n + 1) * img_out];
+                    let shared = SharedCodes(output.as_mut_ptr(), output.len());
+                    par.for_each(geom.out_h, |r| {
+                        // SAFETY: each task writes only its output row.
+                        let out = unsafe { shared.whole() };
+                        depthwise_int8_nhwc(
+                            geom,
+                            input,
+                            weights,
+                            requant,
+                            out,
+                            geom.out_c,
+                            r..r + 1,
+                        );
+                    });
+                }
+            }
+            Int8Op::Pool { kind, geom, batch } => {
+                let (img_in, img_out) = (
+                    geom.in_h * geom.in_w * geom.in_c,
+                    geom.pixels() * geom.out_c,
+                );
+                for n in 0..*batch {
+                    let input = &x(0)[n * img_in..(n + 1) * img_in];
+                    let output = &mut y[n * img_out..(n + 1) * img_out];
+                    let shared = SharedCodes(output.as_mut_ptr(), output.len());
+                    par.for_each(geom.out_h, |r| {
+                        // SAFETY: each task writes only its output row.
+                        let out = unsafe { shared.whole() };
+                        if *kind == PoolKind::Average {
+                            average_pool_x86_row(geom, input, out, r);
+                        } else {
+                            pool_int8_nhwc(*kind, geom, input, out, geom.out_c, r..r + 1);
+                        }
+                    });
+                }
+            }
+            Int8Op::Binary { op, scales } => binary_int8(*op, *scales, x(0), x(1), &mut y),
+            Int8Op::Table(table) => {
+                for (o, &q) in y.iter_mut().zip(x(0)) {
+                    *o = table[(q as i32 + 127).clamp(0, 254) as usize];
+                }
+            }
+            Int8Op::Relu => {
+                for (o, &q) in y.iter_mut().zip(x(0)) {
+                    *o = q.max(0);
+                }
+            }
+            Int8Op::Move => {
+                // Codes are small integers, exact in f32: run the float op on widened codes.
+                let Step::Node {
+                    outputs, prepared, ..
+                } = &engine
+                    .steps
+                    .iter()
+                    .find(|s| matches!(s, Step::Node { node: nn, .. } if *nn == node))
+                    .ok_or("step not found")?
+                else {
+                    return Err("step not found".into());
+                };
+                let n = &engine.ir.nodes[node];
+                let widened: Vec<Option<Vec<f32>>> = inputs
+                    .iter()
+                    .map(|&s| match engine.slots[s].location {
+                        Location::Const(_) => None,
+                        Location::Arena(_) => Some(twins[s].iter().map(|&q| q as f32).collect()),
+                    })
+                    .collect();
+                let ins: Vec<In> = inputs
+                    .iter()
+                    .zip(&widened)
+                    .map(|(&s, w)| {
+                        let slot = &engine.slots[s];
+                        let data = match w {
+                            Some(w) => w.as_slice(),
+                            None => f32_view(engine, arena, slot),
+                        };
+                        In {
+                            shape: &slot.shape,
+                            dtype: slot.dtype,
+                            layout: slot.layout,
+                            data,
+                        }
+                    })
+                    .collect();
+                let os = &engine.slots[outputs[0]];
+                let mut buffer = vec![0.0f32; os.len()];
+                {
+                    let mut outs = [Out {
+                        shape: &os.shape,
+                        dtype: os.dtype,
+                        layout: os.layout,
+                        data: &mut buffer,
+                    }];
+                    let consts: Vec<Option<&Value>> = n
+                        .inputs
+                        .iter()
+                        .map(|&t| engine.values[t].as_ref())
+                        .collect();
+                    crate::session::execute_node(
+                        &n.kind,
+                        prepared,
+                        &ins,
+                        &mut outs,
+                        &consts,
+                        &Parallel::sequential(),
+                    )?;
+                }
+                for (o, v) in y.iter_mut().zip(&buffer) {
+                    *o = *v as i8;
+                }
+            }
+        }
+        Ok(())
+    })();
+    twins[out] = y;
+    result
+}
+
+/// MNN's x86 int8 average pooling for output row `oy`: its SSE/AVX kernels hold codes as
+/// `q + 128` in uint8, so the floor of `(sum * floor(2^24 / n)) >> 24` is taken on offset values
+/// and the offset removed afterwards: `avg = (((sum(q) + 128 n) * floor(2^24 / n)) >> 24) - 128`.
+/// This differs from the signed formula (`mnnq_kernels::int8::pool`, MNN's ARM result) by up to
+/// one code; e.g. a window of 49 zeros averages to -1 here (observed in MNN 3.6.1's x86 global
+/// pooling of EfficientNet-Lite0). i64 because the offset sum times the factor exceeds i32.
+fn average_pool_x86_row(geom: &ConvGeometry, input: &[i8], out: &mut [i8], oy: usize) {
+    let c = geom.in_c;
+    let mut sums = vec![0i64; c];
+    for ox in 0..geom.out_w {
+        sums.iter_mut().for_each(|s| *s = 0);
+        let mut n = 0i64;
+        for ky in 0..geom.kernel_h {
+            let Some(iy) = (oy * geom.stride_h + ky)
+                .checked_sub(geom.pad_top)
+                .filter(|&y| y < geom.in_h)
+            else {
+                continue;
+            };
+            for kx in 0..geom.kernel_w {
+                let Some(ix) = (ox * geom.stride_w + kx)
+                    .checked_sub(geom.pad_left)
+                    .filter(|&x| x < geom.in_w)
+                else {
+                    continue;
+                };
+                n += 1;
+                let px = &input[(iy * geom.in_w + ix) * c..][..c];
+                for (s, &q) in sums.iter_mut().zip(px) {
+                    *s += q as i64 + 128;
+                }
+            }
+        }
+        let factor = (1i64 << 24) / n.max(1);
+        let row = &mut out[(oy * geom.out_w + ox) * c..][..c];
+        for (o, &s) in row.iter_mut().zip(&sums) {
+            *o = (((s * factor) >> 24) - 128).clamp(-128, 127) as i8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(h: usize, w: usize, c: usize) -> ConvGeometry {
+        ConvGeometry {
+            in_h: h,
+            in_w: w,
+            in_c: c,
+            out_h: 1,
+            out_w: 1,
+            out_c: c,
+            kernel_h: h,
+            kernel_w: w,
+            stride_h: h,
+            stride_w: w,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: 0,
+            pad_left: 0,
+        }
+    }
+
+    #[test]
+    fn x86_average_of_zeros_is_minus_one_for_49_taps() {
+        // floor(2^24 / 49) = 342392; 128 * 49 * 342392 = 2147482624 < 128 * 2^24, so the
+        // shifted value is 127 and the result 127 - 128 = -1 (what MNN's x86 build returns).
+        let mut out = [0i8; 2];
+        average_pool_x86_row(&global(7, 7, 2), &[0i8; 98], &mut out, 0);
+        assert_eq!(out, [-1, -1]);
+    }
+
+    #[test]
+    fn x86_average_matches_hand_computation() {
+        // Four taps (factor 2^22, exact): codes 10, 11, 12, 13 -> offset sum 558 -> 139 -> 11;
+        // -3, -3, -3, -4 -> offset sum 499 -> 124 (floor of 124.75) -> -4.
+        let input = [10i8, -3, 11, -3, 12, -3, 13, -4];
+        let mut out = [0i8; 2];
+        average_pool_x86_row(&global(2, 2, 2), &input, &mut out, 0);
+        assert_eq!(out, [11, -4]);
+    }
+
+    #[test]
+    fn x86_average_excludes_padding() {
+        // 3x3 windows, stride 2, one pixel of padding: the first output has 4 valid taps, the
+        // second 6, all of code 8. Offset sums 544 and 816; 544 * 2^22 >> 24 = 136 -> 8, but
+        // 816 * floor(2^24 / 6) >> 24 = 135 (floor of 135.99999) -> 7: the x86 rounding loss.
+        let geom = ConvGeometry {
+            out_h: 2,
+            out_w: 2,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            pad_top: 1,
+            pad_left: 1,
+            ..global(4, 4, 1)
+        };
+        let input = [8i8; 16];
+        let mut out = [0i8; 4];
+        average_pool_x86_row(&geom, &input, &mut out, 0);
+        assert_eq!(&out[..2], &[8, 7]);
+    }
+}
