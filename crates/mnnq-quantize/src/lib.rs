@@ -1,1 +1,25 @@
-//! Turns a float model plus scales into MNN's int8 model form and writes it.
+//! Post-training int8 quantization of float MNN models, as MNN's `quantized.out`
+//! (`mnn-quantization.md` §1-§8): calibrate feature scales over images with the float
+//! engine, quantize convolution weights per output channel, and write the modern int8 form
+//! (tensor quant info, IDST weights, table-driven unary ops) plus MNN's scale report.
+//!
+//! Each step is a function of its own: [`runner::plan_from_engine`] (which tensors),
+//! [`stats::collect_ranges`] / [`stats::collect_histograms`] (the two passes, any thread
+//! count, same result), [`scales::feature_scales`] + [`scales::unify`],
+//! [`rewrite::rewrite_net`], [`scale_json::scale_report`]; [`quantize`] runs them all.
+
+mod error;
+pub mod idst;
+pub mod pipeline;
+pub mod plan;
+pub mod progress;
+pub mod rewrite;
+pub mod runner;
+pub mod scale_json;
+pub mod scales;
+pub mod stats;
+
+pub use error::QuantizeError;
+pub use pipeline::{
+    quantize, scale_file_path, write_atomically, QuantizeOptions, QuantizeReport, Timings,
+};

@@ -1,17 +1,50 @@
-//! `mnnq quantize`.
+//! `mnnq quantize ORIGIN QUANT CONFIG` (also `mnnq ORIGIN QUANT CONFIG`, as `quantized.out`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+
+use anyhow::Context;
+use mnnq_quantize::scales::UnifyMode;
+use mnnq_quantize::{quantize, write_atomically, QuantizeOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The float model to quantize.
     pub origin: PathBuf,
-    /// Where to write the int8 model.
+    /// Where to write the int8 model (the scale report goes to QUANT.json).
     pub quant: PathBuf,
     /// The calibration config (JSON, as for `quantized.out`).
     pub config: PathBuf,
+    /// Calibration worker threads (0: one per core). The output does not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write the run summary as JSON to this file.
+    #[arg(long, value_name = "REPORT.json")]
+    pub report: Option<PathBuf>,
+    /// Unify layout/pooling scales in one pass in op-name order exactly as MNN (which can
+    /// leave chained pooling/reshape ops with different input and output scales).
+    #[arg(long)]
+    pub mnn_unify: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`mnnq quantize` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let options = QuantizeOptions {
+        threads: args.threads,
+        progress: std::io::stderr().is_terminal(),
+        unify: if args.mnn_unify {
+            UnifyMode::MnnSinglePass
+        } else {
+            UnifyMode::UntilStable
+        },
+    };
+    let report = quantize(&args.origin, &args.quant, &args.config, &options)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    eprintln!("{}", report.summary());
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
+        write_atomically(path, json.as_bytes())?;
+    }
+    Ok(())
 }

@@ -1,0 +1,401 @@
+//! The whole tool: config + model + images -> int8 model, scale report and summary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mnnq_engine::ir::MnnFormat;
+use mnnq_engine::Engine;
+use mnnq_format::Model;
+use mnnq_preprocess::{
+    calibration_files, preprocess_image, Config, FeatureMethod, InputSpec, InputType, Layout,
+};
+
+use crate::plan::{layout_ops, tensor_names};
+use crate::progress::{Bar, Progress, Silent};
+use crate::rewrite::{rewrite_net, RewriteOptions, RewriteSummary, WeightMethod};
+use crate::runner::{plan_from_engine, EngineRunner};
+use crate::scales::{feature_scales, unify, NoScaleReason, UnifyMode};
+use crate::stats::{
+    collect_histograms, collect_ranges, ForwardPass, HistogramKind, Images, Pass, SkippedImage,
+};
+use crate::{scale_json, QuantizeError};
+
+/// Bins of the streaming ADMM histogram (exact integer sums per bin; 4096 keeps two workers'
+/// accumulators for a few hundred tensors well under 100 MB).
+pub const ADMM_BINS: usize = 4096;
+
+/// Run settings that are not in the config.
+#[derive(Clone, Debug, Default)]
+pub struct QuantizeOptions {
+    /// Calibration workers (0: one per available core). Results do not depend on it.
+    pub threads: usize,
+    /// Show progress bars on stderr (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Scale unification: MNN's single pass, or repeated until consistent (default).
+    pub unify: UnifyMode,
+}
+
+
+/// Wall time of each step, in seconds.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Timings {
+    pub load: f64,
+    pub range_pass: f64,
+    pub histogram_pass: f64,
+    pub scales: f64,
+    pub rewrite_and_write: f64,
+    pub total: f64,
+}
+
+/// What a run did; printed as a summary and written by `--report`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct QuantizeReport {
+    pub origin: PathBuf,
+    pub quant: PathBuf,
+    pub scale_file: PathBuf,
+    pub config: PathBuf,
+    pub feature_method: String,
+    pub weight_method: String,
+    pub threads: usize,
+    pub images_found: usize,
+    pub images_used: usize,
+    pub images_skipped: Vec<SkippedImage>,
+    pub tensors_tracked: usize,
+    pub tensors_with_scale: usize,
+    /// Reason -> names of tensors calibration tracked but could give no scale.
+    pub tensors_without_scale: BTreeMap<String, Vec<String>>,
+    pub max_threshold_tensors: usize,
+    pub unify_mode: Option<UnifyMode>,
+    /// Unification passes run (more than 2 means a chain needed propagation).
+    pub unify_passes: usize,
+    pub rewrite: RewriteSummary,
+    pub size_before: u64,
+    pub size_after: u64,
+    pub seconds: Timings,
+    pub warnings: Vec<String>,
+    /// Final feature scales by tensor index (also in the scale file).
+    #[serde(skip)]
+    pub scales: BTreeMap<u32, f32>,
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `<quant>.json`, MNN's name for the scale report.
+pub fn scale_file_path(quant: &Path) -> PathBuf {
+    let mut name = quant.as_os_str().to_os_string();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// reader never sees a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), QuantizeError> {
+    let error = |source| QuantizeError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = folder.join(format!(".{file_name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.map_err(error)
+}
+
+fn progress_for(show: bool, label: &str, total: usize) -> (Box<dyn Progress>, Option<Bar>) {
+    if show {
+        let bar = Bar::new(label, total);
+        (Box::new(Bar(bar.0.clone())), Some(bar))
+    } else {
+        (Box::new(Silent), None)
+    }
+}
+
+/// Quantizes `origin` into `quant` (and `<quant>.json`) as `quantized.out` does.
+pub fn quantize(
+    origin: &Path,
+    quant: &Path,
+    config_path: &Path,
+    options: &QuantizeOptions,
+) -> Result<QuantizeReport, QuantizeError> {
+    let start = Instant::now();
+    if origin == quant || same_file(origin, quant) {
+        return Err(QuantizeError::Usage(format!(
+            "the output {} is the input model; choose another output file",
+            quant.display()
+        )));
+    }
+    let (config, config_warnings) = Config::from_file(config_path)?;
+    let mut report = QuantizeReport {
+        origin: origin.to_path_buf(),
+        quant: quant.to_path_buf(),
+        scale_file: scale_file_path(quant),
+        config: config_path.to_path_buf(),
+        warnings: config_warnings.iter().map(|w| w.to_string()).collect(),
+        ..QuantizeReport::default()
+    };
+    let histogram_kind = match config.feature_quantize_method {
+        FeatureMethod::Kl => HistogramKind::Kl,
+        FeatureMethod::Admm => HistogramKind::Admm(ADMM_BINS),
+        FeatureMethod::Ema => {
+            return Err(QuantizeError::Usage(format!(
+                "{}: feature_quantize_method \"EMA\" is not supported (use \"KL\" or \"ADMM\")",
+                config_path.display()
+            )))
+        }
+    };
+    if config.input_type != InputType::Image {
+        return Err(QuantizeError::Usage(format!(
+            "{}: input_type \"sequence\" is not supported yet (image calibration only)",
+            config_path.display()
+        )));
+    }
+    let weight_method = match config.weight_quantize_method {
+        mnnq_preprocess::WeightMethod::MaxAbs => WeightMethod::MaxAbs,
+        mnnq_preprocess::WeightMethod::Admm => WeightMethod::Admm,
+    };
+    report.feature_method = format!("{:?}", config.feature_quantize_method).to_uppercase();
+    report.weight_method = match weight_method {
+        WeightMethod::MaxAbs => "MAX_ABS".into(),
+        WeightMethod::Admm => "ADMM".into(),
+    };
+
+    let mut model = Model::load(origin)?;
+    report.size_before = std::fs::metadata(origin).map(|m| m.len()).unwrap_or(0);
+    let engine = Engine::from_model(&model).map_err(|e| QuantizeError::Engine {
+        model: origin.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let (input_tensor, input_slot) = match engine.inputs[..] {
+        [one] => one,
+        _ => {
+            return Err(QuantizeError::Engine {
+                model: origin.display().to_string(),
+                message: format!(
+                    "image calibration needs exactly one model input, found {}",
+                    engine.inputs.len()
+                ),
+            })
+        }
+    };
+    let input_shape = engine.slots[input_slot].shape.clone();
+    let layout = match engine.infos[input_tensor].as_ref().map(|i| i.format) {
+        Some(MnnFormat::Nhwc) => Layout::Nhwc,
+        _ => Layout::Nchw,
+    };
+    let dims: Vec<i64> = input_shape.iter().map(|&d| d as i64).collect();
+    let input_name = engine.tensor_name(input_tensor).to_string();
+    let (spec, spec_warnings) = InputSpec::for_model_input(&config, &input_name, layout, &dims)?;
+    report
+        .warnings
+        .extend(spec_warnings.iter().map(|w| w.to_string()));
+    if spec.shape()[..] != input_shape[..] {
+        return Err(QuantizeError::Usage(format!(
+            "{}: width x height {}x{} does not match the model input {input_name:?} of shape {input_shape:?}; \
+             the engine runs the model at its stored input size",
+            config_path.display(),
+            spec.width,
+            spec.height
+        )));
+    }
+    let files = calibration_files(&config)?;
+    report.images_found = files.len();
+    let threads = if options.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        options.threads
+    };
+    report.threads = threads;
+    report.unify_mode = Some(options.unify);
+    let plan = plan_from_engine(&engine, &config.skip_quant_op_names);
+    report.tensors_tracked = plan.len();
+    report.seconds.load = start.elapsed().as_secs_f64();
+
+    let load = |i: usize| preprocess_image(&files[i], &config, &spec).map_err(|e| e.to_string());
+    let images = Images {
+        files: &files,
+        load: &load,
+    };
+    let make_runner = || -> Result<Box<dyn ForwardPass + '_>, QuantizeError> {
+        EngineRunner::new(&engine, 1)
+            .map(|r| Box::new(r) as Box<dyn ForwardPass>)
+            .map_err(|message| QuantizeError::Engine {
+                model: origin.display().to_string(),
+                message,
+            })
+    };
+
+    let pass_start = Instant::now();
+    let (bar, handle) = progress_for(options.progress, "range", files.len());
+    let pass = Pass {
+        plan: &plan,
+        images: &images,
+        threads,
+        make_runner: &make_runner,
+        progress: bar.as_ref(),
+    };
+    let (ranges, skipped) = collect_ranges(&pass)?;
+    if let Some(h) = handle {
+        h.finish();
+    }
+    report.seconds.range_pass = pass_start.elapsed().as_secs_f64();
+    report.images_used = files.len() - skipped.len();
+    report.images_skipped = skipped;
+    if report.images_used == 0 {
+        return Err(QuantizeError::NoImages {
+            folder: config.path.clone(),
+            skipped: report.images_skipped.len(),
+        });
+    }
+
+    let pass_start = Instant::now();
+    let (bar, handle) = progress_for(options.progress, "histogram", files.len());
+    let pass = Pass {
+        progress: bar.as_ref(),
+        ..pass
+    };
+    let histograms = collect_histograms(&pass, &ranges, histogram_kind)?;
+    if let Some(h) = handle {
+        h.finish();
+    }
+    report.seconds.histogram_pass = pass_start.elapsed().as_secs_f64();
+
+    let step = Instant::now();
+    let clamp = config.feature_clamp_value as f32;
+    let mut scales = feature_scales(&plan, &ranges, &histograms, clamp)?;
+    drop(histograms);
+    let ops = layout_ops(&model.net, &config.skip_quant_op_names, true);
+    report.unify_passes = unify(&mut scales, &ops, true, options.unify);
+    report.max_threshold_tensors = scales.max_threshold;
+    report.seconds.scales = step.elapsed().as_secs_f64();
+
+    let step = Instant::now();
+    let channels: BTreeMap<u32, usize> = plan
+        .tensors
+        .iter()
+        .filter_map(|t| Some((t.id, t.channels()?)))
+        .collect();
+    drop(engine);
+    let rewrite_options = RewriteOptions {
+        weight_method,
+        weight_clamp: config.weight_clamp_value as f32,
+        feature_clamp: clamp,
+        quant_bits: config.quant_bits,
+        skip_op_names: config.skip_quant_op_names.clone(),
+    };
+    report.rewrite = rewrite_net(&mut model.net, &scales.scales, &channels, &rewrite_options)?;
+    // Tensors whose unary op cannot run in int8 lost their quant info in the rewrite.
+    let mut final_scales = scales.scales.clone();
+    let names = tensor_names(&model.net);
+    for op in model.net.oplists.iter().flatten() {
+        if op
+            .name
+            .as_ref()
+            .is_some_and(|n| report.rewrite.unary_without_table.contains(n))
+        {
+            for &o in op.output_indexes.iter().flatten() {
+                final_scales.remove(&(o as u32));
+            }
+        }
+    }
+    model.external = None;
+    let bytes = model.to_bytes()?;
+    write_atomically(quant, &bytes)?;
+    write_atomically(
+        &report.scale_file,
+        scale_json::scale_report(&model.net, &final_scales).as_bytes(),
+    )?;
+    report.size_after = bytes.len() as u64;
+    report.seconds.rewrite_and_write = step.elapsed().as_secs_f64();
+
+    report.tensors_with_scale = final_scales.len();
+    for (id, reason) in &scales.missing {
+        let key = match reason {
+            NoScaleReason::NotSeen => "not_seen",
+            NoScaleReason::NoRange => "all_zero",
+            NoScaleReason::NotFinite => "not_finite",
+        };
+        report
+            .tensors_without_scale
+            .entry(key.to_string())
+            .or_default()
+            .push(names.get(id).cloned().unwrap_or_else(|| format!("#{id}")));
+    }
+    report.scales = final_scales;
+    report.seconds.total = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+impl QuantizeReport {
+    /// A short human-readable summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let without: usize = self.tensors_without_scale.values().map(Vec::len).sum();
+        s += &format!(
+            "quantized {} -> {} ({} + {}, {} thread(s))\n",
+            self.origin.display(),
+            self.quant.display(),
+            self.feature_method,
+            self.weight_method,
+            self.threads
+        );
+        s += &format!(
+            "images: {} used, {} skipped (of {})\n",
+            self.images_used,
+            self.images_skipped.len(),
+            self.images_found
+        );
+        for skipped in &self.images_skipped {
+            s += &format!("  skipped {}: {}\n", skipped.path.display(), skipped.reason);
+        }
+        s += &format!(
+            "tensors: {} with a scale, {} without (tracked {}; {} used the MAX threshold)\n",
+            self.tensors_with_scale, without, self.tensors_tracked, self.max_threshold_tensors
+        );
+        for (reason, names) in &self.tensors_without_scale {
+            let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+            s += &format!(
+                "  {reason}: {} ({}{})\n",
+                names.len(),
+                shown.join(", "),
+                if names.len() > 5 { ", ..." } else { "" }
+            );
+        }
+        s += &format!(
+            "convolutions: {} quantized, {} kept float; {} unary tables; {} Sigmoid/TanH converted\n",
+            self.rewrite.convolutions_quantized,
+            self.rewrite.convolutions_kept_float.len(),
+            self.rewrite.unary_tables,
+            self.rewrite.sigmoid_tanh_converted
+        );
+        s += &format!("size: {} -> {} bytes\n", self.size_before, self.size_after);
+        let t = &self.seconds;
+        s += &format!(
+            "time: load {:.2} s, range pass {:.2} s, histogram pass {:.2} s, scales {:.2} s, write {:.2} s, total {:.2} s",
+            t.load, t.range_pass, t.histogram_pass, t.scales, t.rewrite_and_write, t.total
+        );
+        s
+    }
+}

@@ -1,0 +1,366 @@
+//! Writes the int8 form into the model (doc §7-§8): quantized convolution weights, tensor
+//! quant info, Sigmoid/TanH as table-driven UnaryOps.
+
+use std::collections::BTreeMap;
+
+use mnnq_calibrate::{quantize_weights_admm, quantize_weights_max_abs, WeightAdmmOptions};
+use mnnq_format::{
+    Convolution2D, DataType, IdstQuan, Net, Op, OpParameter, OpType, QuantizedFloatParam,
+    TensorDescribe, TensorQuantInfo, UnaryOp, UnaryOpOperation,
+};
+
+use crate::idst::encode_type1;
+use crate::QuantizeError;
+
+/// Weight method (doc §7.3-7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum WeightMethod {
+    MaxAbs,
+    Admm,
+}
+
+/// Settings of the rewrite.
+#[derive(Clone, Debug)]
+pub struct RewriteOptions {
+    pub weight_method: WeightMethod,
+    /// Weight codes in [-weight_clamp, weight_clamp].
+    pub weight_clamp: f32,
+    /// Feature codes in [-feature_clamp, feature_clamp].
+    pub feature_clamp: f32,
+    pub quant_bits: u32,
+    pub skip_op_names: Vec<String>,
+}
+
+/// Why a convolution kept float weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvSkipReason {
+    /// Listed in `skip_quant_op_names`.
+    Skipped,
+    /// Weights come from a second input (not constant in the op).
+    MultiInput,
+    /// Input or output tensor has no scale.
+    NoScale,
+    /// No inline float weights (already compressed, or external).
+    NoFloatWeights,
+}
+
+/// What the rewrite did.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RewriteSummary {
+    pub convolutions_quantized: usize,
+    pub convolutions_kept_float: BTreeMap<String, ConvSkipReason>,
+    pub zero_weight_channels: usize,
+    pub sigmoid_tanh_converted: usize,
+    pub unary_tables: usize,
+    /// Unary ops with quant info on both sides but no int8 table we can compute; their
+    /// output quant info is dropped so the runtime keeps them in float.
+    pub unary_without_table: Vec<String>,
+    pub tensors_with_quant_info: usize,
+}
+
+fn op_name(op: &Op, position: usize) -> String {
+    op.name.clone().unwrap_or_else(|| format!("#{position}"))
+}
+
+fn single_io(op: &Op) -> Option<(u32, u32)> {
+    match (op.input_indexes.as_deref(), op.output_indexes.as_deref()) {
+        (Some(&[i]), Some(&[o])) if i >= 0 && o >= 0 => Some((i as u32, o as u32)),
+        _ => None,
+    }
+}
+
+/// `f(x)` of a unary op in f32, as MNN's float kernels define it; `None` for ops we do not
+/// tabulate.
+pub fn unary_f32(op: UnaryOpOperation, x: f32) -> Option<f32> {
+    use UnaryOpOperation as U;
+    let erf = |x: f32| -> f32 {
+        // Abramowitz & Stegun 7.1.26 in f64 (|error| < 1.5e-7, far below one int8 step).
+        let x = f64::from(x);
+        let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+        let poly = t
+            * (0.254_829_592
+                + t * (-0.284_496_736
+                    + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+        let y = 1.0 - poly * (-x * x).exp();
+        (if x < 0.0 { -y } else { y }) as f32
+    };
+    Some(match op {
+        U::Abs => x.abs(),
+        U::Neg => -x,
+        U::Floor => x.floor(),
+        U::Ceil => x.ceil(),
+        U::Square => x * x,
+        U::Sqrt => x.sqrt(),
+        U::Rsqrt => 1.0 / x.sqrt(),
+        U::Exp => x.exp(),
+        U::Log => x.ln(),
+        U::Sin => x.sin(),
+        U::Cos => x.cos(),
+        U::Tan => x.tan(),
+        U::Asin => x.asin(),
+        U::Acos => x.acos(),
+        U::Atan => x.atan(),
+        U::Reciprocal => 1.0 / x,
+        U::Log1p => x.ln_1p(),
+        U::Bnll => x.exp().ln_1p(),
+        U::Acosh => x.acosh(),
+        U::Sinh => x.sinh(),
+        U::Asinh => x.asinh(),
+        U::Atanh => x.atanh(),
+        U::Sign => x.signum() * f32::from(x != 0.0),
+        U::Round => x.round(),
+        U::Cosh => x.cosh(),
+        U::Erf => erf(x),
+        U::Erfc => 1.0 - erf(x),
+        U::Expm1 => x.exp_m1(),
+        U::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        U::Tanh => x.tanh(),
+        U::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+        U::Gelu => 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh()),
+        U::GeluStandard => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
+        U::Silu => x / (1.0 + (-x).exp()),
+        _ => return None,
+    })
+}
+
+/// The 255-entry int8 table of a unary op: entry `i + 127` = `clamp(round(f(i*s_in)/s_out))`.
+/// A NaN result maps to code 0 (our choice: MNN leaves it undefined).
+pub fn unary_table(
+    op: UnaryOpOperation,
+    scale_in: f32,
+    scale_out: f32,
+    clamp: f32,
+) -> Option<Vec<i8>> {
+    let limit = clamp as i32;
+    (-limit..=limit)
+        .map(|i| {
+            let y = unary_f32(op, i as f32 * scale_in)?;
+            let q = (y / scale_out).round();
+            Some(if q.is_nan() {
+                0
+            } else {
+                q.clamp(-clamp, clamp) as i8
+            })
+        })
+        .collect::<Option<Vec<i8>>>()
+        .map(|mut table| {
+            // The runtime indexes `q + 127` over 255 entries whatever the clamp.
+            table.resize(255, *table.last().unwrap_or(&0));
+            table
+        })
+}
+
+/// Quantizes one convolution's weights in place.
+fn quantize_conv(
+    conv: &mut Convolution2D,
+    scale_in: f32,
+    scale_out: f32,
+    input_channels: Option<usize>,
+    options: &RewriteOptions,
+    zero_channels: &mut usize,
+) -> Result<(), String> {
+    let weights = conv.weight.take().unwrap_or_default();
+    let common = conv
+        .common
+        .as_deref_mut()
+        .ok_or("convolution without common parameters")?;
+    let channels = usize::try_from(common.output_count)
+        .ok()
+        .filter(|&c| c > 0)
+        .ok_or("outputCount is not positive")?;
+    let quantized = match options.weight_method {
+        WeightMethod::MaxAbs => quantize_weights_max_abs(&weights, channels, options.weight_clamp),
+        WeightMethod::Admm => quantize_weights_admm(
+            &weights,
+            channels,
+            &WeightAdmmOptions {
+                clamp: options.weight_clamp,
+                ..WeightAdmmOptions::default()
+            },
+        ),
+    }
+    .map_err(|e| e.to_string())?;
+    let per_channel = weights.len() / channels;
+    *zero_channels += weights
+        .chunks_exact(per_channel)
+        .filter(|c| c.iter().all(|&w| w == 0.0))
+        .count();
+    if let Some(c) = input_channels {
+        common.input_count = c as i32;
+    }
+    let (buffer, shape_int32) =
+        encode_type1(&quantized.codes, channels).map_err(|e| e.to_string())?;
+    conv.quan_parameter = Some(Box::new(IdstQuan {
+        buffer: Some(buffer),
+        alpha: Some(quantized.scales),
+        type_: 1,
+        quant_scale: 1.0,
+        scale_in,
+        scale_out,
+        a_max_or_bits: options.quant_bits as i32,
+        shape_int32,
+        ..IdstQuan::default()
+    }));
+    let clamp_max = (1i32 << (options.quant_bits - 1)) - 1;
+    conv.symmetric_quan = Some(Box::new(QuantizedFloatParam {
+        nbits: options.quant_bits as i32,
+        clamp_min: (-clamp_max) as i8,
+        clamp_max: clamp_max as i8,
+        ..QuantizedFloatParam::default()
+    }));
+    // MNN's runtime needs a bias vector; a convolution without one gets zeros.
+    if conv.bias.as_ref().is_none_or(|b| b.is_empty()) {
+        conv.bias = Some(vec![0.0; channels]);
+    }
+    conv.external = None;
+    Ok(())
+}
+
+/// Rewrites `net` into the int8 form with feature `scales` (tensor id -> scale).
+/// `channels` gives each tensor's channel count as seen during calibration.
+pub fn rewrite_net(
+    net: &mut Net,
+    scales: &BTreeMap<u32, f32>,
+    channels: &BTreeMap<u32, usize>,
+    options: &RewriteOptions,
+) -> Result<RewriteSummary, QuantizeError> {
+    let mut summary = RewriteSummary::default();
+    let mut scales = scales.clone();
+    let ops = net.oplists.get_or_insert_with(Vec::new);
+
+    // Sigmoid / TanH become UnaryOp so the runtime can run them through a table.
+    for op in ops.iter_mut() {
+        let unary = match op.type_ {
+            OpType::Sigmoid => UnaryOpOperation::Sigmoid,
+            OpType::TanH => UnaryOpOperation::Tanh,
+            _ => continue,
+        };
+        op.type_ = OpType::UnaryOp;
+        op.main = Some(OpParameter::UnaryOp(Box::new(UnaryOp {
+            op_type: unary,
+            t: DataType::DtFloat,
+            table_int8: None,
+        })));
+        summary.sigmoid_tanh_converted += 1;
+    }
+
+    for (position, op) in ops.iter_mut().enumerate() {
+        let name = op_name(op, position);
+        match op.type_ {
+            OpType::Convolution | OpType::ConvolutionDepthwise | OpType::Deconvolution => {
+                let reason = if options.skip_op_names.contains(&name) {
+                    Some(ConvSkipReason::Skipped)
+                } else {
+                    match single_io(op) {
+                        None => Some(ConvSkipReason::MultiInput),
+                        Some((i, o)) if !(scales.contains_key(&i) && scales.contains_key(&o)) => {
+                            Some(ConvSkipReason::NoScale)
+                        }
+                        Some(_) => None,
+                    }
+                };
+                let has_float = matches!(&op.main, Some(OpParameter::Convolution2D(c))
+                    if c.weight.as_ref().is_some_and(|w| !w.is_empty()) && c.quan_parameter.is_none() && c.external.is_none());
+                let reason = reason.or((!has_float).then_some(ConvSkipReason::NoFloatWeights));
+                if let Some(reason) = reason {
+                    summary.convolutions_kept_float.insert(name, reason);
+                    continue;
+                }
+                let (i, o) = single_io(op).expect("checked above");
+                let Some(OpParameter::Convolution2D(conv)) = &mut op.main else {
+                    unreachable!("checked above")
+                };
+                quantize_conv(
+                    conv,
+                    scales[&i],
+                    scales[&o],
+                    channels.get(&i).copied(),
+                    options,
+                    &mut summary.zero_weight_channels,
+                )
+                .map_err(|message| QuantizeError::Op {
+                    op: name.clone(),
+                    message,
+                })?;
+                op.external_path = None;
+                summary.convolutions_quantized += 1;
+            }
+            OpType::UnaryOp => {
+                let Some((i, o)) = single_io(op) else {
+                    continue;
+                };
+                let Some(OpParameter::UnaryOp(unary)) = &mut op.main else {
+                    continue;
+                };
+                if matches!(
+                    unary.op_type,
+                    UnaryOpOperation::Abs | UnaryOpOperation::Neg | UnaryOpOperation::Sign
+                ) {
+                    continue;
+                }
+                let (Some(&s_in), Some(&s_out)) = (scales.get(&i), scales.get(&o)) else {
+                    continue;
+                };
+                match unary_table(unary.op_type, s_in, s_out, options.feature_clamp) {
+                    Some(table) => {
+                        unary.table_int8 = Some(table);
+                        summary.unary_tables += 1;
+                    }
+                    None => {
+                        scales.remove(&o);
+                        summary.unary_without_table.push(name);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Tensor quant info, merged into existing describes, sorted by index.
+    let mut describes: BTreeMap<i32, TensorDescribe> = BTreeMap::new();
+    for d in net.extra_tensor_describe.take().into_iter().flatten() {
+        describes.insert(d.index, d);
+    }
+    for (&id, &scale) in &scales {
+        let entry = describes
+            .entry(id as i32)
+            .or_insert_with(|| TensorDescribe {
+                index: id as i32,
+                ..TensorDescribe::default()
+            });
+        entry.quant_info = Some(Box::new(TensorQuantInfo {
+            scale,
+            zero: 0.0,
+            min: -options.feature_clamp,
+            max: options.feature_clamp,
+            type_: DataType::DtInt8,
+        }));
+    }
+    summary.tensors_with_quant_info = scales.len();
+    net.extra_tensor_describe = Some(describes.into_values().collect());
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigmoid_table_by_hand() {
+        // s_in = 0.05, s_out = 1/127: entry for i = 20 (x = 1.0) is round(sigmoid(1)*127) = 93.
+        let table = unary_table(UnaryOpOperation::Sigmoid, 0.05, 1.0 / 127.0, 127.0).unwrap();
+        assert_eq!(table.len(), 255);
+        assert_eq!(table[127 + 20], 93);
+        assert_eq!(table[127], 64); // sigmoid(0) = 0.5 -> 63.5 rounds away from zero
+        assert_eq!(table[0], 0); // sigmoid(-6.35) * 127 = 0.22
+    }
+
+    #[test]
+    fn tanh_table_clamps() {
+        let table = unary_table(UnaryOpOperation::Tanh, 0.1, 0.005, 127.0).unwrap();
+        assert_eq!(table[254], 127);
+        assert_eq!(table[0], -127);
+        assert_eq!(table[127], 0);
+    }
+}

@@ -1,0 +1,248 @@
+//! Feature scales from the collected statistics (doc §4.4-4.6, §5), never zero or NaN.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mnnq_calibrate::{
+    kl_feature_scale, small_tensor_uses_max, unify_scales, AdmmOptions, LayoutOp, RangeStats,
+    ThresholdMethod, UnifyOptions,
+};
+
+use crate::plan::CalibrationPlan;
+use crate::stats::Histograms;
+use crate::QuantizeError;
+
+/// Why a tracked tensor got no scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoScaleReason {
+    /// Never computed during calibration (e.g. only reached through a skipped op).
+    NotSeen,
+    /// max |x| <= 1e-5 over all images (all zero): MNN would write scale 0.
+    NoRange,
+    /// Contains NaN/inf, or the method gave a non-finite or non-positive scale.
+    NotFinite,
+}
+
+/// Feature scale of every tensor that has one, and why the others have none.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeatureScales {
+    pub scales: BTreeMap<u32, f32>,
+    pub missing: BTreeMap<u32, NoScaleReason>,
+    /// Tensors whose KL search was replaced by the MAX threshold (graph inputs, small tensors).
+    pub max_threshold: usize,
+}
+
+fn usable(scale: f32) -> bool {
+    scale.is_finite() && scale > 0.0
+}
+
+/// Scales before unification. KL: MNN's threshold search, MAX for graph inputs and tensors
+/// with width*height < 100 (MNN's dims). ADMM: the streaming histogram ADMM.
+pub fn feature_scales(
+    plan: &CalibrationPlan,
+    ranges: &[RangeStats],
+    histograms: &Histograms,
+    clamp: f32,
+) -> Result<FeatureScales, QuantizeError> {
+    // Each tensor's scale depends on its own statistics only: compute them in parallel, then
+    // collect in tensor order.
+    let per_tensor: Vec<Result<TensorOutcome, QuantizeError>> = std::thread::scope(|scope| {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(plan.len().max(1));
+        let chunk = plan.len().div_ceil(threads.max(1)).max(1);
+        let handles: Vec<_> = (0..plan.len())
+            .step_by(chunk)
+            .map(|begin| {
+                let end = (begin + chunk).min(plan.len());
+                scope.spawn(move || {
+                    (begin..end)
+                        .map(|slot| tensor_scale(plan, slot, ranges, histograms, clamp))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("scale computation does not panic"))
+            .collect()
+    });
+    let mut out = FeatureScales::default();
+    for (tensor, result) in plan.tensors.iter().zip(per_tensor) {
+        let (scale, reason, used_max) = result?;
+        if used_max {
+            out.max_threshold += 1;
+        }
+        match (scale, reason) {
+            (Some(s), _) => {
+                out.scales.insert(tensor.id, s);
+            }
+            (None, Some(r)) => {
+                out.missing.insert(tensor.id, r);
+            }
+            (None, None) => {
+                out.missing.insert(tensor.id, NoScaleReason::NoRange);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One tensor's scale, or why it has none, and whether the MAX threshold was used.
+type TensorOutcome = (Option<f32>, Option<NoScaleReason>, bool);
+
+/// Computes one tensor's [`TensorOutcome`].
+fn tensor_scale(
+    plan: &CalibrationPlan,
+    slot: usize,
+    ranges: &[RangeStats],
+    histograms: &Histograms,
+    clamp: f32,
+) -> Result<TensorOutcome, QuantizeError> {
+    let tensor = &plan.tensors[slot];
+    {
+        let range = &ranges[slot];
+        let reason = if range.min > range.max {
+            Some(NoScaleReason::NotSeen)
+        } else if !(range.min.is_finite() && range.max.is_finite()) {
+            Some(NoScaleReason::NotFinite)
+        } else if !range.is_valid() {
+            Some(NoScaleReason::NoRange)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Ok((None, Some(reason), false));
+        }
+        let mut used_max = false;
+        let scale = match histograms {
+            Histograms::Kl(h) => h[slot].as_ref().map(|h| {
+                let use_max =
+                    tensor.graph_input || small_tensor_uses_max(&tensor.shape, tensor.nhwc);
+                used_max = use_max;
+                let method = if use_max {
+                    ThresholdMethod::Max
+                } else {
+                    ThresholdMethod::Kl
+                };
+                kl_feature_scale(h, method, clamp).scale
+            }),
+            Histograms::Admm(h) => match &h[slot] {
+                Some(h) => h
+                    .admm_scale(&AdmmOptions {
+                        clamp,
+                        ..AdmmOptions::default()
+                    })?
+                    .map(|r| r.scale),
+                None => None,
+            },
+        };
+        Ok(match scale {
+            Some(s) if usable(s) => (Some(s), None, used_max),
+            Some(_) => (None, Some(NoScaleReason::NotFinite), used_max),
+            None => (None, Some(NoScaleReason::NoRange), used_max),
+        })
+    }
+}
+
+/// How far unification goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnifyMode {
+    /// One pass in op-name order, exactly as MNN: in a chain (pool -> pool, reshape -> pool)
+    /// a later op in name order can copy a scale that an earlier one then changes, leaving
+    /// an op with different input and output scales.
+    MnnSinglePass,
+    /// MNN's pass, repeated until nothing changes (the default) (at most 16 passes), so every chain ends
+    /// consistent. Differs from MNN only where MNN leaves an op inconsistent.
+    #[default]
+    UntilStable,
+}
+
+/// Applies the unification rules (doc §4.6, plus standalone ReLU sharing its input's scale)
+/// in place. Returns the number of passes run.
+pub fn unify(
+    scales: &mut FeatureScales,
+    ops: &[LayoutOp],
+    share_relu: bool,
+    mode: UnifyMode,
+) -> usize {
+    let mut map: HashMap<u32, f32> = scales.scales.iter().map(|(&k, &v)| (k, v)).collect();
+    let max_passes = match mode {
+        UnifyMode::MnnSinglePass => 1,
+        UnifyMode::UntilStable => 16,
+    };
+    let mut passes = 0;
+    while passes < max_passes {
+        let before = map.clone();
+        unify_scales(
+            ops,
+            &mut map,
+            UnifyOptions {
+                share_relu_scales: share_relu,
+            },
+        );
+        passes += 1;
+        if map == before {
+            break;
+        }
+    }
+    for (id, scale) in map {
+        if usable(scale) {
+            scales.scales.insert(id, scale);
+            scales.missing.remove(&id);
+        }
+    }
+    passes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::TrackedTensor;
+    use mnnq_calibrate::AbsHistogram;
+
+    fn tensor(id: u32, shape: &[usize], graph_input: bool) -> TrackedTensor {
+        TrackedTensor {
+            id,
+            shape: shape.to_vec(),
+            nhwc: false,
+            graph_input,
+            constant: None,
+        }
+    }
+
+    #[test]
+    fn max_fallback_for_inputs_and_small_tensors_and_no_zero_scales() {
+        let plan = CalibrationPlan::new(vec![
+            tensor(0, &[1, 3, 32, 32], true),
+            tensor(1, &[1, 8, 4, 4], false),
+            tensor(2, &[1, 8, 32, 32], false),
+            tensor(3, &[1, 8, 32, 32], false),
+        ]);
+        let data: Vec<f32> = (0..8192).map(|i| ((i % 97) as f32 - 48.0) / 10.0).collect();
+        let mut ranges = vec![RangeStats::new(); 4];
+        for r in &mut ranges[..3] {
+            r.update(&data);
+        }
+        ranges[3].update(&[0.0; 16]);
+        let hist: Vec<Option<AbsHistogram>> = ranges
+            .iter()
+            .map(|r| {
+                AbsHistogram::for_range(r).map(|mut h| {
+                    h.add_slice(&data);
+                    h
+                })
+            })
+            .collect();
+        let out = feature_scales(&plan, &ranges, &Histograms::Kl(hist), 127.0).unwrap();
+        let max_abs = 4.8f32;
+        let max_scale = ((2047.0f64 + 0.5) / f64::from(2048.0 / max_abs) / 127.0) as f32;
+        assert_eq!(out.scales[&0], max_scale, "graph input uses MAX");
+        assert_eq!(out.scales[&1], max_scale, "4x4 tensor uses MAX");
+        assert!(out.scales[&2] <= max_scale && out.scales[&2] > 0.0);
+        assert_eq!(out.missing.get(&3), Some(&NoScaleReason::NoRange));
+        assert_eq!(out.max_threshold, 2);
+    }
+}

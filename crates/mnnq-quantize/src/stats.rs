@@ -1,0 +1,280 @@
+//! The two calibration passes (doc §4.2-4.3): per tensor a global min/max, then an |x|
+//! histogram over the same images. Images are streamed (preprocess, run, fold, drop), so
+//! memory does not grow with the number of images. Worker `w` of `T` takes images
+//! `w, w+T, ...`; every accumulator merges exactly (min/max, integer counts), so the result
+//! does not depend on `T`. Workers are still merged in a fixed order.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use mnnq_calibrate::{AbsHistogram, AdmmHistogram, RangeStats};
+
+use crate::plan::CalibrationPlan;
+use crate::progress::Progress;
+use crate::QuantizeError;
+
+/// One float forward pass that shows every tracked tensor it computes.
+pub trait ForwardPass {
+    /// Runs the model on one preprocessed input (the model's only input); calls `visit`
+    /// with `(tensor index, data in logical order)` for every computed tensor.
+    fn forward(
+        &mut self,
+        input: Vec<f32>,
+        visit: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), String>;
+}
+
+/// Makes one [`ForwardPass`] per worker thread.
+pub type RunnerFactory<'a> =
+    dyn Fn() -> Result<Box<dyn ForwardPass + 'a>, QuantizeError> + Sync + 'a;
+
+/// Turns calibration entry `i` into the model input, or says why it cannot be used.
+pub type ImageLoader<'a> = dyn Fn(usize) -> Result<Vec<f32>, String> + Sync + 'a;
+
+/// A calibration entry that could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedImage {
+    pub index: usize,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The calibration inputs: file names (for messages) and how to load each.
+pub struct Images<'a> {
+    pub files: &'a [PathBuf],
+    pub load: &'a ImageLoader<'a>,
+}
+
+/// Feature statistic collected in pass 2.
+#[derive(Clone, Debug)]
+pub enum Histograms {
+    /// 2048-bin MNN histograms for KL (None: the tensor has no usable range).
+    Kl(Vec<Option<AbsHistogram>>),
+    /// Streaming ADMM histograms (None: no usable range).
+    Admm(Vec<Option<AdmmHistogram>>),
+}
+
+/// What one pass runs over: the tracked tensors, the images, the workers.
+pub struct Pass<'a> {
+    pub plan: &'a CalibrationPlan,
+    pub images: &'a Images<'a>,
+    /// Worker threads (at least 1; at most one per image).
+    pub threads: usize,
+    pub make_runner: &'a RunnerFactory<'a>,
+    pub progress: &'a dyn Progress,
+}
+
+/// A worker's result, or the index of the image it failed on and why.
+type WorkerResult<A> = Result<(A, Vec<SkippedImage>), (usize, QuantizeError)>;
+
+/// Runs one pass over all images with `pass.threads` workers. `fold(acc, slot, data)` adds
+/// one tensor's data of one image; accumulators are merged in worker order.
+fn run_pass<A: Send>(
+    pass: &Pass,
+    init: &(dyn Fn() -> A + Sync),
+    fold: &(dyn Fn(&mut A, usize, &[f32]) + Sync),
+    merge: &dyn Fn(&mut A, A) -> Result<(), QuantizeError>,
+) -> Result<(A, Vec<SkippedImage>), QuantizeError> {
+    let Pass {
+        plan,
+        images,
+        threads,
+        make_runner,
+        progress,
+    } = *pass;
+    let count = images.files.len();
+    let threads = threads.clamp(1, count.max(1));
+    let done = AtomicUsize::new(0);
+    let first_error: Mutex<Option<(usize, QuantizeError)>> = Mutex::new(None);
+    let worker = |w: usize| -> WorkerResult<A> {
+        let mut runner = make_runner().map_err(|e| (w, e))?;
+        let mut acc = init();
+        let mut skipped = Vec::new();
+        let mut seen = vec![false; plan.len()];
+        for index in (w..count).step_by(threads) {
+            if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                break;
+            }
+            let input = match (images.load)(index) {
+                Ok(input) => input,
+                Err(reason) => {
+                    skipped.push(SkippedImage {
+                        index,
+                        path: images.files[index].clone(),
+                        reason,
+                    });
+                    progress.advance(done.fetch_add(1, Ordering::Relaxed) + 1);
+                    continue;
+                }
+            };
+            seen.iter_mut().for_each(|s| *s = false);
+            runner
+                .forward(input, &mut |tensor, data| {
+                    if let Some(slot) = plan.slot(tensor) {
+                        // MNN counts a tensor once per forward (its first visit).
+                        if !seen[slot] {
+                            seen[slot] = true;
+                            fold(&mut acc, slot, data);
+                        }
+                    }
+                })
+                .map_err(|message| {
+                    (
+                        index,
+                        QuantizeError::Run {
+                            image: images.files[index].clone(),
+                            message,
+                        },
+                    )
+                })?;
+            for (slot, tensor) in plan.tensors.iter().enumerate() {
+                if let (Some(values), false) = (&tensor.constant, seen[slot]) {
+                    fold(&mut acc, slot, values);
+                }
+            }
+            progress.advance(done.fetch_add(1, Ordering::Relaxed) + 1);
+        }
+        Ok((acc, skipped))
+    };
+    let results: Vec<WorkerResult<A>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let worker = &worker;
+                let first_error = &first_error;
+                scope.spawn(move || {
+                    let result = worker(w);
+                    if let Err((index, _)) = &result {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert((*index, QuantizeError::Usage(String::new())));
+                        }
+                    }
+                    result
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err((
+                        usize::MAX,
+                        QuantizeError::Usage("a calibration worker panicked".into()),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut total: Option<A> = None;
+    let mut skipped = Vec::new();
+    // Report the failure of the earliest image, whatever the thread count.
+    let mut failure: Option<(usize, QuantizeError)> = None;
+    for result in results {
+        match result {
+            Ok((acc, mut s)) => {
+                skipped.append(&mut s);
+                match &mut total {
+                    None => total = Some(acc),
+                    Some(t) => merge(t, acc)?,
+                }
+            }
+            Err((index, error)) => {
+                if failure.as_ref().is_none_or(|(i, _)| index < *i) {
+                    failure = Some((index, error));
+                }
+            }
+        }
+    }
+    if let Some((_, error)) = failure {
+        return Err(error);
+    }
+    skipped.sort_by_key(|s| s.index);
+    Ok((total.unwrap_or_else(init), skipped))
+}
+
+/// Pass 1: global min/max of every tracked tensor over all images.
+pub fn collect_ranges(pass: &Pass) -> Result<(Vec<RangeStats>, Vec<SkippedImage>), QuantizeError> {
+    let n = pass.plan.len();
+    run_pass(
+        pass,
+        &|| vec![RangeStats::new(); n],
+        &|acc: &mut Vec<RangeStats>, slot, data| acc[slot].update(data),
+        &|total: &mut Vec<RangeStats>, other| {
+            for (t, o) in total.iter_mut().zip(&other) {
+                t.merge(o);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Which histogram pass 2 builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistogramKind {
+    Kl,
+    /// ADMM histogram with this many bins.
+    Admm(usize),
+}
+
+/// Pass 2: |x| histograms over the pass-1 ranges.
+pub fn collect_histograms(
+    pass: &Pass,
+    ranges: &[RangeStats],
+    kind: HistogramKind,
+) -> Result<Histograms, QuantizeError> {
+    let (histograms, _) = match kind {
+        HistogramKind::Kl => {
+            let init = || {
+                ranges
+                    .iter()
+                    .map(AbsHistogram::for_range)
+                    .collect::<Vec<_>>()
+            };
+            let (h, s) = run_pass(
+                pass,
+                &init,
+                &|acc: &mut Vec<Option<AbsHistogram>>, slot, data| {
+                    if let Some(h) = &mut acc[slot] {
+                        h.add_slice(data);
+                    }
+                },
+                &|total: &mut Vec<Option<AbsHistogram>>, other| {
+                    for (t, o) in total.iter_mut().zip(&other) {
+                        if let (Some(t), Some(o)) = (t, o) {
+                            t.merge(o)?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            (Histograms::Kl(h), s)
+        }
+        HistogramKind::Admm(bins) => {
+            // Building the empty histograms once validates the ranges before any work.
+            let template: Vec<Option<AdmmHistogram>> = ranges
+                .iter()
+                .map(|r| AdmmHistogram::for_range(r, bins))
+                .collect::<Result<_, _>>()?;
+            let init = || template.clone();
+            let (h, s) = run_pass(
+                pass,
+                &init,
+                &|acc: &mut Vec<Option<AdmmHistogram>>, slot, data| {
+                    if let Some(h) = &mut acc[slot] {
+                        h.add_slice(data);
+                    }
+                },
+                &|total: &mut Vec<Option<AdmmHistogram>>, other| {
+                    for (t, o) in total.iter_mut().zip(&other) {
+                        if let (Some(t), Some(o)) = (t, o) {
+                            t.merge(o)?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            (Histograms::Admm(h), s)
+        }
+    };
+    Ok(histograms)
+}
