@@ -9,10 +9,12 @@
 //! [`rewrite::rewrite_net`], [`scale_json::scale_report`]; [`quantize`] runs them all.
 
 mod error;
+pub mod diagnose;
 pub mod idst;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod range_method;
 pub mod rewrite;
 pub mod runner;
 pub mod scale_json;
