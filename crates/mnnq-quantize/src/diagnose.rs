@@ -85,7 +85,8 @@ pub fn scales_from_quant_model(net: &Net) -> BTreeMap<u32, f32> {
         .flatten()
         .filter_map(|d| {
             let q = d.quant_info.as_ref()?;
-            (q.scale.is_finite() && q.scale > 0.0 && d.index >= 0).then_some((d.index as u32, q.scale))
+            (q.scale.is_finite() && q.scale > 0.0 && d.index >= 0)
+                .then_some((d.index as u32, q.scale))
         })
         .collect()
 }
@@ -195,7 +196,10 @@ pub fn diagnose(
             TensorError {
                 id,
                 name: names.remove(&id).unwrap_or_default(),
-                producer: producers.get(&(id as usize)).cloned().unwrap_or_else(|| "input".into()),
+                producer: producers
+                    .get(&(id as usize))
+                    .cloned()
+                    .unwrap_or_else(|| "input".into()),
                 scale,
                 cosine: cosine_from(s.fq, s.ff, s.qq),
                 sqnr_db: if s.ee == 0.0 {

@@ -8,8 +8,9 @@
 //! count, same result), [`scales::feature_scales`] + [`scales::unify`],
 //! [`rewrite::rewrite_net`], [`scale_json::scale_report`]; [`quantize`] runs them all.
 
-mod error;
 pub mod diagnose;
+mod error;
+pub mod fallback;
 pub mod idst;
 pub mod pipeline;
 pub mod plan;

@@ -37,7 +37,6 @@ pub struct QuantizeOptions {
     pub unify: UnifyMode,
 }
 
-
 /// Wall time of each step, in seconds.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Timings {
@@ -77,6 +76,8 @@ pub struct QuantizeReport {
     pub warnings: Vec<String>,
     /// `feature_range_method` from the config (None: not read yet).
     pub range_method: Option<crate::range_method::RangeMethod>,
+    /// What `target_cosine` left float (None: key not set).
+    pub fallback: Option<crate::fallback::FallbackReport>,
     /// Final feature scales by tensor index (also in the scale file).
     #[serde(skip)]
     pub scales: BTreeMap<u32, f32>,
@@ -287,8 +288,8 @@ pub fn quantize(
     let step = Instant::now();
     let clamp = config.feature_clamp_value as f32;
     // Quality keys (docs/quality.md): absent means MNN's behaviour.
-    let quality = crate::range_method::QualityConfig::from_file(config_path)
-        .map_err(QuantizeError::Usage)?;
+    let quality =
+        crate::range_method::QualityConfig::from_file(config_path).map_err(QuantizeError::Usage)?;
     let sensitive = crate::range_method::saturation_sensitive_tensors(&model.net);
     report.range_method = Some(quality.range_method);
     let mut scales = feature_scales_with(&plan, &ranges, &histograms, clamp, &|id| {
@@ -300,6 +301,26 @@ pub fn quantize(
     report.max_threshold_tensors = scales.max_threshold;
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
+    }
+    if let Some(target) = quality.target_cosine {
+        // A few calibration images are enough to rank the convolutions (each costs one run
+        // per convolution).
+        let inputs: Vec<Vec<f32>> = (0..files.len())
+            .filter_map(|i| load(i).ok())
+            .take(8)
+            .collect();
+        let fallback = crate::fallback::apply_fallback(
+            &model.net,
+            &engine,
+            &mut scales.scales,
+            &inputs,
+            target,
+        )
+        .map_err(|message| QuantizeError::Engine {
+            model: origin.display().to_string(),
+            message,
+        })?;
+        report.fallback = Some(fallback);
     }
     report.seconds.scales = step.elapsed().as_secs_f64();
 
@@ -402,6 +423,18 @@ impl QuantizeReport {
             self.rewrite.unary_tables,
             self.rewrite.sigmoid_tanh_converted
         );
+        if let Some(f) = &self.fallback {
+            s += &format!(
+                "float fallback (target_cosine {}): output cosine {:.4} -> {:.4} on {} calibration image(s); {} conv output(s) left float ({}); int8 share of conv MACs {:.1}%\n",
+                f.target_cosine,
+                f.cosine_all_int8,
+                f.cosine_final,
+                f.images,
+                f.kept_float.len(),
+                f.kept_float.join(", "),
+                f.int8_mac_share * 100.0
+            );
+        }
         s += &format!("size: {} -> {} bytes\n", self.size_before, self.size_after);
         let t = &self.seconds;
         s += &format!(

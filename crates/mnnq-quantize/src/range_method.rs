@@ -88,12 +88,15 @@ impl QualityConfig {
             }
         }
         if let Some(v) = value.get("target_cosine") {
-            let t = v.as_f64().filter(|t| (0.0..=1.0).contains(t)).ok_or_else(|| {
-                format!(
-                    "{}: target_cosine must be a number in [0, 1]",
-                    path.display()
-                )
-            })?;
+            let t = v
+                .as_f64()
+                .filter(|t| (0.0..=1.0).contains(t))
+                .ok_or_else(|| {
+                    format!(
+                        "{}: target_cosine must be a number in [0, 1]",
+                        path.display()
+                    )
+                })?;
             out.target_cosine = Some(t);
         }
         Ok(out)
@@ -201,7 +204,11 @@ pub fn outputs_of_op_types(net: &mnnq_format::Net, types: &[String]) -> BTreeSet
 }
 
 /// The method each tensor actually uses (`AUTO` resolved per tensor).
-pub fn per_tensor_method(method: RangeMethod, sensitive: &BTreeSet<u32>, tensor: u32) -> RangeMethod {
+pub fn per_tensor_method(
+    method: RangeMethod,
+    sensitive: &BTreeSet<u32>,
+    tensor: u32,
+) -> RangeMethod {
     match method {
         RangeMethod::Auto if sensitive.contains(&tensor) => RangeMethod::Max,
         RangeMethod::Auto => RangeMethod::Mse,
@@ -225,11 +232,15 @@ mod tests {
     #[test]
     fn uniform_data_is_not_clipped_and_one_far_outlier_is() {
         // Uniform values: clipping anything costs more than it saves in rounding.
-        let uniform: Vec<f32> = (0..20000).map(|i| (i as f32 / 20000.0) * 4.0 - 2.0).collect();
+        let uniform: Vec<f32> = (0..20000)
+            .map(|i| (i as f32 / 20000.0) * 4.0 - 2.0)
+            .collect();
         let h = histogram(&uniform);
         assert!(mse_threshold_bin(&h, 127.0) >= 2040);
         // Many values in [-1, 1] and one at 100: the threshold must sit far below 100.
-        let mut spiky: Vec<f32> = (0..20000).map(|i| (i as f32 / 20000.0) * 2.0 - 1.0).collect();
+        let mut spiky: Vec<f32> = (0..20000)
+            .map(|i| (i as f32 / 20000.0) * 2.0 - 1.0)
+            .collect();
         spiky.push(100.0);
         let h = histogram(&spiky);
         let threshold = mse_scale(&h, 127.0) * 127.0;

@@ -81,7 +81,11 @@ fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'))
         })
         .collect();
-    files.sort_by(|a, b| a.as_os_str().as_encoded_bytes().cmp(b.as_os_str().as_encoded_bytes()));
+    files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
     if files.is_empty() {
         bail!("no image files in {}", dir.display());
     }
@@ -111,12 +115,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let quant_model = Model::load(&args.quant)?;
     let scales = scales_from_quant_model(&quant_model.net);
     if scales.is_empty() {
-        bail!("{}: no tensor has a feature scale; is it an int8 model?", args.quant.display());
+        bail!(
+            "{}: no tensor has a feature scale; is it an int8 model?",
+            args.quant.display()
+        );
     }
     let engine = Engine::from_model(&float_model)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
     let [(input_tensor, input_slot)] = engine.inputs[..] else {
-        bail!("{}: compare needs a model with one input", args.float.display());
+        bail!(
+            "{}: compare needs a model with one input",
+            args.float.display()
+        );
     };
     let shape = engine.slots[input_slot].shape.clone();
     let layout = match engine.infos[input_tensor].as_ref().map(|i| i.format) {
@@ -142,19 +152,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?;
                 Engine::from_model(&model)
             }
-                .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?,
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?,
         )
     } else {
         None
     };
-    let diagnosis = diagnose(&engine, quant_engine.as_ref().unwrap_or(&engine), &scales, &inputs, config.feature_clamp_value as f32)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
+    let diagnosis = diagnose(
+        &engine,
+        quant_engine.as_ref().unwrap_or(&engine),
+        &scales,
+        &inputs,
+        config.feature_clamp_value as f32,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
 
     let mut outputs: Vec<OutputFidelity> = Vec::new();
     for (index, (name, float, _)) in diagnosis.outputs[0].iter().enumerate() {
         let non_batch: Vec<usize> = float.shape.iter().skip(1).copied().collect();
         let classifier = non_batch.iter().filter(|&&d| d > 1).count() == 1 && non_batch.len() == 1
-            || (non_batch.len() >= 1 && non_batch.iter().skip(1).all(|&d| d == 1) && non_batch[0] > 1);
+            || (non_batch.len() >= 1
+                && non_batch.iter().skip(1).all(|&d| d == 1)
+                && non_batch[0] > 1);
         let map = float.shape.len() == 4 && float.shape[1] == 1;
         let mut o = OutputFidelity {
             name: name.clone(),
@@ -247,7 +265,11 @@ fn text_report(report: &Report, worst: usize, images: usize) -> String {
     }
     let mut ranked: Vec<&TensorError> = report.tensors.iter().collect();
     ranked.sort_by(|a, b| a.cosine.total_cmp(&b.cosine));
-    let _ = writeln!(s, "worst tensors (propagated error), of {}:", report.tensors.len());
+    let _ = writeln!(
+        s,
+        "worst tensors (propagated error), of {}:",
+        report.tensors.len()
+    );
     let _ = writeln!(
         s,
         "  {:<40} {:<22} {:>9} {:>8} {:>9} {:>8}",
@@ -310,10 +332,18 @@ fn svg_chart(tensors: &[TensorError]) -> String {
         );
     }
     for (i, t) in tensors.iter().enumerate() {
-        let v = if t.sqnr_db.is_finite() { t.sqnr_db.max(0.0) } else { max_db };
+        let v = if t.sqnr_db.is_finite() {
+            t.sqnr_db.max(0.0)
+        } else {
+            max_db
+        };
         let h = v / max_db * plot_h;
         let x = left + i as f64 * bar_w;
-        let colour = if worst.contains(&i) { "#d62728" } else { "#1f77b4" };
+        let colour = if worst.contains(&i) {
+            "#d62728"
+        } else {
+            "#1f77b4"
+        };
         let _ = writeln!(
             s,
             r#"<rect x="{x:.2}" y="{:.2}" width="{:.2}" height="{h:.2}" fill="{colour}"><title>{} ({}): cosine {:.5}, SQNR {:.2} dB, overflow {:.4}%</title></rect>"#,
