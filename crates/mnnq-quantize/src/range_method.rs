@@ -237,14 +237,55 @@ mod tests {
             .collect();
         let h = histogram(&uniform);
         assert!(mse_threshold_bin(&h, 127.0) >= 2040);
-        // Many values in [-1, 1] and one at 100: the threshold must sit far below 100.
-        let mut spiky: Vec<f32> = (0..20000)
-            .map(|i| (i as f32 / 20000.0) * 2.0 - 1.0)
+        // 200000 values in [-1, 1] and one at 10: the error (10 - T)^2 + 200000 (T/127)^2 / 12
+        // is smallest at T = 10 / (1 + 200000 / (127^2 * 12)) = 4.92 (computed by hand).
+        let mut spiky: Vec<f32> = (0..200_000)
+            .map(|i| (i as f32 / 200_000.0) * 2.0 - 1.0)
             .collect();
-        spiky.push(100.0);
+        spiky.push(10.0);
         let h = histogram(&spiky);
         let threshold = mse_scale(&h, 127.0) * 127.0;
-        assert!(threshold < 5.0 && threshold > 0.9, "threshold {threshold}");
+        assert!((threshold - 4.92).abs() < 0.2, "threshold {threshold}");
+    }
+
+    #[test]
+    fn mse_threshold_matches_a_brute_force_search() {
+        // Laplace-like data: the best clipping point is strictly inside the range.
+        let data: Vec<f32> = (1..20000)
+            .map(|i| -((i as f32) / 20000.0).ln() * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let h = histogram(&data);
+        let t = mse_threshold_bin(&h, 127.0);
+        assert!(t > 8 && t < 2048, "threshold bin {t}");
+        // The chosen threshold's real fake-quant error is no worse than MAX's.
+        let error = |threshold: f32| -> f64 {
+            let step = threshold / 127.0;
+            data.iter()
+                .map(|&x| {
+                    let q = (x / step).round().clamp(-127.0, 127.0) * step;
+                    f64::from(x - q).powi(2)
+                })
+                .sum()
+        };
+        let chosen = mse_scale(&h, 127.0) * 127.0;
+        assert!(error(chosen) < error(h.max_abs()));
+    }
+
+    #[test]
+    fn auto_keeps_sensitive_tensors_at_max() {
+        let sensitive: BTreeSet<u32> = [3].into_iter().collect();
+        assert_eq!(
+            per_tensor_method(RangeMethod::Auto, &sensitive, 3),
+            RangeMethod::Max
+        );
+        assert_eq!(
+            per_tensor_method(RangeMethod::Auto, &sensitive, 4),
+            RangeMethod::Mse
+        );
+        assert_eq!(
+            per_tensor_method(RangeMethod::Kl, &sensitive, 3),
+            RangeMethod::Kl
+        );
     }
 
     #[test]

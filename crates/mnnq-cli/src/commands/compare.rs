@@ -169,10 +169,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut outputs: Vec<OutputFidelity> = Vec::new();
     for (index, (name, float, _)) in diagnosis.outputs[0].iter().enumerate() {
         let non_batch: Vec<usize> = float.shape.iter().skip(1).copied().collect();
-        let classifier = non_batch.iter().filter(|&&d| d > 1).count() == 1 && non_batch.len() == 1
-            || (non_batch.len() >= 1
-                && non_batch.iter().skip(1).all(|&d| d == 1)
-                && non_batch[0] > 1);
+        // As fidelity.py: one dimension besides the batch carries the classes (1x1000, 1x2).
+        let classifier = non_batch.iter().filter(|&&d| d > 1).count() == 1;
         let map = float.shape.len() == 4 && float.shape[1] == 1;
         let mut o = OutputFidelity {
             name: name.clone(),
