@@ -35,6 +35,9 @@ pub struct QuantizeOptions {
     pub progress: bool,
     /// Scale unification: MNN's single pass, or repeated until consistent (default).
     pub unify: UnifyMode,
+    /// Called with each config/input warning as soon as it is known (they are also in the
+    /// report), so they are seen even when the run fails later.
+    pub on_warning: Option<fn(&str)>,
 }
 
 /// Wall time of each step, in seconds.
@@ -149,6 +152,9 @@ pub fn quantize(
         )));
     }
     let (config, config_warnings) = Config::from_file(config_path)?;
+    if let Some(warn) = options.on_warning {
+        config_warnings.iter().for_each(|w| warn(&w.to_string()));
+    }
     let mut report = QuantizeReport {
         origin: origin.to_path_buf(),
         quant: quant.to_path_buf(),
@@ -212,6 +218,9 @@ pub fn quantize(
     report
         .warnings
         .extend(spec_warnings.iter().map(|w| w.to_string()));
+    if let Some(warn) = options.on_warning {
+        spec_warnings.iter().for_each(|w| warn(&w.to_string()));
+    }
     if spec.shape()[..] != input_shape[..] {
         return Err(QuantizeError::Usage(format!(
             "{}: width x height {}x{} does not match the model input {input_name:?} of shape {input_shape:?}; \

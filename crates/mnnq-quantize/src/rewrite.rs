@@ -345,6 +345,107 @@ pub fn rewrite_net(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mnnq_format::Convolution2DCommon;
+
+    fn conv_net(weights: Vec<f32>, channels: i32) -> Net {
+        let conv = Op {
+            input_indexes: Some(vec![0]),
+            output_indexes: Some(vec![1]),
+            name: Some("conv".into()),
+            type_: OpType::Convolution,
+            main: Some(OpParameter::Convolution2D(Box::new(Convolution2D {
+                common: Some(Box::new(Convolution2DCommon {
+                    output_count: channels,
+                    ..Convolution2DCommon::default()
+                })),
+                weight: Some(weights),
+                bias: Some(vec![0.5; channels as usize]),
+                ..Convolution2D::default()
+            }))),
+            ..Op::default()
+        };
+        let sigmoid = Op {
+            input_indexes: Some(vec![1]),
+            output_indexes: Some(vec![2]),
+            name: Some("sig".into()),
+            type_: OpType::Sigmoid,
+            ..Op::default()
+        };
+        Net {
+            oplists: Some(vec![conv, sigmoid]),
+            tensor_name: Some(vec!["x".into(), "y".into(), "z".into()]),
+            extra_tensor_describe: Some(vec![TensorDescribe {
+                index: 2,
+                name: Some("kept".into()),
+                ..TensorDescribe::default()
+            }]),
+            ..Net::default()
+        }
+    }
+
+    fn options() -> RewriteOptions {
+        RewriteOptions {
+            weight_method: WeightMethod::MaxAbs,
+            weight_clamp: 127.0,
+            feature_clamp: 127.0,
+            quant_bits: 8,
+            skip_op_names: vec![],
+        }
+    }
+
+    #[test]
+    fn zero_channel_gets_zero_codes_and_finite_alpha() {
+        // Channel 0: max 2.54 -> alpha 0.02, codes w/0.02; channel 1: all zero.
+        let mut net = conv_net(vec![2.54, -1.27, 0.0, 0.0, 0.0, 0.0], 2);
+        let scales = BTreeMap::from([(0, 0.1f32), (1, 0.2), (2, 1.0 / 127.0)]);
+        let channels = BTreeMap::from([(0, 3usize)]);
+        let summary = rewrite_net(&mut net, &scales, &channels, &options()).unwrap();
+        assert_eq!(summary.convolutions_quantized, 1);
+        assert_eq!(summary.zero_weight_channels, 1);
+        assert_eq!(summary.sigmoid_tanh_converted, 1);
+        assert_eq!(summary.unary_tables, 1);
+        let ops = net.oplists.as_ref().unwrap();
+        let Some(OpParameter::Convolution2D(conv)) = &ops[0].main else {
+            panic!()
+        };
+        assert!(conv.weight.is_none());
+        assert_eq!(conv.common.as_ref().unwrap().input_count, 3);
+        let q = conv.quan_parameter.as_ref().unwrap();
+        let alpha = q.alpha.as_ref().unwrap();
+        assert_eq!(alpha[0], 2.54 / 127.0);
+        assert!(alpha[1].is_finite() && alpha[1] > 0.0);
+        assert_eq!((q.scale_in, q.scale_out), (0.1, 0.2));
+        let (_, codes) = crate::idst::decode_type1(q.buffer.as_ref().unwrap(), false).unwrap();
+        assert_eq!(codes, vec![127, -64, 0, 0, 0, 0]);
+        // Sigmoid became a table-driven UnaryOp.
+        assert_eq!(ops[1].type_, OpType::UnaryOp);
+        let Some(OpParameter::UnaryOp(u)) = &ops[1].main else {
+            panic!()
+        };
+        assert_eq!(u.op_type, UnaryOpOperation::Sigmoid);
+        assert_eq!(u.table_int8.as_ref().unwrap().len(), 255);
+        // Describes: sorted, the existing one keeps its name.
+        let d = net.extra_tensor_describe.as_ref().unwrap();
+        assert_eq!(d.iter().map(|d| d.index).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(d[2].name.as_deref(), Some("kept"));
+        assert_eq!(d[1].quant_info.as_ref().unwrap().scale, 0.2);
+    }
+
+    #[test]
+    fn conv_without_scales_keeps_float_weights() {
+        let mut net = conv_net(vec![1.0, 2.0], 2);
+        let scales = BTreeMap::from([(0, 0.1f32)]);
+        let summary = rewrite_net(&mut net, &scales, &BTreeMap::new(), &options()).unwrap();
+        assert_eq!(summary.convolutions_quantized, 0);
+        assert_eq!(
+            summary.convolutions_kept_float.get("conv"),
+            Some(&ConvSkipReason::NoScale)
+        );
+        let Some(OpParameter::Convolution2D(conv)) = &net.oplists.as_ref().unwrap()[0].main else {
+            panic!()
+        };
+        assert_eq!(conv.weight.as_deref(), Some(&[1.0f32, 2.0][..]));
+    }
 
     #[test]
     fn sigmoid_table_by_hand() {

@@ -68,6 +68,7 @@ fn quantize_cls(
         threads,
         progress: false,
         unify,
+        on_warning: None,
     };
     let report = quantize(
         &repo().join("testdata/ppocr_cls_v2/model.mnn"),

@@ -36,11 +36,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             UnifyMode::UntilStable
         },
+        on_warning: Some(|warning| eprintln!("warning: {warning}")),
     };
     let report = quantize(&args.origin, &args.quant, &args.config, &options)?;
-    for warning in &report.warnings {
-        eprintln!("warning: {warning}");
-    }
     eprintln!("{}", report.summary());
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report).context("cannot serialize the report")?;
