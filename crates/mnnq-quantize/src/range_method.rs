@@ -48,8 +48,9 @@ pub struct QualityConfig {
     /// `target_cosine`: leave the most harmful convolutions float until the calibration-set
     /// output cosine reaches this value (None: no fallback).
     pub target_cosine: Option<f64>,
-    /// `keep_float_op_types`: MNN op type names (e.g. "ReLU6", "BinaryOp") whose outputs get no
-    /// scale, so MNN runs those ops in float (casting at the int8 boundaries).
+    /// `keep_float_op_types`: MNN op type names (e.g. "Pooling") whose inputs and outputs get
+    /// no scale, so MNN runs those ops in float (casting at the int8 boundaries). Both sides
+    /// matter: MNN picks the int8 kernel from the input's type.
     pub keep_float_op_types: Vec<String>,
 }
 
@@ -188,7 +189,8 @@ pub fn saturation_sensitive_tensors(net: &mnnq_format::Net) -> BTreeSet<u32> {
     out
 }
 
-/// Output tensors of the ops whose type name (MNN's, as `{:?}` of `OpType`) is in `types`.
+/// Input and output tensors of the ops whose type name (MNN's, as `{:?}` of `OpType`) is in
+/// `types`.
 pub fn outputs_of_op_types(net: &mnnq_format::Net, types: &[String]) -> BTreeSet<u32> {
     let mut out = BTreeSet::new();
     if types.is_empty() {
@@ -198,6 +200,7 @@ pub fn outputs_of_op_types(net: &mnnq_format::Net, types: &[String]) -> BTreeSet
         let name = format!("{:?}", op.type_);
         if types.iter().any(|t| t.eq_ignore_ascii_case(&name)) {
             out.extend(op.output_indexes.iter().flatten().map(|&o| o as u32));
+            out.extend(op.input_indexes.iter().flatten().map(|&i| i as u32));
         }
     }
     out
