@@ -1,5 +1,10 @@
+"""Per-op output cosine of an int8 MNN model vs its float model, both run in MNN.
+
+Usage: python quality_mnn_layers.py FLOAT.mnn QUANT.mnn CONFIG.json IMAGE_DIR [N_IMAGES]
+"""
 import sys, numpy as np
-sys.path.insert(0, '/work/wt/quality/scripts')
+from pathlib import Path as _P
+sys.path.insert(0, str(_P(__file__).resolve().parent.parent / 'scripts'))
 from oracle_common import MnnSession, QuantizerPreprocess, load_quant_config
 import MNN
 fl, qu, cfg, img = sys.argv[1:5]
@@ -23,7 +28,6 @@ def dump(path, x):
         return True
     s.interpreter.runSessionWithCallBackInfo(s.session, begin, end)
     return out, order
-import inspect
 c = load_quant_config(cfg)
 pp = QuantizerPreprocess(c)
 from pathlib import Path
