@@ -32,6 +32,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Write the float tensor a model would see for an image, preprocessed per a config.
     Preprocess(commands::preprocess::Args),
+    /// Compare an int8 model with its float model: output fidelity and per-tensor error.
+    Compare(commands::compare::Args),
 }
 
 const SUBCOMMANDS: &[&str] = &[
@@ -41,6 +43,7 @@ const SUBCOMMANDS: &[&str] = &[
     "run",
     "bench",
     "preprocess",
+    "compare",
     "help",
 ];
 
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Preprocess(args) => commands::preprocess::run(args),
+        Command::Compare(args) => commands::compare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,10 +8,13 @@
 //! count, same result), [`scales::feature_scales`] + [`scales::unify`],
 //! [`rewrite::rewrite_net`], [`scale_json::scale_report`]; [`quantize`] runs them all.
 
+pub mod diagnose;
 mod error;
+pub mod fallback;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod range_method;
 pub mod rewrite;
 pub mod runner;
 pub mod scale_json;

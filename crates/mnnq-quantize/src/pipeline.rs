@@ -16,7 +16,7 @@ use crate::plan::{layout_ops, tensor_names};
 use crate::progress::{Bar, Progress, Silent};
 use crate::rewrite::{rewrite_net, RewriteOptions, RewriteSummary, WeightMethod};
 use crate::runner::{plan_from_engine, EngineRunner};
-use crate::scales::{feature_scales, unify, NoScaleReason, UnifyMode};
+use crate::scales::{feature_scales_with, unify, NoScaleReason, UnifyMode};
 use crate::stats::{
     collect_histograms, collect_ranges, ForwardPass, HistogramKind, Images, Pass, SkippedImage,
 };
@@ -77,6 +77,10 @@ pub struct QuantizeReport {
     pub size_after: u64,
     pub seconds: Timings,
     pub warnings: Vec<String>,
+    /// `feature_range_method` from the config (None: not read yet).
+    pub range_method: Option<crate::range_method::RangeMethod>,
+    /// What `target_cosine` left float (None: key not set).
+    pub fallback: Option<crate::fallback::FallbackReport>,
     /// Final feature scales by tensor index (also in the scale file).
     #[serde(skip)]
     pub scales: BTreeMap<u32, f32>,
@@ -292,11 +296,41 @@ pub fn quantize(
 
     let step = Instant::now();
     let clamp = config.feature_clamp_value as f32;
-    let mut scales = feature_scales(&plan, &ranges, &histograms, clamp)?;
+    // Quality keys (docs/quality.md): absent means MNN's behaviour.
+    let quality =
+        crate::range_method::QualityConfig::from_file(config_path).map_err(QuantizeError::Usage)?;
+    let sensitive = crate::range_method::saturation_sensitive_tensors(&model.net);
+    report.range_method = Some(quality.range_method);
+    let mut scales = feature_scales_with(&plan, &ranges, &histograms, clamp, &|id| {
+        crate::range_method::per_tensor_method(quality.range_method, &sensitive, id)
+    })?;
     drop(histograms);
     let ops = layout_ops(&model.net, &config.skip_quant_op_names, true);
     report.unify_passes = unify(&mut scales, &ops, true, options.unify);
     report.max_threshold_tensors = scales.max_threshold;
+    for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
+        scales.scales.remove(&id);
+    }
+    if let Some(target) = quality.target_cosine {
+        // A few calibration images are enough to rank the convolutions (each costs one run
+        // per convolution).
+        let inputs: Vec<Vec<f32>> = (0..files.len())
+            .filter_map(|i| load(i).ok())
+            .take(8)
+            .collect();
+        let fallback = crate::fallback::apply_fallback(
+            &model.net,
+            &engine,
+            &mut scales.scales,
+            &inputs,
+            target,
+        )
+        .map_err(|message| QuantizeError::Engine {
+            model: origin.display().to_string(),
+            message,
+        })?;
+        report.fallback = Some(fallback);
+    }
     report.seconds.scales = step.elapsed().as_secs_f64();
 
     let step = Instant::now();
@@ -398,6 +432,18 @@ impl QuantizeReport {
             self.rewrite.unary_tables,
             self.rewrite.sigmoid_tanh_converted
         );
+        if let Some(f) = &self.fallback {
+            s += &format!(
+                "float fallback (target_cosine {}): output cosine {:.4} -> {:.4} on {} calibration image(s); {} conv output(s) left float ({}); int8 share of conv MACs {:.1}%\n",
+                f.target_cosine,
+                f.cosine_all_int8,
+                f.cosine_final,
+                f.images,
+                f.kept_float.len(),
+                f.kept_float.join(", "),
+                f.int8_mac_share * 100.0
+            );
+        }
         s += &format!("size: {} -> {} bytes\n", self.size_before, self.size_after);
         let t = &self.seconds;
         s += &format!(

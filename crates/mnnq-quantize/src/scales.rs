@@ -8,6 +8,7 @@ use mnnq_calibrate::{
 };
 
 use crate::plan::CalibrationPlan;
+use crate::range_method::RangeMethod;
 use crate::stats::Histograms;
 use crate::QuantizeError;
 
@@ -44,6 +45,18 @@ pub fn feature_scales(
     histograms: &Histograms,
     clamp: f32,
 ) -> Result<FeatureScales, QuantizeError> {
+    feature_scales_with(plan, ranges, histograms, clamp, &|_| RangeMethod::Kl)
+}
+
+/// [`feature_scales`] with the range method of each tensor (by id) chosen by `method`
+/// (`crate::range_method`); `RangeMethod::Kl` everywhere is MNN's behaviour.
+pub fn feature_scales_with(
+    plan: &CalibrationPlan,
+    ranges: &[RangeStats],
+    histograms: &Histograms,
+    clamp: f32,
+    method: &(dyn Fn(u32) -> RangeMethod + Sync),
+) -> Result<FeatureScales, QuantizeError> {
     // Each tensor's scale depends on its own statistics only: compute them in parallel, then
     // collect in tensor order.
     let per_tensor: Vec<Result<TensorOutcome, QuantizeError>> = std::thread::scope(|scope| {
@@ -58,7 +71,10 @@ pub fn feature_scales(
                 let end = (begin + chunk).min(plan.len());
                 scope.spawn(move || {
                     (begin..end)
-                        .map(|slot| tensor_scale(plan, slot, ranges, histograms, clamp))
+                        .map(|slot| {
+                            let m = method(plan.tensors[slot].id);
+                            tensor_scale(plan, slot, ranges, histograms, clamp, m)
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -99,6 +115,7 @@ fn tensor_scale(
     ranges: &[RangeStats],
     histograms: &Histograms,
     clamp: f32,
+    range_method: RangeMethod,
 ) -> Result<TensorOutcome, QuantizeError> {
     let tensor = &plan.tensors[slot];
     {
@@ -126,7 +143,11 @@ fn tensor_scale(
                 } else {
                     ThresholdMethod::Kl
                 };
-                kl_feature_scale(h, method, clamp).scale
+                match range_method {
+                    RangeMethod::Max => crate::range_method::max_scale(h, clamp),
+                    RangeMethod::Mse if !use_max => crate::range_method::mse_scale(h, clamp),
+                    _ => kl_feature_scale(h, method, clamp).scale,
+                }
             }),
             Histograms::Admm(h) => match &h[slot] {
                 Some(h) => h

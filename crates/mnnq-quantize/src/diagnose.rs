@@ -1,0 +1,254 @@
+//! Where quantization loses accuracy: every tensor with a scale is fake-quantized (symmetric
+//! int8, quantize-dequantize) in the float engine, so the error of each tensor includes the
+//! error propagated from everything before it, and is compared with the same tensor of a clean
+//! float run. Weights stay float here: this measures activation ranges, which is where MNN's
+//! KL loses the shared models (per-channel MAX_ABS weights cost little; see `docs/quality.md`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use mnnq_engine::{Engine, Session, Tensor};
+use mnnq_format::Net;
+
+/// Accumulated comparison of one tensor (float reference vs fake-quantized run).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct TensorError {
+    pub id: u32,
+    pub name: String,
+    /// Type of the op that writes it ("input" for graph inputs).
+    pub producer: String,
+    pub scale: f32,
+    /// Cosine of the flattened tensors, all images pooled.
+    pub cosine: f64,
+    /// Signal-to-quantization-noise ratio in dB: 10 log10(sum f^2 / sum (f - q)^2).
+    pub sqnr_db: f64,
+    /// Share of the float values outside [-clamp*scale, clamp*scale] (clipped by the range).
+    pub overflow: f64,
+    /// max |float| / (clamp * scale): how far the range is below the largest value seen.
+    pub max_over_range: f64,
+    #[serde(skip)]
+    sums: Sums,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Sums {
+    ff: f64,
+    qq: f64,
+    fq: f64,
+    ee: f64,
+    clipped: u64,
+    count: u64,
+    max_abs: f64,
+}
+
+impl Sums {
+    fn add(&mut self, float: &[f32], quant: &[f32], limit: f32) {
+        for (&f, &q) in float.iter().zip(quant) {
+            let (f, q) = (f64::from(f), f64::from(q));
+            self.ff += f * f;
+            self.qq += q * q;
+            self.fq += f * q;
+            self.ee += (f - q) * (f - q);
+            self.max_abs = self.max_abs.max(f.abs());
+        }
+        // A value at the limit itself is representable: count only what lies half a step beyond.
+        let beyond = limit * (1.0 + 0.5 / 127.0);
+        self.clipped += float.iter().filter(|f| f.abs() > beyond).count() as u64;
+        self.count += float.len() as u64;
+    }
+}
+
+/// Cosine of two flattened vectors (1 when both are zero, 0 when only one is).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        ab += f64::from(x) * f64::from(y);
+        aa += f64::from(x) * f64::from(x);
+        bb += f64::from(y) * f64::from(y);
+    }
+    cosine_from(ab, aa, bb)
+}
+
+fn cosine_from(ab: f64, aa: f64, bb: f64) -> f64 {
+    if aa == 0.0 && bb == 0.0 {
+        1.0
+    } else if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt())
+    }
+}
+
+/// Feature scales stored in an int8 model's tensor descriptions (tensor index -> scale).
+pub fn scales_from_quant_model(net: &Net) -> BTreeMap<u32, f32> {
+    net.extra_tensor_describe
+        .iter()
+        .flatten()
+        .filter_map(|d| {
+            let q = d.quant_info.as_ref()?;
+            (q.scale.is_finite() && q.scale > 0.0 && d.index >= 0)
+                .then_some((d.index as u32, q.scale))
+        })
+        .collect()
+}
+
+/// Replaces every quantized convolution's int8 weights by their float values (codes times
+/// scales), so the float engine can run an int8 model with exactly its quantized weights.
+pub fn dequantize_conv_weights(net: &mut Net) -> Result<usize, String> {
+    use mnnq_format::OpParameter;
+    let mut changed = 0;
+    for op in net.oplists.iter_mut().flatten() {
+        let name = op.name.clone().unwrap_or_default();
+        let conv = match op.main.as_mut() {
+            Some(OpParameter::Convolution2D(c)) => c,
+            _ => continue,
+        };
+        if conv.quan_parameter.is_none() {
+            continue;
+        }
+        let decoded = mnnq_format::weights::decode_conv(conv, None)
+            .map_err(|e| format!("op {name:?}: cannot decode its int8 weights: {e}"))?;
+        conv.weight = Some(decoded.weight);
+        if !decoded.bias.is_empty() {
+            conv.bias = Some(decoded.bias);
+        }
+        conv.quan_parameter = None;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+/// Per-image float and fake-quantized graph outputs, plus per-tensor errors.
+#[derive(Clone, Debug, Default)]
+pub struct Diagnosis {
+    /// Tensors in execution order.
+    pub tensors: Vec<TensorError>,
+    /// For each image, each output: (name, float, fake-quantized).
+    pub outputs: Vec<Vec<(String, Tensor, Tensor)>>,
+}
+
+/// Runs every input through the clean float engine and through the engine with each tensor of
+/// `scales` fake-quantized, and compares them tensor by tensor.
+/// `quant_engine` is usually `engine` itself (float weights); built from the int8 model it also
+/// includes the weight quantization (its weights decode to the int8 values times their scales).
+pub fn diagnose(
+    engine: &Engine,
+    quant_engine: &Engine,
+    scales: &BTreeMap<u32, f32>,
+    inputs: &[Vec<f32>],
+    clamp: f32,
+) -> Result<Diagnosis, String> {
+    let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
+        return Err(format!(
+            "diagnosis needs a model with one input, this one has {}",
+            engine.inputs.len()
+        ));
+    };
+    let mut clean = Session::new(engine, 1).map_err(|e| e.to_string())?;
+    let mut quant = Session::new(quant_engine, 1).map_err(|e| e.to_string())?;
+    for (&id, &scale) in scales {
+        quant.set_fake_quant(id as usize, Some(scale));
+    }
+    let producers = producer_types(engine);
+    let mut order: Vec<u32> = Vec::new();
+    let mut sums: HashMap<u32, Sums> = HashMap::new();
+    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut out = Diagnosis::default();
+    for input in inputs {
+        let tensor = Tensor::new(input_shape.clone(), input.clone());
+        // Keep only the tensors that get fake-quantized: one image's worth at a time.
+        let mut reference: HashMap<u32, Vec<f32>> = HashMap::new();
+        let float_outputs = clean
+            .run_observed(&[(input_name.as_str(), tensor.clone())], &mut |t, view| {
+                let t = t as u32;
+                if scales.contains_key(&t) {
+                    reference.insert(t, view.data.to_vec());
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let quant_outputs = quant
+            .run_observed(&[(input_name.as_str(), tensor)], &mut |t, view| {
+                let t = t as u32;
+                let (Some(float), Some(&scale)) = (reference.get(&t), scales.get(&t)) else {
+                    return;
+                };
+                if !sums.contains_key(&t) {
+                    order.push(t);
+                    names.insert(t, view.name.to_string());
+                }
+                sums.entry(t)
+                    .or_default()
+                    .add(float, view.data, scale * clamp);
+            })
+            .map_err(|e| e.to_string())?;
+        out.outputs.push(
+            float_outputs
+                .into_iter()
+                .zip(quant_outputs)
+                .map(|((name, f), (_, q))| (name, f, q))
+                .collect(),
+        );
+    }
+    out.tensors = order
+        .into_iter()
+        .map(|id| {
+            let s = sums.remove(&id).unwrap_or_default();
+            let scale = scales[&id];
+            TensorError {
+                id,
+                name: names.remove(&id).unwrap_or_default(),
+                producer: producers
+                    .get(&(id as usize))
+                    .cloned()
+                    .unwrap_or_else(|| "input".into()),
+                scale,
+                cosine: cosine_from(s.fq, s.ff, s.qq),
+                sqnr_db: if s.ee == 0.0 {
+                    f64::INFINITY
+                } else {
+                    10.0 * (s.ff / s.ee).log10()
+                },
+                overflow: if s.count == 0 {
+                    0.0
+                } else {
+                    s.clipped as f64 / s.count as f64
+                },
+                max_over_range: s.max_abs / f64::from(scale * clamp),
+                sums: s,
+            }
+        })
+        .collect();
+    Ok(out)
+}
+
+/// Op type name of the node that writes each tensor.
+fn producer_types(engine: &Engine) -> HashMap<usize, String> {
+    let mut out = HashMap::new();
+    for node in &engine.ir.nodes {
+        for &o in &node.outputs {
+            out.insert(o, node.type_name.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_known_vectors() {
+        assert!((cosine(&[1.0, 0.0], &[0.0, 1.0])).abs() < 1e-12);
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0], &[0.0]), 1.0);
+        assert_eq!(cosine(&[0.0], &[3.0]), 0.0);
+    }
+
+    #[test]
+    fn sums_count_clipped_values_and_noise() {
+        let mut s = Sums::default();
+        s.add(&[1.0, -3.0, 0.5, 2.0], &[1.0, -2.0, 0.5, 2.0], 2.0);
+        assert_eq!(s.clipped, 1);
+        assert_eq!(s.ee, 1.0);
+        assert_eq!(s.ff, 1.0 + 9.0 + 0.25 + 4.0);
+    }
+}
