@@ -95,8 +95,9 @@ impl ForwardPass for EngineRunner<'_> {
             ));
         }
         let tensor = Tensor::new(self.input_shape.clone(), input);
+        // Calibration statistics do not depend on element order: skip the reordering copy.
         self.session
-            .run_observed(&[(self.input_name.as_str(), tensor)], &mut |t, view| {
+            .run_observed_unordered(&[(self.input_name.as_str(), tensor)], &mut |t, view| {
                 visit(t, view.data)
             })
             .map(|_| ())

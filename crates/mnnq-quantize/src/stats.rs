@@ -17,7 +17,8 @@ use crate::QuantizeError;
 /// One float forward pass that shows every tracked tensor it computes.
 pub trait ForwardPass {
     /// Runs the model on one preprocessed input (the model's only input); calls `visit`
-    /// with `(tensor index, data in logical order)` for every computed tensor.
+    /// with `(tensor index, data)` for every computed tensor. `data` holds every element of
+    /// the tensor exactly once, in any order (the statistics here do not depend on it).
     fn forward(
         &mut self,
         input: Vec<f32>,
