@@ -194,8 +194,12 @@ fn bin_indices_body(data: &[f32], bins: &mut [u16], interval: f32, skip_limit: f
         // bin as truncating then capping, since every bin edge is an integer.
         let scaled = magnitude * interval;
         let capped = if scaled < LAST { scaled } else { LAST };
+        // SAFETY: `capped` is in [0, 2047] whatever `x` is (a NaN product fails `<` and
+        // takes LAST), so the conversion is exact and in range. The checked `as` conversion
+        // would not vectorize.
+        let truncated = unsafe { capped.to_int_unchecked::<i32>() } as u16;
         let slot = if magnitude > skip_limit {
-            capped as u16
+            truncated
         } else if magnitude.is_nan() {
             NAN_SLOT as u16
         } else {
