@@ -272,26 +272,26 @@ mod tests {
         pub(super) fn curve_before_optimisation(p: &[f32]) -> Vec<f32> {
             assert_eq!(p.len(), HISTOGRAM_BINS, "KL search needs exactly 2048 bins");
             let mut curve = Vec::with_capacity(HISTOGRAM_BINS - KL_TARGET_BINS);
-        
+
             // Mass beyond the candidate threshold, maintained by subtraction exactly as MNN does (the
             // f32 drift of this running value is part of MNN's result).
             let mut tail = 0.0f32;
             for &v in &p[KL_TARGET_BINS..] {
                 tail += v;
             }
-        
+
             let mut reference = vec![0.0f32; HISTOGRAM_BINS];
             let mut expanded = vec![0.0f32; HISTOGRAM_BINS];
             let mut merged = [0.0f32; KL_TARGET_BINS];
-        
+
             for i in KL_TARGET_BINS..HISTOGRAM_BINS {
                 reference[..i].copy_from_slice(&p[..i]);
                 reference[i - 1] += tail;
                 tail -= p[i];
-        
+
                 // i / 128 is exact in f32, and so are all the bin edges j * width below.
                 let width = i as f32 / KL_TARGET_BINS as f32;
-        
+
                 merged.fill(0.0);
                 for (j, merged_j) in merged.iter_mut().enumerate() {
                     let edges = OldEdges::new(j, width);
@@ -305,7 +305,7 @@ mod tests {
                         *merged_j += v;
                     }
                 }
-        
+
                 let expanded = &mut expanded[..i];
                 expanded.fill(0.0);
                 for (j, &merged_j) in merged.iter().enumerate() {
@@ -322,7 +322,7 @@ mod tests {
                     };
                     let left_used = edges.has_left_part() && p[edges.left_upper - 1] != 0.0;
                     let right_used = edges.has_right_part() && p[edges.right_lower] != 0.0;
-        
+
                     let mut count = 0.0f32;
                     if left_used {
                         count += left_scale;
@@ -353,12 +353,12 @@ mod tests {
                         }
                     }
                 }
-        
+
                 curve.push(mnn_kl_divergence(&reference[..i], expanded));
             }
             curve
         }
-        
+
         /// Edges of target bin `j` in source-bin coordinates, with MNN's integer rounding.
         struct OldEdges {
             start: f32,
@@ -366,7 +366,7 @@ mod tests {
             left_upper: usize,
             right_lower: usize,
         }
-        
+
         impl OldEdges {
             fn new(j: usize, width: f32) -> Self {
                 let start = j as f32 * width;
@@ -393,7 +393,7 @@ mod tests {
                 self.end - self.right_lower as f32
             }
         }
-        
+
         /// `sum P ln(P/E)` over bins with `P != 0`, adding 1 where `E == 0`, in f32 (`logf`).
         fn mnn_kl_divergence(reference: &[f32], expanded: &[f32]) -> f32 {
             let mut result = 0.0f32;
@@ -439,10 +439,18 @@ mod tests {
         // exact zeros, which MNN's 1e-7 start never gives but the function accepts).
         let mut cases: Vec<(String, Vec<f32>)> = Vec::new();
         for round in 0..6 {
-            let dense: Vec<u64> = (0..HISTOGRAM_BINS).map(|_| u64::from(next() % 1000)).collect();
+            let dense: Vec<u64> = (0..HISTOGRAM_BINS)
+                .map(|_| u64::from(next() % 1000))
+                .collect();
             cases.push((format!("dense {round}"), distribution(&dense)));
             let sparse: Vec<u64> = (0..HISTOGRAM_BINS)
-                .map(|_| if next() % 7 == 0 { u64::from(next() % 50) } else { 0 })
+                .map(|_| {
+                    if next() % 7 == 0 {
+                        u64::from(next() % 50)
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             cases.push((format!("sparse {round}"), distribution(&sparse)));
             let scale = 20.0 + f64::from(next() % 400);
@@ -456,7 +464,13 @@ mod tests {
             }
             cases.push((format!("spiky {round}"), distribution(&spiky)));
             let raw: Vec<f32> = (0..HISTOGRAM_BINS)
-                .map(|_| if next() % 3 == 0 { 0.0 } else { (next() % 100) as f32 * 1e-4 })
+                .map(|_| {
+                    if next() % 3 == 0 {
+                        0.0
+                    } else {
+                        (next() % 100) as f32 * 1e-4
+                    }
+                })
                 .collect();
             cases.push((format!("raw {round}"), raw));
         }
@@ -484,7 +498,10 @@ mod tests {
             for tensor in tensors.iter().step_by(7).take(12) {
                 let mut counts = vec![0u64; HISTOGRAM_BINS];
                 let bins = tensor["bins"].as_array().expect("bins");
-                for (bin, count) in bins.iter().zip(tensor["counts"].as_array().expect("counts")) {
+                for (bin, count) in bins
+                    .iter()
+                    .zip(tensor["counts"].as_array().expect("counts"))
+                {
                     counts[bin.as_u64().unwrap() as usize] = count.as_u64().unwrap();
                 }
                 assert_same_curve(model, &distribution(&counts));

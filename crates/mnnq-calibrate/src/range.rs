@@ -141,7 +141,9 @@ mod tests {
     /// Deterministic pseudo-random values with NaN, infinities, zeros of both signs,
     /// subnormals and the extremes sprinkled in.
     fn awkward_data(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
                 state = state
@@ -165,7 +167,15 @@ mod tests {
     #[test]
     fn every_instruction_set_matches_the_scalar_fold() {
         for isa in Isa::supported() {
-            for (n, seed) in [(0, 1), (1, 2), (31, 3), (32, 4), (33, 5), (1000, 6), (4099, 7)] {
+            for (n, seed) in [
+                (0, 1),
+                (1, 2),
+                (31, 3),
+                (32, 4),
+                (33, 5),
+                (1000, 6),
+                (4099, 7),
+            ] {
                 let data = awkward_data(n, seed);
                 for start in 0..3.min(n + 1) {
                     let slice = &data[start..];
@@ -184,7 +194,9 @@ mod tests {
 
     #[test]
     fn element_order_and_splitting_do_not_change_the_range() {
-        let mut data: Vec<f32> = (0..777).map(|i| ((i * 37 % 101) as f32 - 60.0) * 0.5).collect();
+        let mut data: Vec<f32> = (0..777)
+            .map(|i| ((i * 37 % 101) as f32 - 60.0) * 0.5)
+            .collect();
         data[5] = -0.0;
         data[400] = f32::NAN;
         let mut whole = RangeStats::new();

@@ -125,7 +125,9 @@ fn unordered_observation_shows_the_same_elements_without_reordering() {
     // A later ordinary run shows logical order again.
     let mut again: Vec<(usize, Vec<f32>)> = Vec::new();
     session
-        .run_observed(&[(name.as_str(), x)], &mut |t, v| again.push((t, v.data.to_vec())))
+        .run_observed(&[(name.as_str(), x)], &mut |t, v| {
+            again.push((t, v.data.to_vec()))
+        })
         .unwrap();
     assert_eq!(again, ordered);
 }

@@ -14,14 +14,18 @@ use crate::plan::CalibrationPlan;
 use crate::progress::Progress;
 use crate::QuantizeError;
 
+/// One calibration entry as model inputs: `(input name, data)` per input, the data in the
+/// input's logical row-major order (an image gives one pair).
+pub type Sample = Vec<(String, Vec<f32>)>;
+
 /// One float forward pass that shows every tracked tensor it computes.
 pub trait ForwardPass {
-    /// Runs the model on one preprocessed input (the model's only input); calls `visit`
-    /// with `(tensor index, data)` for every computed tensor. `data` holds every element of
-    /// the tensor exactly once, in any order (the statistics here do not depend on it).
+    /// Runs the model on one calibration sample; calls `visit` with `(tensor index, data)`
+    /// for every computed tensor. `data` holds every element of the tensor exactly once, in
+    /// any order (the statistics here do not depend on it).
     fn forward(
         &mut self,
-        input: Vec<f32>,
+        sample: Sample,
         visit: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), String>;
 }
@@ -30,8 +34,9 @@ pub trait ForwardPass {
 pub type RunnerFactory<'a> =
     dyn Fn() -> Result<Box<dyn ForwardPass + 'a>, QuantizeError> + Sync + 'a;
 
-/// Turns calibration entry `i` into the model input, or says why it cannot be used.
-pub type ImageLoader<'a> = dyn Fn(usize) -> Result<Vec<f32>, String> + Sync + 'a;
+/// Turns calibration entry `i` (an image, or a sequence sample) into the model inputs, or
+/// says why it cannot be used.
+pub type ImageLoader<'a> = dyn Fn(usize) -> Result<Sample, String> + Sync + 'a;
 
 /// A calibration entry that could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
