@@ -445,7 +445,7 @@ mod tests {
             cases.push((format!("dense {round}"), distribution(&dense)));
             let sparse: Vec<u64> = (0..HISTOGRAM_BINS)
                 .map(|_| {
-                    if next() % 7 == 0 {
+                    if next().is_multiple_of(7) {
                         u64::from(next() % 50)
                     } else {
                         0
@@ -465,7 +465,7 @@ mod tests {
             cases.push((format!("spiky {round}"), distribution(&spiky)));
             let raw: Vec<f32> = (0..HISTOGRAM_BINS)
                 .map(|_| {
-                    if next() % 3 == 0 {
+                    if next().is_multiple_of(3) {
                         0.0
                     } else {
                         (next() % 100) as f32 * 1e-4
