@@ -311,7 +311,7 @@ fn estimate_term(p: f32, e: f32) -> (f64, f64, bool) {
     let one = !skip && e == 0.0;
     let normal = !skip && !one;
     // MNN's f32 ratio must be a positive normal number for the bound on logf to hold.
-    let irregular = normal && !(ratio32 >= f32::MIN_POSITIVE && ratio32 <= f32::MAX);
+    let irregular = normal && !(f32::MIN_POSITIVE..=f32::MAX).contains(&ratio32);
     let ratio = if normal {
         f64::from(p) / f64::from(e)
     } else {
