@@ -20,6 +20,8 @@ pub struct Session<'e> {
     profile: Option<Vec<std::time::Duration>>,
     /// int8 codes of the slots a quantized model keeps in int8 (empty for float models).
     int8_codes: crate::int8::Int8Buffers,
+    /// Observers see float tensors in memory order (set only by `run_observed_unordered`).
+    observe_memory_order: bool,
 }
 
 /// Runs one op. Inputs and outputs are in the layouts the schedule chose.
@@ -197,6 +199,7 @@ impl<'e> Session<'e> {
             fake_quant: HashMap::new(),
             profile: None,
             int8_codes: crate::int8::Int8Buffers::for_engine(engine),
+            observe_memory_order: false,
         })
     }
 
@@ -263,6 +266,22 @@ impl<'e> Session<'e> {
         observer: &mut dyn FnMut(usize, &TensorView),
     ) -> Result<Vec<(String, Tensor)>, EngineError> {
         self.run_impl(inputs, observer, true)
+    }
+
+    /// As [`Session::run_observed`], but a float tensor's `view.data` is its storage in memory
+    /// order (channels-last tensors are not reordered to logical order): every logical element
+    /// exactly once, no padding, in an unspecified order. For statistics that do not depend on
+    /// element order (min/max, histograms), it saves a reordering copy per tensor. Integer
+    /// tensors, and the int8 path, still show row-major data.
+    pub fn run_observed_unordered(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        observer: &mut dyn FnMut(usize, &TensorView),
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
+        self.observe_memory_order = true;
+        let result = self.run_impl(inputs, observer, true);
+        self.observe_memory_order = false;
+        result
     }
 
     fn run_impl(
@@ -415,14 +434,21 @@ impl<'e> Session<'e> {
         let engine = self.engine;
         let slot = &engine.slots[s];
         let input = slot_in(engine, self.arena.as_mut_ptr(), slot);
-        let data = input.to_row_major_f32();
+        let reordered;
+        let data: &[f32] = if self.observe_memory_order && slot.dtype == DType::F32 {
+            // A slot holds exactly `shape.product()` elements (no channel padding).
+            input.data
+        } else {
+            reordered = input.to_row_major_f32();
+            &reordered
+        };
         observer(
             slot.tensor,
             &TensorView {
                 name: engine.tensor_name(slot.tensor),
                 shape: &slot.shape,
                 dtype: slot.dtype,
-                data: &data,
+                data,
             },
         );
     }

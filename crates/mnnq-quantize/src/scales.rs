@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rayon::prelude::*;
+
 use mnnq_calibrate::{
     kl_feature_scale, small_tensor_uses_max, unify_scales, AdmmOptions, LayoutOp, RangeStats,
     ThresholdMethod, UnifyOptions,
@@ -57,33 +59,15 @@ pub fn feature_scales_with(
     clamp: f32,
     method: &(dyn Fn(u32) -> RangeMethod + Sync),
 ) -> Result<FeatureScales, QuantizeError> {
-    // Each tensor's scale depends on its own statistics only: compute them in parallel, then
-    // collect in tensor order.
-    let per_tensor: Vec<Result<TensorOutcome, QuantizeError>> = std::thread::scope(|scope| {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(plan.len().max(1));
-        let chunk = plan.len().div_ceil(threads.max(1)).max(1);
-        let handles: Vec<_> = (0..plan.len())
-            .step_by(chunk)
-            .map(|begin| {
-                let end = (begin + chunk).min(plan.len());
-                scope.spawn(move || {
-                    (begin..end)
-                        .map(|slot| {
-                            let m = method(plan.tensors[slot].id);
-                            tensor_scale(plan, slot, ranges, histograms, clamp, m)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("scale computation does not panic"))
-            .collect()
-    });
+    // Each tensor's scale depends on its own statistics only: compute them in parallel
+    // (rayon balances the uneven KL costs), collected in tensor order.
+    let per_tensor: Vec<Result<TensorOutcome, QuantizeError>> = (0..plan.len())
+        .into_par_iter()
+        .map(|slot| {
+            let m = method(plan.tensors[slot].id);
+            tensor_scale(plan, slot, ranges, histograms, clamp, m)
+        })
+        .collect();
     let mut out = FeatureScales::default();
     for (tensor, result) in plan.tensors.iter().zip(per_tensor) {
         let (scale, reason, used_max) = result?;
