@@ -52,6 +52,17 @@ use crate::tensor::Value;
 /// row count, and independent of the thread count (so the bytes are too).
 const CONV_PIXELS_PER_TASK: usize = 96;
 
+/// Sum of each output channel's int8 weights (`codes` row-major by output channel): MNN x86's
+/// uint8-input compensation term ([`Requantize`]).
+fn weight_sums(codes: &[i8], out_c: usize) -> Vec<i32> {
+    let per_channel = codes.len() / out_c.max(1);
+    codes
+        .chunks(per_channel.max(1))
+        .take(out_c)
+        .map(|row| row.iter().map(|&w| i32::from(w)).sum())
+        .collect()
+}
+
 /// What an op does when it runs int8.
 #[derive(Debug)]
 pub enum Int8Op {
@@ -337,7 +348,14 @@ impl Builder<'_> {
                             geom.kernel_h,
                             geom.kernel_w,
                         )),
-                        requant: Requantize::for_conv(&codes.alpha, &bias, s_in, s_out, relu),
+                        requant: Requantize::for_conv(
+                            &codes.alpha,
+                            &bias,
+                            &weight_sums(&codes.codes, geom.out_c),
+                            s_in,
+                            s_out,
+                            relu,
+                        ),
                     })
                 } else if p.group == geom.in_c && p.group == geom.out_c {
                     if codes.codes.len() != geom.out_c * taps {
