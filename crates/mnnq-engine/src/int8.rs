@@ -26,11 +26,12 @@
 //! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
 //! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load.
 //!
-//! Known differences from MNN 3.6.1 (x86, AVX-512 build): the first codes that differ appear in
-//! the first convolution (a handful of elements, +-1) and spread (EfficientNet-Lite0: 0.4% of
-//! codes differ by block 2, ~15% by block 8, mostly +-1); cosine of the logits 0.998-0.999. MNN's
-//! x86 kernels hold activations as `q + 128` (uint8) and compensate in float bias terms; that
-//! re-association is the suspected source, not yet reproduced.
+//! Agreement with MNN 3.6.1 (x86, AVX-512 VNNI; docs/int8-parity.md): dense convolutions use
+//! MNN x86's exact requantize order ([`Requantize`]), depthwise, casts, unary tables and the
+//! BinaryOps of EfficientNet-Lite0 already matched, so its codes are bit-identical op by op.
+//! Deliberate difference: MNN's x86 int8 max pool compares `q + 128` bytes as signed (wrong when
+//! a window mixes negative and non-negative codes); we pool correctly. Open: BinaryOps with a
+//! constant operand (PP-OCR det) run float here and int8 in MNN.
 
 use std::collections::HashMap;
 
