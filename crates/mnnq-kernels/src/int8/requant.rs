@@ -226,14 +226,27 @@ mod tests {
         assert_eq!(rq.apply(10, 0), 5);
         assert_eq!(rq.apply(-10, 0), -1);
         // Where the two orders differ in f32, the MNN one is what `apply` computes.
-        let (alpha, s_in, s_out, b, sum) =
-            (0.003_117_f32, 0.367_242_f32, 0.047_233_f32, 0.91_f32, -517);
+        let (alpha, s_in, s_out, b, sum) = (
+            0.000_311_7_f32,
+            0.367_242_f32,
+            0.047_233_f32,
+            0.91_f32,
+            -5170,
+        );
         let rq = Requantize::for_conv(&[alpha], &[b], &[sum], s_in, s_out, false);
-        for acc in -20_000..20_000 {
+        let mut orders_differ = 0;
+        for acc in -200_000..200_000 {
             let mnn = ((acc + 128 * sum) as f32 * alpha) * (s_in / s_out)
                 + (b - (sum as f32 * alpha) * 128.0 * s_in) / s_out;
-            assert_eq!(rq.apply(acc, 0), mnn.max(-127.0).min(127.0).round() as i8);
+            let naive = acc as f32 * (alpha * (s_in / s_out)) + b / s_out;
+            let code = |y: f32| y.clamp(-127.0, 127.0).round() as i8;
+            assert_eq!(rq.apply(acc, 0), code(mnn));
+            orders_differ += usize::from(code(mnn) != code(naive));
         }
+        assert!(
+            orders_differ > 0,
+            "the range must contain a case the order decides"
+        );
     }
 
     #[test]

@@ -171,7 +171,7 @@ unsafe fn store_avx512<const MR: usize, const NV: usize>(
             break;
         }
         let mask = lane_mask16(valid);
-        let offset = _mm512_maskz_loadu_epi32(mask, t.offset.add(16 * v) as *const i32);
+        let offset = _mm512_maskz_loadu_epi32(mask, t.offset.add(16 * v));
         let mult = _mm512_maskz_loadu_ps(mask, t.mult.add(16 * v));
         let bias = _mm512_maskz_loadu_ps(mask, t.bias.add(16 * v));
         for (r, row) in acc.iter().enumerate().take(t.rows.min(MR)) {
