@@ -432,11 +432,15 @@ impl Builder<'_> {
                 }
                 let o = self.slot(out);
                 // Same shape and layout, or a scalar: the kernel's element order is then the
-                // tensors' memory order.
+                // tensors' memory order. A constant operand must be a scalar: MNN quantizes it
+                // with its own tensor scale (a FloatToInt8 cast, here a Quantize step on the
+                // constant) and runs the op int8, which saturates the output at +-127 where a
+                // float op would not (PP-OCR det's `x * w_0 + w_1` ops, docs/int8-parity.md).
                 for &i in inputs {
                     let s = self.slot(i);
                     let aligned = (s.shape == o.shape && s.layout == o.layout) || s.len() == 1;
-                    if !aligned || matches!(s.location, Location::Const(_)) {
+                    let constant = matches!(s.location, Location::Const(_));
+                    if !aligned || (constant && s.len() != 1) {
                         return None;
                     }
                 }
@@ -534,8 +538,11 @@ impl Int8Plan {
                     prepared,
                 } => match b.decide(net, *node, inputs, outputs, prepared) {
                     Some(op) => {
+                        // Scalar constants of a BinaryOp are quantized like any input (MNN
+                        // inserts a FloatToInt8 for them); other ops read no constant as int8.
+                        let binary = matches!(op, Int8Op::Binary { .. });
                         for &i in inputs {
-                            if !matches!(b.slot(i).location, Location::Const(_)) {
+                            if binary || !matches!(b.slot(i).location, Location::Const(_)) {
                                 b.ensure_i8(i);
                             }
                         }
