@@ -18,7 +18,8 @@
 //! * Pooling / Pooling3D (max, average) with equal in/out scales; the average uses MNN's x86
 //!   formula ([`average_pool_x86_row`]);
 //! * BinaryOp Add/Sub/Mul/Max/Min when every operand has a scale and the same shape and layout
-//!   as the output (or is a scalar);
+//!   as the output, or is a scalar (a scalar constant is quantized with its own scale, as MNN
+//!   does), or is a per-channel `[1, C, 1, 1]` operand of a channels-last output (SE gates);
 //! * UnaryOp carrying `tableInt8`; ReLU (slope 0) between equal scales;
 //! * data movement between equal scales (Concat, Reshape, ConvertTensor, Squeeze, Unsqueeze,
 //!   ExpandDims, Flatten, Permute, Transpose, Identity): MNN's Raster byte copy.
@@ -27,11 +28,11 @@
 //! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load.
 //!
 //! Agreement with MNN 3.6.1 (x86, AVX-512 VNNI; docs/int8-parity.md): dense convolutions use
-//! MNN x86's exact requantize order ([`Requantize`]), depthwise, casts, unary tables and the
-//! BinaryOps of EfficientNet-Lite0 already matched, so its codes are bit-identical op by op.
+//! MNN x86's exact requantize order ([`Requantize`]); depthwise, casts, unary tables and
+//! BinaryOps already matched, so EfficientNet-Lite0's codes are bit-identical op by op.
 //! Deliberate difference: MNN's x86 int8 max pool compares `q + 128` bytes as signed (wrong when
-//! a window mixes negative and non-negative codes); we pool correctly. Open: BinaryOps with a
-//! constant operand (PP-OCR det) run float here and int8 in MNN.
+//! a window mixes negative and non-negative codes); we pool correctly. PP-OCR det v4 is
+//! bit-identical too (all 250 compared tensors and the map).
 
 use std::collections::HashMap;
 
@@ -436,9 +437,22 @@ impl Builder<'_> {
                 // with its own tensor scale (a FloatToInt8 cast, here a Quantize step on the
                 // constant) and runs the op int8, which saturates the output at +-127 where a
                 // float op would not (PP-OCR det's `x * w_0 + w_1` ops, docs/int8-parity.md).
+                // Also a per-channel operand `[1, C, 1, ..]` against a channels-last output (SE
+                // gates): the kernel repeats it along the innermost axis, which is then C. MNN
+                // quantizes the gate and broadcasts it with an int8 Raster, same codes.
+                let channels_last =
+                    o.layout == crate::tensor::Layout::ChannelsLast && o.shape.len() >= 3;
+                let per_channel = |s: &Slot| {
+                    channels_last
+                        && s.shape.len() == o.shape.len()
+                        && s.shape[1] == o.shape[1]
+                        && s.len() == o.shape[1]
+                };
                 for &i in inputs {
                     let s = self.slot(i);
-                    let aligned = (s.shape == o.shape && s.layout == o.layout) || s.len() == 1;
+                    let aligned = (s.shape == o.shape && s.layout == o.layout)
+                        || s.len() == 1
+                        || per_channel(s);
                     let constant = matches!(s.location, Location::Const(_));
                     if !aligned || (constant && s.len() != 1) {
                         return None;
