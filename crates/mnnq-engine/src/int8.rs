@@ -18,7 +18,8 @@
 //! * Pooling / Pooling3D (max, average) with equal in/out scales; the average uses MNN's x86
 //!   formula ([`average_pool_x86_row`]);
 //! * BinaryOp Add/Sub/Mul/Max/Min when every operand has a scale and the same shape and layout
-//!   as the output (or is a scalar);
+//!   as the output, or is a scalar (a scalar constant is quantized with its own scale, as MNN
+//!   does), or is a per-channel `[1, C, 1, 1]` operand of a channels-last output (SE gates);
 //! * UnaryOp carrying `tableInt8`; ReLU (slope 0) between equal scales;
 //! * data movement between equal scales (Concat, Reshape, ConvertTensor, Squeeze, Unsqueeze,
 //!   ExpandDims, Flatten, Permute, Transpose, Identity): MNN's Raster byte copy.
@@ -26,11 +27,12 @@
 //! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
 //! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load.
 //!
-//! Known differences from MNN 3.6.1 (x86, AVX-512 build): the first codes that differ appear in
-//! the first convolution (a handful of elements, +-1) and spread (EfficientNet-Lite0: 0.4% of
-//! codes differ by block 2, ~15% by block 8, mostly +-1); cosine of the logits 0.998-0.999. MNN's
-//! x86 kernels hold activations as `q + 128` (uint8) and compensate in float bias terms; that
-//! re-association is the suspected source, not yet reproduced.
+//! Agreement with MNN 3.6.1 (x86, AVX-512 VNNI; docs/int8-parity.md): dense convolutions use
+//! MNN x86's exact requantize order ([`Requantize`]); depthwise, casts, unary tables and
+//! BinaryOps already matched, so EfficientNet-Lite0's codes are bit-identical op by op.
+//! Deliberate difference: MNN's x86 int8 max pool compares `q + 128` bytes as signed (wrong when
+//! a window mixes negative and non-negative codes); we pool correctly. PP-OCR det v4 is
+//! bit-identical too (all 250 compared tensors and the map).
 
 use std::collections::HashMap;
 
@@ -51,6 +53,17 @@ use crate::tensor::Value;
 /// Output pixels per work item of a dense int8 convolution: a multiple of every micro-kernel's
 /// row count, and independent of the thread count (so the bytes are too).
 const CONV_PIXELS_PER_TASK: usize = 96;
+
+/// Sum of each output channel's int8 weights (`codes` row-major by output channel): MNN x86's
+/// uint8-input compensation term ([`Requantize`]).
+fn weight_sums(codes: &[i8], out_c: usize) -> Vec<i32> {
+    let per_channel = codes.len() / out_c.max(1);
+    codes
+        .chunks(per_channel.max(1))
+        .take(out_c)
+        .map(|row| row.iter().map(|&w| i32::from(w)).sum())
+        .collect()
+}
 
 /// What an op does when it runs int8.
 #[derive(Debug)]
@@ -337,7 +350,14 @@ impl Builder<'_> {
                             geom.kernel_h,
                             geom.kernel_w,
                         )),
-                        requant: Requantize::for_conv(&codes.alpha, &bias, s_in, s_out, relu),
+                        requant: Requantize::for_conv(
+                            &codes.alpha,
+                            &bias,
+                            &weight_sums(&codes.codes, geom.out_c),
+                            s_in,
+                            s_out,
+                            relu,
+                        ),
                     })
                 } else if p.group == geom.in_c && p.group == geom.out_c {
                     if codes.codes.len() != geom.out_c * taps {
@@ -413,11 +433,28 @@ impl Builder<'_> {
                 }
                 let o = self.slot(out);
                 // Same shape and layout, or a scalar: the kernel's element order is then the
-                // tensors' memory order.
+                // tensors' memory order. A constant operand must be a scalar: MNN quantizes it
+                // with its own tensor scale (a FloatToInt8 cast, here a Quantize step on the
+                // constant) and runs the op int8, which saturates the output at +-127 where a
+                // float op would not (PP-OCR det's `x * w_0 + w_1` ops, docs/int8-parity.md).
+                // Also a per-channel operand `[1, C, 1, ..]` against a channels-last output (SE
+                // gates): the kernel repeats it along the innermost axis, which is then C. MNN
+                // quantizes the gate and broadcasts it with an int8 Raster, same codes.
+                let channels_last =
+                    o.layout == crate::tensor::Layout::ChannelsLast && o.shape.len() >= 3;
+                let per_channel = |s: &Slot| {
+                    channels_last
+                        && s.shape.len() == o.shape.len()
+                        && s.shape[1] == o.shape[1]
+                        && s.len() == o.shape[1]
+                };
                 for &i in inputs {
                     let s = self.slot(i);
-                    let aligned = (s.shape == o.shape && s.layout == o.layout) || s.len() == 1;
-                    if !aligned || matches!(s.location, Location::Const(_)) {
+                    let aligned = (s.shape == o.shape && s.layout == o.layout)
+                        || s.len() == 1
+                        || per_channel(s);
+                    let constant = matches!(s.location, Location::Const(_));
+                    if !aligned || (constant && s.len() != 1) {
                         return None;
                     }
                 }
@@ -515,8 +552,11 @@ impl Int8Plan {
                     prepared,
                 } => match b.decide(net, *node, inputs, outputs, prepared) {
                     Some(op) => {
+                        // Scalar constants of a BinaryOp are quantized like any input (MNN
+                        // inserts a FloatToInt8 for them); other ops read no constant as int8.
+                        let binary = matches!(op, Int8Op::Binary { .. });
                         for &i in inputs {
-                            if !matches!(b.slot(i).location, Location::Const(_)) {
+                            if binary || !matches!(b.slot(i).location, Location::Const(_)) {
                                 b.ensure_i8(i);
                             }
                         }

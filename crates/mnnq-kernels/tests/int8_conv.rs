@@ -34,8 +34,8 @@ fn naive_conv(geom: &ConvGeometry, input: &[i8], w: &[i8], rq: &Requantize) -> V
                         }
                     }
                 }
-                // MNN §11.4, spelled out independently of `Requantize::apply`.
-                let y = acc as f32 * rq.multiplier[c] + rq.bias[c];
+                // MNN §11.4 (x86 order), spelled out independently of `Requantize::apply`.
+                let y = (acc + rq.offset[c]) as f32 * rq.alpha[c] * rq.ratio + rq.bias[c];
                 let y = y.max(rq.lo as f32).min(rq.hi as f32);
                 out[(oy * geom.out_w + ox) * geom.out_c + c] = y.round() as i8;
             }
@@ -140,7 +140,10 @@ fn requant(out_c: usize, k: usize, seed: u64, relu: bool) -> Requantize {
         .collect();
     let s_in = 0.05;
     let s_out = 0.05 * 0.02 * (k as f32).sqrt() * 4.0;
-    Requantize::for_conv(&alpha, &bias, s_in, s_out, relu)
+    let sums: Vec<i32> = (0..out_c)
+        .map(|c| (c as i32 * 37).wrapping_add(seed as i32) % 2001 - 1000)
+        .collect();
+    Requantize::for_conv(&alpha, &bias, &sums, s_in, s_out, relu)
 }
 
 proptest! {
@@ -182,7 +185,7 @@ fn accumulators_beyond_f32_precision_round_identically() {
     input[in_c] = 126;
     input[2 * in_c] = -127;
     let w = vec![127i8; 20 * in_c];
-    let rq = Requantize::for_conv(&[1e-7; 20], &[0.0; 20], 0.5, 1.0, false);
+    let rq = Requantize::for_conv(&[1e-7; 20], &[0.0; 20], &[0; 20], 0.5, 1.0, false);
     run_all_isas(&geom, &input, &w, &rq, 20, 1);
 }
 
@@ -190,7 +193,7 @@ fn accumulators_beyond_f32_precision_round_identically() {
 fn hand_computed_pointwise_case() {
     // One pixel, 2 channels in, 1 out: acc = 3*2 + (-1)*5 = 1; y = 1 * 2.5 + 0 = 2.5 -> 3.
     let geom = geometry(1, 1, 2, 1, 1, 1, 1, 0).unwrap();
-    let rq = Requantize::for_conv(&[2.5], &[0.0], 1.0, 1.0, false);
+    let rq = Requantize::for_conv(&[2.5], &[0.0], &[0], 1.0, 1.0, false);
     for isa in Isa::supported() {
         let packed = PackedInt8Weights::pack_conv_for(isa, &[2, 5], 1, 2, 1, 1);
         let mut out = [0i8];

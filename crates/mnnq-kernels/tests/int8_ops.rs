@@ -176,7 +176,7 @@ proptest! {
 
     #[test]
     fn binary_every_isa_matches_formula(
-        n in 1usize..300, c in 1usize..20, bcast in 0usize..3, op in 0usize..5, relu: bool, seed: u64,
+        n in 1usize..700, c in 1usize..20, bcast in 0usize..3, op in 0usize..5, relu: bool, seed: u64,
         s0 in 0.01f32..0.2, s1 in 0.01f32..0.2, s_out in 0.01f32..0.3,
     ) {
         let op = [BinaryInt8::Add, BinaryInt8::Sub, BinaryInt8::Mul, BinaryInt8::Max, BinaryInt8::Min][op];

@@ -80,6 +80,9 @@ pub struct QuantizeReport {
     pub unify_mode: Option<UnifyMode>,
     /// Unification passes run (more than 2 means a chain needed propagation).
     pub unify_passes: usize,
+    /// Max pools over possibly negative inputs given an output scale one ulp above the input
+    /// scale, so MNN pools them in float (its x86 int8 max pool is wrong for negative codes).
+    pub float_max_pools: usize,
     pub rewrite: RewriteSummary,
     pub size_before: u64,
     pub size_after: u64,
@@ -358,7 +361,12 @@ pub fn quantize(
     })?;
     drop(histograms);
     let ops = layout_ops(&model.net, &config.skip_quant_op_names, true);
-    report.unify_passes = unify(&mut scales, &ops, true, options.unify);
+    let float_max_pools =
+        crate::plan::signed_max_pools(&model.net, &plan, &ranges, &config.skip_quant_op_names);
+    if options.unify == UnifyMode::UntilStable {
+        report.float_max_pools = float_max_pools.len();
+    }
+    report.unify_passes = unify(&mut scales, &ops, true, options.unify, &float_max_pools);
     report.max_threshold_tensors = scales.max_threshold;
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
@@ -492,6 +500,12 @@ impl QuantizeReport {
             self.rewrite.unary_tables,
             self.rewrite.sigmoid_tanh_converted
         );
+        if self.float_max_pools > 0 {
+            s += &format!(
+                "max pools kept float in MNN (input can be negative; MNN's x86 int8 max pool is wrong there): {}\n",
+                self.float_max_pools
+            );
+        }
         if let Some(f) = &self.fallback {
             s += &format!(
                 "float fallback (target_cosine {}): output cosine {:.4} -> {:.4} on {} calibration image(s); {} conv output(s) left float ({}); int8 share of conv MACs {:.1}%\n",

@@ -234,7 +234,8 @@ fn cls_unification_until_stable_leaves_no_inconsistent_pooling() {
     let (mnn_like, mnn_report) =
         quantize_cls(dir.path(), &data, 2, UnifyMode::MnnSinglePass, "mnn.mnn");
     let (stable, report) = quantize_cls(dir.path(), &data, 2, UnifyMode::UntilStable, "stable.mnn");
-    let pooling_mismatches = |path: &Path, scales: &BTreeMap<u32, f32>| -> Vec<String> {
+    // (name, input scale, output scale) of every pooling op whose two scales differ.
+    let pooling_mismatches = |path: &Path, scales: &BTreeMap<u32, f32>| {
         let model = Model::load(path).unwrap();
         model
             .net
@@ -242,20 +243,34 @@ fn cls_unification_until_stable_leaves_no_inconsistent_pooling() {
             .unwrap()
             .iter()
             .filter(|op| matches!(op.type_, OpType::Pooling | OpType::Pooling3D))
-            .filter(|op| {
+            .filter_map(|op| {
                 let i = op.input_indexes.as_ref().unwrap()[0] as u32;
                 let o = op.output_indexes.as_ref().unwrap()[0] as u32;
-                scales.get(&i) != scales.get(&o)
+                let (si, so) = (scales.get(&i).copied(), scales.get(&o).copied());
+                (si != so).then(|| (op.name.clone().unwrap_or_default(), si, so))
             })
-            .map(|op| op.name.clone().unwrap_or_default())
-            .collect()
+            .collect::<Vec<_>>()
     };
     // MNN's single pass leaves pool2d_10 (fed by pool2d_9, processed later in name order)
     // with different scales; repeating the pass fixes it.
+    let names = |v: Vec<(String, Option<f32>, Option<f32>)>| -> Vec<String> {
+        v.into_iter().map(|(n, _, _)| n).collect()
+    };
     assert_eq!(
-        pooling_mismatches(&mnn_like, &mnn_report.scales),
+        names(pooling_mismatches(&mnn_like, &mnn_report.scales)),
         vec!["pool2d_10.tmp_0".to_string()]
     );
-    assert!(pooling_mismatches(&stable, &report.scales).is_empty());
+    assert_eq!(
+        mnn_report.float_max_pools, 0,
+        "parity mode writes MNN's scales"
+    );
+    // Until stable, the only difference left is deliberate: the 2x2 max pool over the
+    // hardswish output (which is negative down to -0.375) gets the next float above its input
+    // scale, so that MNN pools it in float instead of with its x86 int8 kernel.
+    let stable_mismatches = pooling_mismatches(&stable, &report.scales);
+    assert_eq!(names(stable_mismatches.clone()), vec!["pool2d_9.tmp_0"]);
+    let (_, input_scale, output_scale) = stable_mismatches[0];
+    assert_eq!(output_scale, input_scale.map(f32::next_up));
+    assert_eq!(report.float_max_pools, 1);
     assert!(report.unify_passes > 1 && report.unify_passes < 16);
 }

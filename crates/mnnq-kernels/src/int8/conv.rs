@@ -334,6 +334,7 @@ fn simd(
                     lo: requant.lo as f32,
                     hi: requant.hi as f32,
                     ldc,
+                    ratio: requant.ratio,
                 };
                 match layout {
                     WeightLayout::Vnni16 => {

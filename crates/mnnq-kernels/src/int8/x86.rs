@@ -9,8 +9,8 @@
 //!
 //! Row tails of at most 4 rows use 1-, 2- or 4-row tiles; a tile with fewer valid rows than its
 //! height (only a tail of 5+ rows) reads its last valid row again for the missing ones and does
-//! not store them. The epilogue is `cvt(acc) * m + b` (separate `vmulps`, `vaddps`: no FMA, like the
-//! reference), `max(y, lo)`, `min(y, hi)`, then round half away from zero as
+//! not store them. The epilogue is `(cvt(acc + offset) * alpha) * ratio + b` (MNN x86's order,
+//! separate `vmulps`, `vaddps`: no FMA, like the reference), `max(y, lo)`, `min(y, hi)`, then round half away from zero as
 //! `trunc(y + copysign(0.49999997, y))`, which equals `f32::round` (see `requant.rs`).
 
 use std::arch::x86_64::*;
@@ -27,6 +27,8 @@ pub(crate) struct TileParams {
     pub lo: f32,
     pub hi: f32,
     pub ldc: usize,
+    /// `s_in / s_out` ([`Requantize::ratio`]).
+    pub ratio: f32,
 }
 
 /// Where one tile reads and writes.
@@ -36,6 +38,7 @@ struct Tile<A> {
     rows: usize,
     b: *const u8,
     init: *const i32,
+    offset: *const i32,
     mult: *const f32,
     bias: *const f32,
     n_valid: usize,
@@ -73,7 +76,8 @@ macro_rules! row_driver {
                     rows: rows - m0,
                     b,
                     init: weights.accumulator_init.as_ptr().add(c0),
-                    mult: requant.multiplier.as_ptr().add(c0),
+                    offset: requant.offset.as_ptr().add(c0),
+                    mult: requant.alpha.as_ptr().add(c0),
                     bias: requant.bias.as_ptr().add(c0),
                     n_valid,
                     out: out.add(m0 * tile.ldc + c0),
@@ -160,16 +164,19 @@ unsafe fn store_avx512<const MR: usize, const NV: usize>(
     let hi = _mm512_set1_ps(params.hi);
     let sign = _mm512_set1_epi32(i32::MIN);
     let almost_half = _mm512_set1_ps(ALMOST_HALF);
+    let ratio = _mm512_set1_ps(params.ratio);
     for v in 0..NV {
         let valid = t.n_valid.saturating_sub(16 * v);
         if valid == 0 {
             break;
         }
         let mask = lane_mask16(valid);
+        let offset = _mm512_maskz_loadu_epi32(mask, t.offset.add(16 * v));
         let mult = _mm512_maskz_loadu_ps(mask, t.mult.add(16 * v));
         let bias = _mm512_maskz_loadu_ps(mask, t.bias.add(16 * v));
         for (r, row) in acc.iter().enumerate().take(t.rows.min(MR)) {
-            let y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(row[v]), mult), bias);
+            let x = _mm512_cvtepi32_ps(_mm512_add_epi32(row[v], offset));
+            let y = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(x, mult), ratio), bias);
             let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
             let half = _mm512_castsi512_ps(_mm512_or_si512(
                 _mm512_and_si512(_mm512_castps_si512(y), sign),
@@ -288,6 +295,7 @@ unsafe fn avx2_i16_tile<const MR: usize, const NV: usize>(params: &TileParams, t
     let hi = _mm256_set1_ps(params.hi);
     let sign = _mm256_set1_ps(-0.0);
     let almost_half = _mm256_set1_ps(ALMOST_HALF);
+    let ratio = _mm256_set1_ps(params.ratio);
     for v in 0..NV {
         let valid = t.n_valid.saturating_sub(8 * v).min(8);
         if valid == 0 {
@@ -295,10 +303,12 @@ unsafe fn avx2_i16_tile<const MR: usize, const NV: usize>(params: &TileParams, t
         }
         let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lane_ids);
+        let offset = _mm256_maskload_epi32(t.offset.add(8 * v), mask);
         let mult = _mm256_maskload_ps(t.mult.add(8 * v), mask);
         let bias = _mm256_maskload_ps(t.bias.add(8 * v), mask);
         for (r, row) in acc.iter().enumerate().take(t.rows.min(MR)) {
-            let y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(row[v]), mult), bias);
+            let x = _mm256_cvtepi32_ps(_mm256_add_epi32(row[v], offset));
+            let y = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(x, mult), ratio), bias);
             let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
             let half = _mm256_or_ps(_mm256_and_ps(y, sign), almost_half);
             let q = _mm256_cvttps_epi32(_mm256_add_ps(y, half));
