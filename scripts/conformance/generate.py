@@ -192,6 +192,14 @@ def conv_cases():
     # fp32 outputs then differ from a direct convolution by up to ~1e-3 (see the README)
     conv("conv_k3_s1_p1_winograd_8ch_6x6", 8, 8, 3, hw=(6, 6), pads=[1, 1, 1, 1])
     conv("conv_k3_s1_p1_winograd_16ch_12x12", 16, 16, 3, hw=(12, 12), pads=[1, 1, 1, 1])
+    # Winograd tile batches: MNN transforms 24 tiles at a time (a full batch takes another code
+    # path than the last partial one, and a lone last tile another GEMM kernel); 25 tiles of F(6,3)
+    # and of F(4,3), PP-OCR det's 96 -> 24 channels at 40x40 (49 tiles) and at 20x20 (F(4,3))
+    conv("conv_k3_s1_p1_winograd_16ch_30x30", 16, 16, 3, hw=(30, 30), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_16to24_30x30", 16, 24, 3, hw=(30, 30), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_96to24_40x40", 96, 24, 3, hw=(40, 40), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_96to24_20x20", 96, 24, 3, hw=(20, 20), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_96to16_40x40", 96, 16, 3, hw=(40, 40), pads=[1, 1, 1, 1])
     # depthwise: group == input channels == output channels
     conv("convdw_k3_s1_p1", 8, 8, 3, pads=[1, 1, 1, 1], group=8)
     conv("convdw_k3_s2_p1_nobias", 8, 8, 3, stride=2, pads=[1, 1, 1, 1], group=8, bias=False)
