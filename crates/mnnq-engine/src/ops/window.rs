@@ -40,6 +40,34 @@ enum ConvPlan {
     Deconv { packed: Vec<PackedMatrix> },
 }
 
+/// Output pixels per work item of a dense convolution. One thread: [`PIXEL_CHUNK`]. More: a
+/// number of items that is a multiple of the thread count (at least two per thread), so the late
+/// small layers (7x7 = 49 pixels would be a single item) split evenly. The outputs do not depend
+/// on the split (each pixel's sums are the same FMA chain).
+fn pixel_chunk(pixels: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return PIXEL_CHUNK;
+    }
+    let items = pixels
+        .div_ceil(PIXEL_CHUNK)
+        .max(2 * threads)
+        .next_multiple_of(threads);
+    pixels
+        .div_ceil(items)
+        .next_multiple_of(4)
+        .clamp(4, PIXEL_CHUNK)
+}
+
+/// Output rows per work item of a depthwise convolution: [`ROW_CHUNK`], or single rows when that
+/// leaves fewer than four items per thread.
+fn row_chunk(out_h: usize, threads: usize) -> usize {
+    if threads > 1 && out_h.div_ceil(ROW_CHUNK) < 4 * threads {
+        1
+    } else {
+        ROW_CHUNK
+    }
+}
+
 /// A convolution ready to run on `[N, H, W, C]` data.
 #[derive(Debug)]
 pub struct PreparedConv {
@@ -274,9 +302,10 @@ impl PreparedConv {
         let pixels = self.out_h * self.out_w;
         let out = SharedMut(y.as_mut_ptr());
         let bias = &self.bias[..self.out_c];
-        par.for_each(pixels.div_ceil(PIXEL_CHUNK), |i| {
-            let p0 = i * PIXEL_CHUNK;
-            let p1 = (p0 + PIXEL_CHUNK).min(pixels);
+        let chunk = pixel_chunk(pixels, par.threads());
+        par.for_each(pixels.div_ceil(chunk), |i| {
+            let p0 = i * chunk;
+            let p1 = (p0 + chunk).min(pixels);
             // SAFETY: each piece writes its own output pixels.
             let o = unsafe { out.slice(p0 * self.out_c, (p1 - p0) * self.out_c) };
             mnnq_kernels::f32::conv2d_nhwc(&g, x, packed, bias, self.act, o, p0..p1);
@@ -349,9 +378,10 @@ impl PreparedConv {
         let row_len = self.out_w * self.out_c;
         let out = SharedMut(y.as_mut_ptr());
         let bias = &self.bias[..self.out_c];
-        par.for_each(self.out_h.div_ceil(ROW_CHUNK), |i| {
-            let oy0 = i * ROW_CHUNK;
-            let oy1 = (oy0 + ROW_CHUNK).min(self.out_h);
+        let rows = row_chunk(self.out_h, par.threads());
+        par.for_each(self.out_h.div_ceil(rows), |i| {
+            let oy0 = i * rows;
+            let oy1 = (oy0 + rows).min(self.out_h);
             // SAFETY: each piece writes its own output rows.
             let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
             mnnq_kernels::f32::depthwise_conv2d_nhwc(&g, x, packed, bias, self.act, o, oy0..oy1);
