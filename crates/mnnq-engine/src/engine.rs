@@ -99,9 +99,17 @@ pub struct Engine {
     pub outputs: Vec<(usize, usize)>,
     /// For quantized models: the int8 schedule that replaces `steps` at run time.
     pub int8: Option<Box<crate::int8::Int8Plan>>,
+    /// Chains of elementwise steps run as one pass (see [`crate::fuse`]), in schedule order.
+    pub fused: Vec<crate::fuse::FusedChain>,
     /// Set when a shape depends on the values of graph inputs (e.g. Range on run-time inputs):
     /// the graph, prepared anew for each run with the inputs as constants. `steps` is empty then.
     pub deferred: Option<Box<ModelIr>>,
+}
+
+/// Elementwise fusion is on unless `MNNQ_FUSE=0` (for comparisons).
+fn fusion_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("MNNQ_FUSE").map(|v| v != "0").unwrap_or(true))
 }
 
 fn is_window_op(kind: &OpKind) -> bool {
@@ -523,7 +531,7 @@ impl Engine {
         }
 
         let memory = plan_memory(&mut slots, &steps, &graph_inputs, &graph_outputs);
-        Ok(Engine {
+        let mut engine = Engine {
             ir,
             infos,
             values,
@@ -534,8 +542,13 @@ impl Engine {
             inputs: graph_inputs,
             outputs: graph_outputs,
             int8: None,
+            fused: Vec::new(),
             deferred: None,
-        })
+        };
+        if fusion_enabled() {
+            engine.fused = crate::fuse::find_chains(&engine);
+        }
+        Ok(engine)
     }
 
     /// An engine whose shapes depend on input values: only the graph inputs are described
@@ -566,6 +579,7 @@ impl Engine {
             inputs,
             outputs: Vec::new(),
             int8: None,
+            fused: Vec::new(),
             deferred: Some(Box::new(ir.clone())),
             ir,
         })

@@ -35,6 +35,7 @@
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod fuse;
 pub mod import;
 pub mod int8;
 pub mod ir;

@@ -420,8 +420,29 @@ impl<'e> Session<'e> {
     ) -> Result<(), EngineError> {
         let engine = self.engine;
         let par = Parallel { pool };
+        // Fused elementwise chains, unless every tensor has to be seen.
+        let fused: &[crate::fuse::FusedChain] = if observing || !self.fake_quant.is_empty() {
+            &[]
+        } else {
+            &engine.fused
+        };
+        let mut next_chain = 0;
+        let mut skip_until = 0;
         for (step_index, step) in engine.steps.iter().enumerate() {
+            if step_index < skip_until {
+                continue;
+            }
             let started = self.profile.is_some().then(step_clock);
+            if let Some(chain) = fused.get(next_chain).filter(|c| c.first == step_index) {
+                // SAFETY: the arena is this engine's.
+                unsafe { chain.run(engine, self.arena.as_mut_ptr(), &par) };
+                next_chain += 1;
+                skip_until = chain.last + 1;
+                if let (Some(start), Some(times)) = (started, self.profile.as_mut()) {
+                    times[step_index] += step_clock().saturating_sub(start);
+                }
+                continue;
+            }
             match step {
                 Step::Convert { from, to } => {
                     let (src, dst) = (&engine.slots[*from], &engine.slots[*to]);
