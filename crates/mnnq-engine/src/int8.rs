@@ -384,7 +384,9 @@ impl Builder<'_> {
                     None
                 }
             }
-            (OpKind::Pool(_), Prepared::Pool(pool_type, w)) => {
+            // A 2-D global Pooling3D (MNN's converter writes GlobalAveragePool so) is prepared as a
+            // plain pool; the 4-D check below keeps real 3-D pooling float.
+            (OpKind::Pool(_) | OpKind::Pool3D { .. }, Prepared::Pool(pool_type, w)) => {
                 let s_in = self.scale_of_slot(inputs[0]);
                 if !scale_eq(s_in, s_out) {
                     return None;
