@@ -16,6 +16,7 @@ use crate::geometry::ConvGeometry;
 thread_local! {
     static IM2COL: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
     static WIDENED: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+    static ROW_COMPENSATION: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Rows of im2col scratch built at a time: enough to amortise the tile loop, small enough to stay
@@ -337,6 +338,23 @@ fn simd(
                 };
                 match layout {
                     WeightLayout::Vnni16 => {
+                        let comp = ROW_COMPENSATION.with_borrow_mut(|comp| {
+                            if comp.len() < rows {
+                                comp.resize(rows, 0);
+                            }
+                            // SAFETY: VNNI is supported (the weights were packed for it); `a8`
+                            // holds `rows` rows of `lda >= k` codes.
+                            unsafe {
+                                x86::vnni_row_compensation(
+                                    a8.as_ptr(),
+                                    lda,
+                                    k,
+                                    rows,
+                                    comp.as_mut_ptr(),
+                                )
+                            };
+                            comp.as_ptr()
+                        });
                         for block in &weights.blocks {
                             // SAFETY: the weights were packed for VNNI, which `pack_conv_for`
                             // checked the CPU supports; pointers stay within the slices checked
@@ -351,6 +369,7 @@ fn simd(
                                     block,
                                     weights,
                                     requant,
+                                    comp,
                                     out_ptr.add(first * ldc),
                                 )
                             }
@@ -386,6 +405,7 @@ fn simd(
                                         block,
                                         weights,
                                         requant,
+                                        std::ptr::null(),
                                         out,
                                     )
                                 } else {
@@ -398,6 +418,7 @@ fn simd(
                                         block,
                                         weights,
                                         requant,
+                                        std::ptr::null(),
                                         out,
                                     )
                                 }

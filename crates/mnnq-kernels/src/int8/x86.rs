@@ -2,8 +2,9 @@
 //!
 //! Tiles (rows = output pixels x vectors of output channels), chosen so accumulators, the weight
 //! vectors of one k-group and one broadcast fit the register file:
-//! * AVX-512 VNNI: 6x4, 8x3, 12x2, 16x1 zmm (16 channels each), `vpdpbusd` on `q + 128` (u8) x
-//!   weight (s8), accumulators start at `-128 * sum_k w`.
+//! * AVX-512 VNNI: 6x4, 8x3, 12x2, 16x1 zmm (16 channels each), `vpdpbusd` on weight `w + 128`
+//!   (u8) x activation (s8, broadcast from memory by the instruction itself); each row's
+//!   accumulators start at `-128 * sum_k a` ([`vnni_row_compensation`]).
 //! * AVX-512 (no VNNI): same tiles, `vpmaddwd` on sign-extended i16 pairs + `vpaddd`.
 //! * AVX2: 6x2, 8x1 ymm (8 channels each), `vpmaddwd` + `vpaddd`.
 //!
@@ -11,7 +12,9 @@
 //! height (only a tail of 5+ rows) reads its last valid row again for the missing ones and does
 //! not store them. The epilogue is `cvt(acc) * m + b` (separate `vmulps`, `vaddps`: no FMA, like the
 //! reference), `max(y, lo)`, `min(y, hi)`, then round half away from zero as
-//! `trunc(y + copysign(0.49999997, y))`, which equals `f32::round` (see `requant.rs`).
+//! `trunc(y + copysign(0.49999997, y))`, which equals `f32::round` (see `requant.rs`). The
+//! AVX-512 store packs a row's vectors to bytes with saturating packs (no-ops: the values are
+//! already clamped) and writes them with one store.
 
 use std::arch::x86_64::*;
 
@@ -35,7 +38,8 @@ struct Tile<A> {
     lda: usize,
     rows: usize,
     b: *const u8,
-    init: *const i32,
+    /// VNNI only: per row, the initial accumulator `-128 * sum_k a` (null otherwise).
+    comp: *const i32,
     mult: *const f32,
     bias: *const f32,
     n_valid: usize,
@@ -49,7 +53,7 @@ macro_rules! row_driver {
         /// # Safety
         /// The CPU must support the target features; `a` must hold `rows` rows of `lda` elements
         /// with at least `tile.k` readable; `b` the block's packed data; `out` `rows` rows of
-        /// `ldc` bytes covering the block's channels.
+        /// `ldc` bytes covering the block's channels; `comp` null or `rows` row compensations.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name(
@@ -61,6 +65,7 @@ macro_rules! row_driver {
             block: &ChannelBlock,
             weights: &PackedInt8Weights,
             requant: &Requantize,
+            comp: *const i32,
             out: *mut i8,
         ) {
             let c0 = block.first_channel;
@@ -72,7 +77,7 @@ macro_rules! row_driver {
                     lda,
                     rows: rows - m0,
                     b,
-                    init: weights.accumulator_init.as_ptr().add(c0),
+                    comp: if comp.is_null() { comp } else { comp.add(m0) },
                     mult: requant.multiplier.as_ptr().add(c0),
                     bias: requant.bias.as_ptr().add(c0),
                     n_valid,
@@ -159,40 +164,105 @@ unsafe fn store_avx512<const MR: usize, const NV: usize>(
     let lo = _mm512_set1_ps(params.lo);
     let hi = _mm512_set1_ps(params.hi);
     let sign = _mm512_set1_epi32(i32::MIN);
-    let almost_half = _mm512_set1_ps(ALMOST_HALF);
+    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    let valid = t.n_valid.min(16 * NV);
+    let mut codes = [[_mm512_setzero_si512(); NV]; MR];
     for v in 0..NV {
-        let valid = t.n_valid.saturating_sub(16 * v);
-        if valid == 0 {
+        let lanes = valid.saturating_sub(16 * v);
+        if lanes == 0 {
             break;
         }
-        let mask = lane_mask16(valid);
+        let mask = lane_mask16(lanes);
         let mult = _mm512_maskz_loadu_ps(mask, t.mult.add(16 * v));
         let bias = _mm512_maskz_loadu_ps(mask, t.bias.add(16 * v));
-        for (r, row) in acc.iter().enumerate().take(t.rows.min(MR)) {
-            let y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(row[v]), mult), bias);
+        for r in 0..MR {
+            let y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][v]), mult), bias);
             let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-            let half = _mm512_castsi512_ps(_mm512_or_si512(
-                _mm512_and_si512(_mm512_castps_si512(y), sign),
-                _mm512_castps_si512(almost_half),
-            ));
-            let q = _mm512_cvttps_epi32(_mm512_add_ps(y, half));
-            let bytes = _mm512_cvtsepi32_epi8(q);
-            _mm_mask_storeu_epi8(t.out.add(r * params.ldc + 16 * v), mask, bytes);
+            // (y & sign) | 0.49999997 in one instruction (truth table 0xEA = (A & B) | C).
+            let half = _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half);
+            codes[r][v] = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
         }
+    }
+    let rows = t.rows.min(MR);
+    if NV == 1 {
+        let mask = lane_mask16(valid);
+        for (r, row) in codes.iter().enumerate().take(rows) {
+            _mm_mask_storeu_epi8(
+                t.out.add(r * params.ldc),
+                mask,
+                _mm512_cvtsepi32_epi8(row[0]),
+            );
+        }
+        return;
+    }
+    // Two packs make 128-bit lane L hold dwords (vector 0, 1, 2, 3) of lane L; the permute puts
+    // them back in channel order: output dword 4v + L comes from dword 4L + v.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let mask: __mmask64 = if valid >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << valid) - 1
+    };
+    let zero = _mm512_setzero_si512();
+    for (r, row) in codes.iter().enumerate().take(rows) {
+        let low = _mm512_packs_epi32(row[0], row[1]);
+        let high = match NV {
+            2 => zero,
+            3 => _mm512_packs_epi32(row[2], zero),
+            _ => _mm512_packs_epi32(row[2], row[3]),
+        };
+        let bytes = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(low, high));
+        _mm512_mask_storeu_epi8(t.out.add(r * params.ldc), mask, bytes);
     }
 }
 
-/// MR x NV tile with `vpdpbusd`.
+/// `-128 * sum_k a[row][k]` for each of `rows` rows of `k` codes (row stride `lda`): the initial
+/// accumulator that cancels the `+128` of the VNNI kernels' unsigned weights.
+///
+/// # Safety
+/// The CPU must support AVX-512 VNNI; `a` holds `rows` rows of `lda >= k` codes, `out` `rows`
+/// values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vnni_row_compensation(
+    a: *const i8,
+    lda: usize,
+    k: usize,
+    rows: usize,
+    out: *mut i32,
+) {
+    let ones = _mm512_set1_epi8(1);
+    let full = k / 64 * 64;
+    let tail: __mmask64 = if k % 64 == 0 {
+        0
+    } else {
+        (1u64 << (k % 64)) - 1
+    };
+    for r in 0..rows {
+        let p = a.add(r * lda);
+        let mut sum = _mm512_setzero_si512();
+        let mut i = 0;
+        while i < full {
+            sum = _mm512_dpbusd_epi32(sum, ones, _mm512_loadu_si512(p.add(i) as *const _));
+            i += 64;
+        }
+        if tail != 0 {
+            sum = _mm512_dpbusd_epi32(sum, ones, _mm512_maskz_loadu_epi8(tail, p.add(full)));
+        }
+        *out.add(r) = -128 * _mm512_reduce_add_epi32(sum);
+    }
+}
+
+/// MR x NV tile with `vpdpbusd`: unsigned weights from the packed block, signed activation quads
+/// broadcast from the rows.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn vnni_tile<const MR: usize, const NV: usize>(params: &TileParams, t: &Tile<i8>) {
     let rows = row_pointers::<i8, MR>(t);
-    let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
     let mut acc = [[_mm512_setzero_si512(); NV]; MR];
-    for v in 0..NV {
-        let init = _mm512_loadu_si512(t.init.add(16 * v) as *const _);
-        for row in acc.iter_mut() {
-            row[v] = init;
+    for (r, row) in acc.iter_mut().enumerate() {
+        let init = _mm512_set1_epi32(*t.comp.add(r.min(t.rows - 1)));
+        for a in row.iter_mut() {
+            *a = init;
         }
     }
     let groups = params.k / 4;
@@ -203,18 +273,17 @@ unsafe fn vnni_tile<const MR: usize, const NV: usize>(params: &TileParams, t: &T
             *wv = _mm512_load_si512(b.add(64 * v) as *const _);
         }
         for r in 0..MR {
-            let quad = (rows[r].add(4 * g) as *const i32).read_unaligned();
-            let a = _mm512_xor_si512(_mm512_set1_epi32(quad), flip);
+            let a = _mm512_set1_epi32((rows[r].add(4 * g) as *const i32).read_unaligned());
             for v in 0..NV {
-                acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, w[v]);
+                acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], w[v], a);
             }
         }
         b = b.add(64 * NV);
     }
     let tail = params.k % 4;
     if tail != 0 {
-        // Pointwise rows whose length is not a multiple of 4: read only the valid bytes. The
-        // missing ones become 0 (+128 after the flip) and meet zero weights.
+        // Pointwise rows whose length is not a multiple of 4: read only the valid bytes; the
+        // missing ones are 0 and contribute nothing (to the products or the compensation).
         let mut w = [_mm512_setzero_si512(); NV];
         for (v, wv) in w.iter_mut().enumerate() {
             *wv = _mm512_load_si512(b.add(64 * v) as *const _);
@@ -230,9 +299,9 @@ unsafe fn vnni_tile<const MR: usize, const NV: usize>(params: &TileParams, t: &T
             if tail > 2 {
                 quad |= (*p.add(2) as u32) << 16;
             }
-            let a = _mm512_xor_si512(_mm512_set1_epi32(quad as i32), flip);
+            let a = _mm512_set1_epi32(quad as i32);
             for v in 0..NV {
-                acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, w[v]);
+                acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], w[v], a);
             }
         }
     }
