@@ -2,7 +2,9 @@
 //! written here from MNN's formulas (not the library's im2col or packing).
 
 use mnnq_kernels::dispatch::Isa;
-use mnnq_kernels::int8::{conv2d_int8_nhwc, PackedInt8Weights, Requantize};
+use mnnq_kernels::int8::{
+    conv2d_int8_nhwc, conv2d_int8_nhwc_blocks, PackedInt8Weights, Requantize,
+};
 use mnnq_kernels::ConvGeometry;
 use proptest::prelude::*;
 
@@ -68,6 +70,23 @@ fn run_all_isas(
         let split = split.min(pixels);
         conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, 0..split);
         conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, split..pixels);
+        // The same outputs computed in two halves of the channel blocks (how the engine splits
+        // layers with few pixels over threads) into a second buffer.
+        let blocks = packed.blocks.len();
+        let mut by_blocks = vec![99i8; pixels * ldc];
+        for range in [0..blocks / 2, blocks / 2..blocks] {
+            conv2d_int8_nhwc_blocks(
+                geom,
+                input,
+                &packed,
+                rq,
+                &mut by_blocks,
+                ldc,
+                0..pixels,
+                range,
+            );
+        }
+        assert_eq!(by_blocks, out, "{isa}: split over channel blocks differs");
         for p in 0..pixels {
             assert_eq!(
                 &out[p * ldc..p * ldc + geom.out_c],

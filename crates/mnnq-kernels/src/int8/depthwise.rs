@@ -338,8 +338,80 @@ unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows:
     }
 }
 
-/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps, reading the
-/// i8 input directly (sign-extended to i16 32 channels at a time).
+/// Mask of the valid channels of 32-channel block `b` (all ones for a full block).
+#[inline(always)]
+fn block_mask(channels: usize, b: usize) -> u32 {
+    let valid = channels - b * 32;
+    if valid >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << valid) - 1
+    }
+}
+
+/// Requantize and store the even/odd accumulators of `PX` pixels (output offsets `out`,
+/// `out + ldc`, ...) for blocks `b0..b0 + nb`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_even_odd<const PX: usize, const NB: usize>(
+    job: &Job,
+    output: &mut [i8],
+    out: usize,
+    even: &[[std::arch::x86_64::__m512i; NB]; PX],
+    odd: &[[std::arch::x86_64::__m512i; NB]; PX],
+    b0: usize,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let requant = job.requant;
+    let c = job.weights.channels;
+    let lo = _mm512_set1_ps(requant.lo as f32);
+    let hi = _mm512_set1_ps(requant.hi as f32);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    // Lane j of "even" holds channel 2j of the block, of "odd" channel 2j + 1: interleave them
+    // back into channels 0..15 and 16..31 (index 16 + j picks lane j of the second operand).
+    let first_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let second_half =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for b in 0..NB {
+        for half in 0..2 {
+            let ch = (b0 + b) * 32 + 16 * half;
+            if ch >= c {
+                break;
+            }
+            let valid = (c - ch).min(16);
+            let mask: __mmask16 = if valid == 16 {
+                0xffff
+            } else {
+                ((1u32 << valid) - 1) as __mmask16
+            };
+            let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
+            let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
+            let order = if half == 0 { first_half } else { second_half };
+            for j in 0..PX {
+                let acc = _mm512_permutex2var_epi32(even[j][b], order, odd[j][b]);
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
+                let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                // (y & sign) | 0.49999997 (truth table 0xEA = (A & B) | C).
+                let half_away =
+                    _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half);
+                let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half_away)));
+                let dst = output.as_mut_ptr().add(out + j * job.ldc + ch);
+                let bytes = _mm512_cvtsepi32_epi8(q);
+                // A masked store is much slower than a plain one on Zen: only partial vectors.
+                if valid == 16 {
+                    _mm_storeu_si128(dst as *mut __m128i, bytes);
+                } else {
+                    _mm_mask_storeu_epi8(dst, mask, bytes);
+                }
+            }
+        }
+    }
+}
+
+/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps, channel blocks
+/// `block_range`, in passes of up to `4 / PX` blocks (at most 16 accumulators).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
@@ -348,115 +420,74 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
     pixel: &Pixel,
     block_range: Range<usize>,
 ) {
-    use super::requant::ALMOST_HALF;
-    use std::arch::x86_64::*;
-    let (geom, weights, requant) = (job.geom, job.weights, job.requant);
-    let c = weights.channels;
-    let blocks = c.div_ceil(32);
-    let pixel_step = geom.stride_w * geom.in_c;
-    let lo = _mm512_set1_ps(requant.lo as f32);
-    let hi = _mm512_set1_ps(requant.hi as f32);
-    let sign = _mm512_set1_epi32(i32::MIN);
-    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
-    // Channel order from the (even, odd) unpacks back to 0..15 and 16..31.
-    let first_half = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-    let second_half =
-        _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-    let eo = weights.even_odd.as_ptr();
-    // Blocks of 32 channels per pass: 2 for four pixels (16 accumulators), 4 for one.
-    const fn per_pass(px: usize) -> usize {
-        if px == 1 {
-            4
-        } else {
-            2
-        }
-    }
+    let per_pass = if PX == 1 { 4 } else { 2 };
     let mut b0 = block_range.start;
     while b0 < block_range.end {
-        let nb = per_pass(PX).min(block_range.end - b0);
-        let mut even = [[_mm512_setzero_si512(); 4]; PX];
-        let mut odd = [[_mm512_setzero_si512(); 4]; PX];
-        let mut masks = [0 as __mmask32; 4];
-        for (b, m) in masks.iter_mut().enumerate().take(nb) {
-            let valid = c - (b0 + b) * 32;
-            *m = if valid >= 32 {
-                u32::MAX
-            } else {
-                (1u32 << valid) - 1
-            };
-        }
-        for ky in pixel.ky.clone() {
-            for kx in pixel.kx.clone() {
-                let at = job
-                    .input
-                    .as_ptr()
-                    .add(pixel.input_offset(geom, ky, kx) + b0 * 32);
-                let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
-                for b in 0..per_pass(PX) {
-                    if b >= nb {
-                        break;
-                    }
-                    let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
-                    let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
-                    for j in 0..PX {
-                        // A masked load costs an extra ALU uop on the ports the multiply-adds
-                        // need: only the last, partial block uses one.
-                        let src = at.add(j * pixel_step + 32 * b);
-                        let x = _mm512_cvtepi8_epi16(if masks[b] == u32::MAX {
-                            _mm256_loadu_si256(src as *const __m256i)
-                        } else {
-                            _mm256_maskz_loadu_epi8(masks[b], src)
-                        });
-                        if VNNI {
-                            even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
-                            odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
-                        } else {
-                            even[j][b] = _mm512_add_epi32(even[j][b], _mm512_madd_epi16(x, we));
-                            odd[j][b] = _mm512_add_epi32(odd[j][b], _mm512_madd_epi16(x, wo));
-                        }
-                    }
-                }
-            }
-        }
-        for b in 0..per_pass(PX) {
-            if b >= nb {
-                break;
-            }
-            for half in 0..2 {
-                let ch = (b0 + b) * 32 + 16 * half;
-                if ch >= c {
-                    break;
-                }
-                let valid = (c - ch).min(16);
-                let mask: __mmask16 = if valid == 16 {
-                    0xffff
-                } else {
-                    ((1u32 << valid) - 1) as __mmask16
-                };
-                let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
-                let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
-                let order = if half == 0 { first_half } else { second_half };
-                for j in 0..PX {
-                    let low = _mm512_unpacklo_epi32(even[j][b], odd[j][b]);
-                    let high = _mm512_unpackhi_epi32(even[j][b], odd[j][b]);
-                    let acc = _mm512_permutex2var_epi32(low, order, high);
-                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
-                    let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-                    let half_away = _mm512_or_si512(
-                        _mm512_and_si512(_mm512_castps_si512(y), sign),
-                        almost_half,
-                    );
-                    let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half_away)));
-                    _mm_mask_storeu_epi8(
-                        output.as_mut_ptr().add(pixel.out + j * job.ldc + ch),
-                        mask,
-                        _mm512_cvtsepi32_epi8(q),
-                    );
-                }
-            }
+        let nb = per_pass.min(block_range.end - b0);
+        match nb {
+            1 => pass_avx512::<VNNI, PX, 1>(job, output, pixel, b0),
+            2 => pass_avx512::<VNNI, PX, 2>(job, output, pixel, b0),
+            3 => pass_avx512::<VNNI, 1, 3>(job, output, pixel, b0),
+            _ => pass_avx512::<VNNI, 1, 4>(job, output, pixel, b0),
         }
         b0 += nb;
     }
+}
+
+/// One pass of [`pixels_avx512`]: `PX` pixels x `NB` blocks from block `b0`, reading the i8
+/// input directly (sign-extended to i16 32 channels at a time). Accumulator arrays have exactly
+/// the sizes used, so they stay in registers.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pass_avx512<const VNNI: bool, const PX: usize, const NB: usize>(
+    job: &Job,
+    output: &mut [i8],
+    pixel: &Pixel,
+    b0: usize,
+) {
+    use std::arch::x86_64::*;
+    let (geom, weights) = (job.geom, job.weights);
+    let c = weights.channels;
+    let blocks = c.div_ceil(32);
+    let pixel_step = geom.stride_w * geom.in_c;
+    let eo = weights.even_odd.as_ptr();
+    let mut even = [[_mm512_setzero_si512(); NB]; PX];
+    let mut odd = [[_mm512_setzero_si512(); NB]; PX];
+    let mut masks = [0 as __mmask32; NB];
+    for (b, m) in masks.iter_mut().enumerate() {
+        *m = block_mask(c, b0 + b);
+    }
+    for ky in pixel.ky.clone() {
+        for kx in pixel.kx.clone() {
+            let at = job
+                .input
+                .as_ptr()
+                .add(pixel.input_offset(geom, ky, kx) + b0 * 32);
+            let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
+            for b in 0..NB {
+                let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
+                let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
+                for j in 0..PX {
+                    // A masked load costs an extra ALU uop on the ports the multiply-adds
+                    // need: only the last, partial block uses one.
+                    let src = at.add(j * pixel_step + 32 * b);
+                    let x = _mm512_cvtepi8_epi16(if masks[b] == u32::MAX {
+                        _mm256_loadu_si256(src as *const __m256i)
+                    } else {
+                        _mm256_maskz_loadu_epi8(masks[b], src)
+                    });
+                    if VNNI {
+                        even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
+                        odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
+                    } else {
+                        even[j][b] = _mm512_add_epi32(even[j][b], _mm512_madd_epi16(x, we));
+                        odd[j][b] = _mm512_add_epi32(odd[j][b], _mm512_madd_epi16(x, wo));
+                    }
+                }
+            }
+        }
+    }
+    store_even_odd::<PX, NB>(job, output, pixel.out, &even, &odd, b0);
 }
 
 /// Only called from functions that enable AVX2.
