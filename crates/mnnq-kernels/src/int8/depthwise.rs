@@ -30,6 +30,11 @@ pub struct PackedDepthwiseInt8 {
     /// the high 16 bits. `vpmaddwd` of 32 i16 input channels with them yields the even and odd
     /// channels' products separately (exact, no sign-extension shuffle per tap).
     even_odd: Vec<i32>,
+    /// VNNI layout: per tap, per block of 64 channels, four 64-byte vectors; vector `p` holds
+    /// the weight of channel `4j + p` of the block in byte `p` of dword `j`, zeros elsewhere.
+    vnni: Vec<i8>,
+    /// Per channel, the sum of its tap weights (the VNNI kernel's `+128` correction).
+    weight_sums: Vec<i32>,
 }
 
 impl PackedDepthwiseInt8 {
@@ -75,7 +80,26 @@ impl PackedDepthwiseInt8 {
                 }
             }
         }
+        let blocks64 = channels.div_ceil(64);
+        let mut vnni = vec![0i8; taps_n * blocks64 * 256];
+        for t in 0..taps_n {
+            for c in 0..channels {
+                let (b, within) = (c / 64, c % 64);
+                let (j, p) = (within / 4, within % 4);
+                vnni[(t * blocks64 + b) * 256 + p * 64 + 4 * j + p] = q_w[c * taps_n + t];
+            }
+        }
+        let weight_sums = (0..channels)
+            .map(|c| {
+                q_w[c * taps_n..(c + 1) * taps_n]
+                    .iter()
+                    .map(|&w| w as i32)
+                    .sum()
+            })
+            .collect();
         PackedDepthwiseInt8 {
+            vnni,
+            weight_sums,
             even_odd,
             isa,
             channels,
@@ -177,7 +201,7 @@ pub fn depthwise_int8_nhwc(
         // SAFETY: packing checked the CPU supports the ISA; every index stays within the slices
         // whose lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { rows_avx512_vnni(&job, output, rows) },
+        Isa::Avx512Vnni => unsafe { rows_vnni(&job, output, rows) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { rows_avx512(&job, output, rows) },
         #[cfg(target_arch = "x86_64")]
@@ -225,16 +249,184 @@ macro_rules! for_each_pixel {
 }
 use for_each_pixel;
 
+/// VNNI row loop: `vpdpbusd` of the input as `x + 128` (u8, one XOR per 64 channels) with the
+/// weights as s8, four accumulators per 64 channels, accumulator `p` holding channels `4j + p`
+/// (the packed weight vector `p` has tap weight `w[4j + p]` in byte `p` of dword `j`, zero in
+/// the other three bytes, so each dword sums exactly one product). This needs no sign
+/// extension and no cross-lane shuffle: the requantized codes of the four accumulators are put
+/// back in channel order by byte shifts and selects. The `+128` adds `128 * w` per tap, cancelled
+/// by the bias `B - 128 * sum_taps w`; padding taps therefore use `x = 0` (u8 128) like real
+/// zeros instead of being skipped, so that correction is the same for every pixel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_avx512_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
-    rows_avx512_body::<true>(job, output, rows)
+unsafe fn rows_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    let g = job.geom;
+    let c = job.weights.channels;
+    let blocks = c.div_ceil(64);
+    // A last block of at most 32 channels would waste half of every instruction: those
+    // channels go through the 32-channel kernel (same bytes).
+    let vnni_blocks = if !c.is_multiple_of(64) && c % 64 <= 32 {
+        rows_avx512_body::<true>(job, output, rows.clone(), c / 64 * 2);
+        c / 64
+    } else {
+        blocks
+    };
+    VNNI_REQUANT.with_borrow_mut(|(bias, mult)| {
+        // Bias and multiplier in accumulator order: index (block * 4 + p) * 16 + j is channel
+        // 64 * block + 4 * j + p; padding channels get 0.
+        bias.clear();
+        mult.clear();
+        bias.resize(blocks * 64, 0);
+        mult.resize(blocks * 64, 0.0);
+        for ch in 0..c {
+            let (block, within) = (ch / 64, ch % 64);
+            let at = (block * 4 + within % 4) * 16 + within / 4;
+            bias[at] = job.requant.bias[ch].wrapping_sub(128 * job.weights.weight_sums[ch]);
+            mult[at] = job.requant.multiplier[ch];
+        }
+        for block in 0..vnni_blocks {
+            for oy in rows.clone() {
+                let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+                let full_rows = ky.len() == g.kernel_h;
+                let mut ox = 0;
+                while ox < g.out_w {
+                    if g.out_w >= 4 {
+                        // Four pixels at a time (one pixel alone is latency bound: four
+                        // accumulator chains). The last group is moved left to end at the row
+                        // end; it recomputes up to three pixels with the same bytes.
+                        let start = ox.min(g.out_w - 4);
+                        let interior = full_rows
+                            && job.columns[start].len() == g.kernel_w
+                            && job.columns[start + 3].len() == g.kernel_w;
+                        if interior {
+                            vnni_pixels::<4, false>(job, output, bias, mult, oy, start, block);
+                        } else {
+                            vnni_pixels::<4, true>(job, output, bias, mult, oy, start, block);
+                        }
+                        ox = start + 4;
+                    } else {
+                        vnni_pixels::<1, true>(job, output, bias, mult, oy, ox, block);
+                        ox += 1;
+                    }
+                }
+            }
+        }
+    });
+}
+
+thread_local! {
+    /// Per-thread bias and multiplier of the VNNI depthwise kernel in accumulator order.
+    static VNNI_REQUANT: std::cell::RefCell<(Vec<i32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `PX` adjacent output pixels from `(oy, ox)`, channels `64 * block ..`; `CHECK`: some taps may
+/// fall in the padding (otherwise every tap of every pixel is inside the image).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
+    job: &Job,
+    output: &mut [i8],
+    bias: &[i32],
+    mult: &[f32],
+    oy: usize,
+    ox: usize,
+    block: usize,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let g = job.geom;
+    let c = job.weights.channels;
+    let blocks = c.div_ceil(64);
+    let valid = (c - block * 64).min(64);
+    let mask: __mmask64 = if valid == 64 {
+        u64::MAX
+    } else {
+        (1u64 << valid) - 1
+    };
+    let flip = _mm512_set1_epi8(-128);
+    let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let ix0 = (ox * g.stride_w) as isize - g.pad_left as isize;
+    let input = job.input.as_ptr().add(block * 64);
+    let weights = job.weights.vnni.as_ptr().add(block * 256);
+    let mut acc = [[_mm512_setzero_si512(); 4]; PX];
+    for ky in 0..g.kernel_h {
+        let iy = iy0 + (ky * g.dilation_h) as isize;
+        let row_ok = !CHECK || (iy >= 0 && (iy as usize) < g.in_h);
+        for kx in 0..g.kernel_w {
+            let w = weights.add((ky * g.kernel_w + kx) * blocks * 256);
+            let wv = [
+                _mm512_loadu_si512(w as *const _),
+                _mm512_loadu_si512(w.add(64) as *const _),
+                _mm512_loadu_si512(w.add(128) as *const _),
+                _mm512_loadu_si512(w.add(192) as *const _),
+            ];
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let ix = ix0 + ((j * g.stride_w) + kx * g.dilation_w) as isize;
+                let x = if !CHECK || (row_ok && ix >= 0 && (ix as usize) < g.in_w) {
+                    let src = input.add((iy as usize * g.in_w + ix as usize) * g.in_c);
+                    let raw = if valid == 64 {
+                        _mm512_loadu_si512(src as *const _)
+                    } else {
+                        _mm512_maskz_loadu_epi8(mask, src)
+                    };
+                    _mm512_xor_si512(raw, flip)
+                } else {
+                    // Padding: code 0, i.e. u8 128.
+                    flip
+                };
+                for p in 0..4 {
+                    acc[p] = _mm512_dpbusd_epi32(acc[p], x, wv[p]);
+                }
+            }
+        }
+    }
+    let lo = _mm512_set1_ps(job.requant.lo as f32);
+    let hi = _mm512_set1_ps(job.requant.hi as f32);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    let mut bias_v = [_mm512_setzero_si512(); 4];
+    let mut mult_v = [_mm512_setzero_ps(); 4];
+    for p in 0..4 {
+        bias_v[p] = _mm512_loadu_si512(bias.as_ptr().add((block * 4 + p) * 16) as *const _);
+        mult_v[p] = _mm512_loadu_ps(mult.as_ptr().add((block * 4 + p) * 16));
+    }
+    let low_byte = _mm512_set1_epi32(0xff);
+    let low_word = _mm512_set1_epi32(0xffff);
+    let low_three = _mm512_set1_epi32(0x00ff_ffff);
+    for (j, acc) in acc.iter().enumerate() {
+        let mut q = [_mm512_setzero_si512(); 4];
+        for p in 0..4 {
+            let y = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_add_epi32(acc[p], bias_v[p])),
+                mult_v[p],
+            );
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            // (y & sign) | 0.49999997 (truth table 0xEA = (A & B) | C).
+            let half = _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half);
+            q[p] = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
+        }
+        // Byte p of dword j takes the code of accumulator p: select (C ? B : A, table 0xD8
+        // with A the kept low bytes, B the shifted code, C the mask).
+        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<8>(q[1]), q[0], low_byte);
+        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<16>(q[2]), t, low_word);
+        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<24>(q[3]), t, low_three);
+        let dst = output
+            .as_mut_ptr()
+            .add((oy * g.out_w + ox + j) * job.ldc + block * 64);
+        if valid == 64 {
+            _mm512_storeu_si512(dst as *mut _, t);
+        } else {
+            _mm512_mask_storeu_epi8(dst, mask, t);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn rows_avx512(job: &Job, output: &mut [i8], rows: Range<usize>) {
-    rows_avx512_body::<false>(job, output, rows)
+    rows_avx512_body::<false>(job, output, rows, 0)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -310,10 +502,15 @@ fn pixel_portable(
 /// multiply-add latency and each weight vector serves 4 pixels.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
+unsafe fn rows_avx512_body<const VNNI: bool>(
+    job: &Job,
+    output: &mut [i8],
+    rows: Range<usize>,
+    first_block: usize,
+) {
     let g = job.geom;
     let blocks = g.in_c.div_ceil(32);
-    for chunk in (0..blocks).step_by(2) {
+    for chunk in (first_block..blocks).step_by(2) {
         let chunk = chunk..(chunk + 2).min(blocks);
         for oy in rows.clone() {
             let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);

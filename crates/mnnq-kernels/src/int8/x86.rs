@@ -232,7 +232,7 @@ pub(crate) unsafe fn vnni_row_compensation(
 ) {
     let ones = _mm512_set1_epi8(1);
     let full = k / 64 * 64;
-    let tail: __mmask64 = if k % 64 == 0 {
+    let tail: __mmask64 = if k.is_multiple_of(64) {
         0
     } else {
         (1u64 << (k % 64)) - 1
