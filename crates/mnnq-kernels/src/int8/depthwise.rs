@@ -1,11 +1,17 @@
 //! Depthwise int8 convolution on NHWC codes with MNN's integer-bias epilogue (§11.5):
 //! `q = clamp(round((acc + B[c]) * m[c]), lo, hi)`.
 //!
-//! Vectorised over channels: each tap multiplies 16 (AVX-512) or 8 (AVX2) sign-extended input
-//! codes by the tap's weights stored as i32 whose upper 16 bits are zero, so `vpmaddwd` (or VNNI
-//! `vpdpwssd`) is an exact 16 x 16 -> 32 bit multiply(-add). Padding taps are skipped (code 0):
-//! each output pixel loops only over its valid tap rectangle, so interior pixels run the full
-//! kernel without per-tap checks and border pixels a smaller one.
+//! Vectorised over channels, four output pixels at a time where possible:
+//! * AVX-512 VNNI (`rows_vnni`): `vpdpbusd` of 64 input codes as `x + 128` (u8) with weight
+//!   vectors that hold one channel's weight per byte position, so each dword lane sums exactly
+//!   one product; no sign extension and no cross-lane shuffle. Padding taps count as code 0.
+//!   A last block of at most 32 channels uses the 32-channel kernel below.
+//! * AVX-512: 32 sign-extended i16 codes per tap times "even"/"odd" weight vectors (`vpmaddwd`,
+//!   or `vpdpwssd` for the VNNI tail), padding taps skipped.
+//! * AVX2: 8 codes per vector, weights stored as i32 with zero upper halves (`vpmaddwd`).
+//!
+//! All paths are exact integer accumulations followed by the same f32 epilogue, so they give the
+//! portable reference's bytes.
 
 use std::ops::Range;
 
