@@ -237,7 +237,8 @@ pub(crate) unsafe fn vnni_row_compensation(
     } else {
         (1u64 << (k % 64)) - 1
     };
-    for r in 0..rows {
+    // The 16 partial sums of one row.
+    let row_sums = |r: usize| -> __m512i {
         let p = a.add(r * lda);
         let mut sum = _mm512_setzero_si512();
         let mut i = 0;
@@ -248,7 +249,36 @@ pub(crate) unsafe fn vnni_row_compensation(
         if tail != 0 {
             sum = _mm512_dpbusd_epi32(sum, ones, _mm512_maskz_loadu_epi8(tail, p.add(full)));
         }
-        *out.add(r) = -128 * _mm512_reduce_add_epi32(sum);
+        sum
+    };
+    let mut r = 0;
+    // Four rows at a time: interleave their partial sums so one reduction serves all four.
+    while r + 4 <= rows {
+        let (s0, s1, s2, s3) = (
+            row_sums(r),
+            row_sums(r + 1),
+            row_sums(r + 2),
+            row_sums(r + 3),
+        );
+        // Per 128-bit lane: [r0 + r0', r1 + r1', ...] pairs, then all four rows.
+        let t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
+        let t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
+        let u = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(t01, t23),
+            _mm512_unpackhi_epi64(t01, t23),
+        );
+        let half = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64::<1>(u));
+        let quarter = _mm_add_epi32(
+            _mm256_castsi256_si128(half),
+            _mm256_extracti128_si256::<1>(half),
+        );
+        let scaled = _mm_mullo_epi32(quarter, _mm_set1_epi32(-128));
+        _mm_storeu_si128(out.add(r) as *mut __m128i, scaled);
+        r += 4;
+    }
+    while r < rows {
+        *out.add(r) = -128 * _mm512_reduce_add_epi32(row_sums(r));
+        r += 1;
     }
 }
 
