@@ -206,6 +206,37 @@ fn accumulators_beyond_f32_precision_round_identically() {
 }
 
 #[test]
+fn huge_infinite_and_nan_values_clamp_like_the_reference() {
+    // Values beyond the i32 range convert to i32::MIN in SIMD; infinity times a zero accumulator
+    // or inf - inf gives NaN, which the reference's `max(lo)` turns into `lo`. Each channel
+    // exercises one case, with and without a fused ReLU, over 3 tile widths.
+    for out_c in [16, 40, 64] {
+        let geom = geometry(1, 9, 8, out_c, 1, 1, 1, 0).unwrap();
+        let input = codes(9 * 8, 5, -127);
+        let w = codes(out_c * 8, 6, -128);
+        let cases: [(f32, f32); 8] = [
+            (1e30, 0.0),
+            (-1e30, 0.0),
+            (f32::INFINITY, 0.0),
+            (f32::INFINITY, f32::NEG_INFINITY),
+            (0.0, f32::NAN),
+            (1.0, 3e9),
+            (1.0, -3e9),
+            (0.01, -127.49),
+        ];
+        for relu in [false, true] {
+            let rq = Requantize {
+                multiplier: (0..out_c).map(|c| cases[c % 8].0).collect(),
+                bias: (0..out_c).map(|c| cases[c % 8].1).collect(),
+                lo: if relu { 0 } else { -127 },
+                hi: 127,
+            };
+            run_all_isas(&geom, &input, &w, &rq, out_c, 4);
+        }
+    }
+}
+
+#[test]
 fn hand_computed_pointwise_case() {
     // One pixel, 2 channels in, 1 out: acc = 3*2 + (-1)*5 = 1; y = 1 * 2.5 + 0 = 2.5 -> 3.
     let geom = geometry(1, 1, 2, 1, 1, 1, 1, 0).unwrap();

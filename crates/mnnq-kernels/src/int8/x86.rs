@@ -155,16 +155,38 @@ unsafe fn lane_mask16(valid: usize) -> __mmask16 {
 }
 
 /// The fused AVX-512 requantize-and-store of an MR x NV accumulator tile.
+///
+/// Equal to the reference `round(min(max(y, lo), hi))` with fewer instructions: the lower clamp
+/// is applied to the packed bytes instead (`vpmaxsb`), after the saturating packs. That is exact
+/// because rounding is monotone and `lo` is an integer: any `y` below `lo` rounds to a code at
+/// most `lo` (huge or NaN values convert to `i32::MIN` and saturate to -128), and the byte
+/// maximum then gives `lo`, as the reference does (Rust's `max` maps NaN to `lo`). `min(hi, y)`
+/// keeps its operand order so a NaN stays NaN. Without a fused ReLU (`lo < 0`) rounding is
+/// `trunc(y + copysign(0.49999997, y))`; with one, negative values end at `lo` = 0 whatever their
+/// rounding, so `trunc(y + 0.49999997)` suffices.
 #[inline(always)]
 unsafe fn store_avx512<const MR: usize, const NV: usize>(
     params: &TileParams,
     t: &Tile<impl Sized>,
     acc: &[[__m512i; NV]; MR],
 ) {
-    let lo = _mm512_set1_ps(params.lo);
+    if params.lo >= 0.0 {
+        store_avx512_with::<MR, NV, true>(params, t, acc)
+    } else {
+        store_avx512_with::<MR, NV, false>(params, t, acc)
+    }
+}
+
+#[inline(always)]
+unsafe fn store_avx512_with<const MR: usize, const NV: usize, const NON_NEGATIVE: bool>(
+    params: &TileParams,
+    t: &Tile<impl Sized>,
+    acc: &[[__m512i; NV]; MR],
+) {
     let hi = _mm512_set1_ps(params.hi);
     let sign = _mm512_set1_epi32(i32::MIN);
     let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    let lo_bytes = _mm512_set1_epi8(params.lo as i8);
     let valid = t.n_valid.min(16 * NV);
     let mut codes = [[_mm512_setzero_si512(); NV]; MR];
     for v in 0..NV {
@@ -177,9 +199,13 @@ unsafe fn store_avx512<const MR: usize, const NV: usize>(
         let bias = _mm512_maskz_loadu_ps(mask, t.bias.add(16 * v));
         for r in 0..MR {
             let y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][v]), mult), bias);
-            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-            // (y & sign) | 0.49999997 in one instruction (truth table 0xEA = (A & B) | C).
-            let half = _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half);
+            let y = _mm512_min_ps(hi, y);
+            let half = if NON_NEGATIVE {
+                almost_half
+            } else {
+                // (y & sign) | 0.49999997 in one instruction (truth table 0xEA = (A & B) | C).
+                _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half)
+            };
             codes[r][v] = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
         }
     }
@@ -187,11 +213,11 @@ unsafe fn store_avx512<const MR: usize, const NV: usize>(
     if NV == 1 {
         let mask = lane_mask16(valid);
         for (r, row) in codes.iter().enumerate().take(rows) {
-            _mm_mask_storeu_epi8(
-                t.out.add(r * params.ldc),
-                mask,
+            let bytes = _mm_max_epi8(
                 _mm512_cvtsepi32_epi8(row[0]),
+                _mm512_castsi512_si128(lo_bytes),
             );
+            _mm_mask_storeu_epi8(t.out.add(r * params.ldc), mask, bytes);
         }
         return;
     }
@@ -212,6 +238,7 @@ unsafe fn store_avx512<const MR: usize, const NV: usize>(
             _ => _mm512_packs_epi32(row[2], row[3]),
         };
         let bytes = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(low, high));
+        let bytes = _mm512_max_epi8(bytes, lo_bytes);
         _mm512_mask_storeu_epi8(t.out.add(r * params.ldc), mask, bytes);
     }
 }
