@@ -38,7 +38,7 @@ use std::collections::HashMap;
 
 use mnnq_format::{Convolution2D, Net, OpParameter};
 use mnnq_kernels::int8::{
-    binary_int8, conv2d_int8_nhwc, depthwise_int8_nhwc, float_to_int8, int8_to_float,
+    binary_int8, conv2d_int8_nhwc_blocks, depthwise_int8_nhwc, float_to_int8, int8_to_float,
     pool_int8_nhwc, BinaryInt8, BinaryScales, DepthwiseRequantize, PackedDepthwiseInt8,
     PackedInt8Weights, PoolKind, Requantize,
 };
@@ -50,9 +50,37 @@ use crate::ir::{BinaryOperation, ConvKind, OpKind, PoolType};
 use crate::ops::{In, Out, Parallel};
 use crate::tensor::Value;
 
-/// Output pixels per work item of a dense int8 convolution: a multiple of every micro-kernel's
-/// row count, and independent of the thread count (so the bytes are too).
-const CONV_PIXELS_PER_TASK: usize = 96;
+/// Smallest number of output pixels per work item of a dense int8 convolution when it is split
+/// over threads: a multiple of every micro-kernel's row count. Every output is one whole
+/// accumulation whatever the split, so the bytes never depend on the thread count.
+const CONV_MIN_PIXELS_PER_TASK: usize = 48;
+
+/// Work items per thread a layer is cut into, so threads that start late or run slower (a shared
+/// machine) still finish together.
+const TASKS_PER_THREAD: usize = 4;
+
+/// How a dense convolution of `pixels` output pixels and `blocks` channel blocks is cut for
+/// `threads` threads: (pixels per task, channel blocks per task). One task at one thread; layers
+/// with few pixels are split over channel blocks too.
+fn conv_split(pixels: usize, blocks: usize, threads: usize) -> (usize, usize) {
+    if threads <= 1 {
+        return (pixels.max(1), blocks.max(1));
+    }
+    let wanted = threads * TASKS_PER_THREAD;
+    let pixel_tasks = (pixels / CONV_MIN_PIXELS_PER_TASK).clamp(1, wanted);
+    let per_task = pixels.div_ceil(pixel_tasks).max(1);
+    let block_groups = wanted.div_ceil(pixel_tasks).min(blocks).max(1);
+    (per_task, blocks.div_ceil(block_groups))
+}
+
+/// Output rows per work item of a depthwise convolution or pooling over `rows` rows.
+fn row_split(rows: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads * TASKS_PER_THREAD).max(1)
+    }
+}
 
 /// Sum of each output channel's int8 weights (`codes` row-major by output channel): MNN x86's
 /// uint8-input compensation term ([`Requantize`]).
@@ -507,6 +535,12 @@ impl Builder<'_> {
                     if !scale_eq(self.scale_of_slot(i), s_out) {
                         return None;
                     }
+                    // Values that so far exist only as float (the graph input before its first
+                    // layout change) move as float and are quantized once afterwards: the same
+                    // codes, without widening codes back to float to move them.
+                    if !self.has_i8[i] {
+                        return None;
+                    }
                     data_inputs += 1;
                 }
                 (data_inputs > 0).then_some(Int8Op::Move)
@@ -900,17 +934,32 @@ fn run_int8_op(
                     geom.pixels() * geom.out_c,
                 );
                 let pixels = geom.pixels();
-                let tasks = pixels.div_ceil(CONV_PIXELS_PER_TASK);
+                let blocks = weights.blocks.len();
+                let (per_task, blocks_per_task) = conv_split(pixels, blocks, par.threads());
+                let pixel_tasks = pixels.div_ceil(per_task);
+                let tasks = pixel_tasks * blocks.div_ceil(blocks_per_task);
                 for n in 0..*batch {
                     let input = &x(0)[n * img_in..(n + 1) * img_in];
                     let output = &mut y[n * img_out..(n + 1) * img_out];
                     let shared = SharedCodes(output.as_mut_ptr(), output.len());
                     par.for_each(tasks, |t| {
-                        let range =
-                            t * CONV_PIXELS_PER_TASK..((t + 1) * CONV_PIXELS_PER_TASK).min(pixels);
-                        // SAFETY: each task writes only the pixels of its range.
+                        let (p, b) = (t % pixel_tasks, t / pixel_tasks);
+                        let range = p * per_task..((p + 1) * per_task).min(pixels);
+                        let block_range =
+                            b * blocks_per_task..((b + 1) * blocks_per_task).min(blocks);
+                        // SAFETY: each task writes only the channels of its blocks in the pixels
+                        // of its range.
                         let out = unsafe { shared.whole() };
-                        conv2d_int8_nhwc(geom, input, weights, requant, out, geom.out_c, range);
+                        conv2d_int8_nhwc_blocks(
+                            geom,
+                            input,
+                            weights,
+                            requant,
+                            out,
+                            geom.out_c,
+                            range,
+                            block_range,
+                        );
                     });
                 }
             }
@@ -928,8 +977,9 @@ fn run_int8_op(
                     let input = &x(0)[n * img_in..(n + 1) * img_in];
                     let output = &mut y[n * img_out..(n + 1) * img_out];
                     let shared = SharedCodes(output.as_mut_ptr(), output.len());
-                    par.for_each(geom.out_h, |r| {
-                        // SAFETY: each task writes only its output row.
+                    let per_task = row_split(geom.out_h, par.threads());
+                    par.for_each(geom.out_h.div_ceil(per_task), |t| {
+                        // SAFETY: each task writes only its output rows.
                         let out = unsafe { shared.whole() };
                         depthwise_int8_nhwc(
                             geom,
@@ -938,7 +988,7 @@ fn run_int8_op(
                             requant,
                             out,
                             geom.out_c,
-                            r..r + 1,
+                            t * per_task..((t + 1) * per_task).min(geom.out_h),
                         );
                     });
                 }
@@ -1107,6 +1157,20 @@ mod tests {
             pad_top: 0,
             pad_left: 0,
         }
+    }
+
+    #[test]
+    fn conv_split_cuts_small_layers_over_channels() {
+        // One thread: the whole layer in one task.
+        assert_eq!(conv_split(12544, 2, 1), (12544, 2));
+        // 12544 pixels at 2 threads: 8 pixel tasks, channel blocks not split.
+        assert_eq!(conv_split(12544, 2, 2), (1568, 2));
+        // 7x7 = 49 pixels: one pixel task, the 20 blocks cut into 8 groups of at most 3.
+        assert_eq!(conv_split(49, 20, 2), (49, 3));
+        // 14x14 = 196 pixels: 4 pixel tasks of 49, blocks in 2 groups.
+        assert_eq!(conv_split(196, 5, 2), (49, 3));
+        // A 1-pixel classifier with 1 block cannot be split.
+        assert_eq!(conv_split(1, 1, 2), (1, 1));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! written here from MNN's formulas (not the library's im2col or packing).
 
 use mnnq_kernels::dispatch::Isa;
-use mnnq_kernels::int8::{conv2d_int8_nhwc, PackedInt8Weights, Requantize};
+use mnnq_kernels::int8::{
+    conv2d_int8_nhwc, conv2d_int8_nhwc_blocks, PackedInt8Weights, Requantize,
+};
 use mnnq_kernels::ConvGeometry;
 use proptest::prelude::*;
 
@@ -68,6 +70,23 @@ fn run_all_isas(
         let split = split.min(pixels);
         conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, 0..split);
         conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, split..pixels);
+        // The same outputs computed in two halves of the channel blocks (how the engine splits
+        // layers with few pixels over threads) into a second buffer.
+        let blocks = packed.blocks.len();
+        let mut by_blocks = vec![99i8; pixels * ldc];
+        for range in [0..blocks / 2, blocks / 2..blocks] {
+            conv2d_int8_nhwc_blocks(
+                geom,
+                input,
+                &packed,
+                rq,
+                &mut by_blocks,
+                ldc,
+                0..pixels,
+                range,
+            );
+        }
+        assert_eq!(by_blocks, out, "{isa}: split over channel blocks differs");
         for p in 0..pixels {
             assert_eq!(
                 &out[p * ldc..p * ldc + geom.out_c],
@@ -187,6 +206,39 @@ fn accumulators_beyond_f32_precision_round_identically() {
     let w = vec![127i8; 20 * in_c];
     let rq = Requantize::for_conv(&[1e-7; 20], &[0.0; 20], &[0; 20], 0.5, 1.0, false);
     run_all_isas(&geom, &input, &w, &rq, 20, 1);
+}
+
+#[test]
+fn huge_infinite_and_nan_values_clamp_like_the_reference() {
+    // Values beyond the i32 range convert to i32::MIN in SIMD; infinity times a zero accumulator
+    // or inf - inf gives NaN, which the reference's `max(lo)` turns into `lo`. Each channel
+    // exercises one case, with and without a fused ReLU, over 3 tile widths.
+    for out_c in [16, 40, 64] {
+        let geom = geometry(1, 9, 8, out_c, 1, 1, 1, 0).unwrap();
+        let input = codes(9 * 8, 5, -127);
+        let w = codes(out_c * 8, 6, -128);
+        let cases: [(f32, f32); 8] = [
+            (1e30, 0.0),
+            (-1e30, 0.0),
+            (f32::INFINITY, 0.0),
+            (f32::INFINITY, f32::NEG_INFINITY),
+            (0.0, f32::NAN),
+            (1.0, 3e9),
+            (1.0, -3e9),
+            (0.01, -127.49),
+        ];
+        for relu in [false, true] {
+            let rq = Requantize {
+                offset: vec![0; out_c],
+                alpha: (0..out_c).map(|c| cases[c % 8].0).collect(),
+                ratio: 1.0,
+                bias: (0..out_c).map(|c| cases[c % 8].1).collect(),
+                lo: if relu { 0 } else { -127 },
+                hi: 127,
+            };
+            run_all_isas(&geom, &input, &w, &rq, out_c, 4);
+        }
+    }
 }
 
 #[test]
