@@ -11,6 +11,7 @@
 pub mod diagnose;
 mod error;
 pub mod fallback;
+pub mod fidelity;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
