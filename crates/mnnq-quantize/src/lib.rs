@@ -8,6 +8,7 @@
 //! count, same result), [`scales::feature_scales`] + [`scales::unify`],
 //! [`rewrite::rewrite_net`], [`scale_json::scale_report`]; [`quantize`] runs them all.
 
+pub mod bias_correction;
 pub mod diagnose;
 mod error;
 pub mod fallback;

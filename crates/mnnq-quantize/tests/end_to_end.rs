@@ -69,6 +69,8 @@ fn quantize_cls(
         progress: false,
         unify,
         on_warning: None,
+        // Parity with MNN's tool: MNN's ranges, weights and biases.
+        mnn_compatible: true,
     };
     let report = quantize(
         &repo().join("testdata/ppocr_cls_v2/model.mnn"),
