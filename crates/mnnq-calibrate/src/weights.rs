@@ -204,23 +204,23 @@ pub fn quantize_weights_admm(
 }
 
 /// Candidate scales per channel tried by [`quantize_weights_mse`]: `max|w| / clamp` times
-/// 1.0, 0.995, ... down to 0.5 (101 candidates).
-pub const WEIGHT_MSE_CANDIDATES: usize = 101;
+/// 1.0, 0.99, ... down to 0.5 (51 candidates).
+pub const WEIGHT_MSE_CANDIDATES: usize = 51;
 
-/// Squared error of quantizing `channel` with step `scale`, and its codes written to `codes`.
-fn channel_error(channel: &[f32], scale: f32, clamp: f32, codes: &mut [i8]) -> f64 {
-    let mut error = 0.0f64;
-    for (q, &w) in codes.iter_mut().zip(channel) {
-        let code = (w / scale).round().clamp(-clamp, clamp);
-        *q = code as i8;
-        let e = f64::from(w) - f64::from(code) * f64::from(scale);
+/// Squared error of quantizing `channel` with step `scale`.
+fn channel_error(channel: &[f32], scale: f32, clamp: f32) -> f64 {
+    let inverse = 1.0 / scale;
+    let mut error = 0.0f32;
+    for &w in channel {
+        let code = (w * inverse).round().clamp(-clamp, clamp);
+        let e = w - code * scale;
         error += e * e;
     }
-    error
+    f64::from(error)
 }
 
 /// MSE weight scales: per output channel, the scale among `max|w| / clamp * f` for
-/// `f = 1.0, 0.995, ..., 0.5` whose codes `clamp(round(w / scale))` reconstruct the weights
+/// `f = 1.0, 0.99, ..., 0.5` whose codes `clamp(round(w / scale))` reconstruct the weights
 /// with the least squared error. Clipping a rare large weight buys a finer step for all the
 /// others, which matters for depthwise kernels (9-25 weights per channel, where one weight
 /// often sets the range). Ties keep the larger scale (so MAX_ABS when nothing is better).
@@ -234,8 +234,6 @@ pub fn quantize_weights_mse(
     let length = channel_length(weights, channels)?;
     let mut scales = Vec::with_capacity(channels);
     let mut codes = Vec::with_capacity(weights.len());
-    let mut best_codes = vec![0i8; length];
-    let mut trial = vec![0i8; length];
     for channel in weights.chunks_exact(length) {
         let max = abs_max(channel);
         if max == 0.0 {
@@ -247,14 +245,18 @@ pub fn quantize_weights_mse(
         for step in 0..WEIGHT_MSE_CANDIDATES {
             let factor = 1.0 - 0.5 * step as f32 / (WEIGHT_MSE_CANDIDATES - 1) as f32;
             let scale = max / clamp * factor;
-            let error = channel_error(channel, scale, clamp, &mut trial);
+            let error = channel_error(channel, scale, clamp);
             if error < best.0 {
                 best = (error, scale);
-                best_codes.copy_from_slice(&trial);
             }
         }
+        let inverse = 1.0 / best.1;
         scales.push(best.1);
-        codes.extend_from_slice(&best_codes);
+        codes.extend(
+            channel
+                .iter()
+                .map(|&w| (w * inverse).round().clamp(-clamp, clamp) as i8),
+        );
     }
     Ok(QuantizedWeights { scales, codes })
 }

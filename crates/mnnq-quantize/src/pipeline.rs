@@ -26,6 +26,9 @@ use crate::{scale_json, QuantizeError};
 /// accumulators for a few hundred tensors well under 100 MB).
 pub const ADMM_BINS: usize = 4096;
 
+/// Calibration images whose convolution-input means drive bias correction.
+pub const BIAS_CORRECTION_IMAGES: usize = 8;
+
 /// Run settings that are not in the config.
 #[derive(Clone, Debug, Default)]
 pub struct QuantizeOptions {
@@ -158,7 +161,14 @@ pub fn quantize(
             quant.display()
         )));
     }
-    let (config, config_warnings) = Config::from_file(config_path)?;
+    let (config, mut config_warnings) = Config::from_file(config_path)?;
+    // The config reader does not know mnnq's own quality keys: they are read below.
+    config_warnings.retain(|w| {
+        let text = w.to_string();
+        !crate::range_method::QUALITY_KEYS
+            .iter()
+            .any(|key| text.contains(&format!("unknown key \"{key}\"")))
+    });
     if let Some(warn) = options.on_warning {
         config_warnings.iter().for_each(|w| warn(&w.to_string()));
     }
@@ -348,8 +358,9 @@ pub fn quantize(
             .collect()
     };
     let input_channel_means = if quality.bias_correction {
-        // Means converge fast: 16 images are plenty and keep this step short.
-        let inputs = load_some(16);
+        // Per-channel means converge fast; 8 images keep this pass short on large inputs
+        // (every tensor is observed).
+        let inputs = load_some(BIAS_CORRECTION_IMAGES);
         Some(
             crate::bias_correction::conv_input_channel_means(&model.net, &engine, &inputs)
                 .map_err(|message| QuantizeError::Engine {

@@ -41,6 +41,18 @@ impl RangeMethod {
     }
 }
 
+/// The config keys read by [`QualityConfig::from_file`].
+pub const QUALITY_KEYS: &[&str] = &[
+    "feature_range_method",
+    "weight_range_method",
+    "bias_correction",
+    "float_outputs",
+    "target_cosine",
+    "min_int8_mac_share",
+    "fallback_images",
+    "keep_float_op_types",
+];
+
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
