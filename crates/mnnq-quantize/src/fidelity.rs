@@ -223,7 +223,8 @@ mod tests {
         // top5(f1) = {2,5,4,3,1}, top5(q1) = {2,6,4,3,1}: 4 shared. Image 2: ties broken by
         // index, top5(f2) = {1,0,2,3,4} = top5(q2) as sets: 5 shared. Mean (0.8 + 1.0) / 2.
         assert!((o.top5_overlap.unwrap() - 0.9).abs() < 1e-12);
-        assert_eq!(o.max_abs_error, 11.0);
+        // Largest difference: index 5 of image 1, |5 - (-5)|.
+        assert_eq!(o.max_abs_error, 10.0);
         assert!(o.iou_at_0_3.is_none());
     }
 
