@@ -323,26 +323,28 @@ pub fn float_head_tensors(
         let Some(op) = producer.get(&tensor).map(|&p| &ops[p]) else {
             continue;
         };
-        let walk_on = match op.type_ {
-            OpType::Convolution | OpType::ConvolutionDepthwise | OpType::Deconvolution => true,
-            OpType::Reshape
-            | OpType::Flatten
-            | OpType::Squeeze
-            | OpType::Unsqueeze
-            | OpType::ConvertTensor
-            | OpType::Permute
-            | OpType::Transpose
-            | OpType::Pooling
-            | OpType::Pooling3D
-            | OpType::UnaryOp
-            | OpType::Sigmoid
-            | OpType::TanH
-            | OpType::Softmax
-            | OpType::ReLu
-            | OpType::ReLu6
-            | OpType::Interp => true,
-            _ => false,
-        };
+        let walk_on = matches!(
+            op.type_,
+            OpType::Convolution
+                | OpType::ConvolutionDepthwise
+                | OpType::Deconvolution
+                | OpType::Reshape
+                | OpType::Flatten
+                | OpType::Squeeze
+                | OpType::Unsqueeze
+                | OpType::ConvertTensor
+                | OpType::Permute
+                | OpType::Transpose
+                | OpType::Pooling
+                | OpType::Pooling3D
+                | OpType::UnaryOp
+                | OpType::Sigmoid
+                | OpType::TanH
+                | OpType::Softmax
+                | OpType::ReLu
+                | OpType::ReLu6
+                | OpType::Interp
+        );
         let Some(&input) = op.input_indexes.as_ref().and_then(|v| v.first()) else {
             continue;
         };
@@ -350,11 +352,14 @@ pub fn float_head_tensors(
             continue;
         }
         let input = input as u32;
-        // The op writing `input`: an expensive convolution keeps its output scale.
-        let expensive = producer.get(&input).is_some_and(|_| {
-            conv_macs
-                .get(&input)
-                .is_some_and(|m| total > 0 && m.1 as f64 >= CHEAP_CONV_SHARE * total as f64)
+        // The op writing `input`: an expensive convolution keeps its output scale. A
+        // deconvolution never counts as expensive: mnnq's int8 runtime runs it float anyway,
+        // so leaving its output float costs nothing there.
+        let expensive = producer.get(&input).is_some_and(|&p| {
+            ops[p].type_ != OpType::Deconvolution
+                && conv_macs
+                    .get(&input)
+                    .is_some_and(|m| total > 0 && m.1 as f64 >= CHEAP_CONV_SHARE * total as f64)
         });
         if !expensive {
             stack.push(input);
@@ -463,6 +468,66 @@ mod tests {
             per_tensor_method(RangeMethod::Kl, &sensitive, 3),
             RangeMethod::Kl
         );
+    }
+
+    #[test]
+    fn float_head_walks_back_to_the_first_expensive_convolution() {
+        use mnnq_format::{Net, Op, OpType};
+        use std::collections::BTreeMap;
+        // x(0) -conv A-> 1 -pool-> 2 -conv B (cheap)-> 3 -reshape-> 4 (output)
+        let op = |t: OpType, i: i32, o: i32| Op {
+            type_: t,
+            input_indexes: Some(vec![i]),
+            output_indexes: Some(vec![o]),
+            ..Op::default()
+        };
+        let net = Net {
+            oplists: Some(vec![
+                op(OpType::Convolution, 0, 1),
+                op(OpType::Pooling, 1, 2),
+                op(OpType::Convolution, 2, 3),
+                op(OpType::Reshape, 3, 4),
+            ]),
+            tensor_name: Some((0..5).map(|i| format!("t{i}")).collect()),
+            output_name: Some(vec!["t4".into()]),
+            ..Net::default()
+        };
+        let macs = BTreeMap::from([(1, ("A".into(), 1000)), (3, ("B".into(), 5))]);
+        // B has 0.5 % of the MACs: float; A's output (read by the pool) keeps its scale.
+        let head: Vec<u32> = float_head_tensors(&net, &macs).into_iter().collect();
+        assert_eq!(head, vec![2, 3, 4]);
+        // When B is expensive too, only the reshape's output is left float.
+        let macs = BTreeMap::from([(1, ("A".into(), 1000)), (3, ("B".into(), 500))]);
+        let head: Vec<u32> = float_head_tensors(&net, &macs).into_iter().collect();
+        assert_eq!(head, vec![4]);
+    }
+
+    #[test]
+    fn quality_keys_default_by_mode_and_bad_values_are_errors() {
+        let dir = std::env::temp_dir().join(format!("mnnq_quality_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.json");
+        std::fs::write(
+            &path,
+            r#"{"bias_correction": false, "target_cosine": 0.99}"#,
+        )
+        .unwrap();
+        let q = QualityConfig::from_file(&path, QualityConfig::recommended()).unwrap();
+        assert_eq!(q.range_method, RangeMethod::Auto);
+        assert!(!q.bias_correction && q.float_outputs);
+        assert_eq!(q.target_cosine, Some(0.99));
+        let q = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap();
+        assert_eq!(q.range_method, RangeMethod::Kl);
+        assert!(!q.float_outputs);
+        std::fs::write(&path, r#"{"weight_range_method": "L1"}"#).unwrap();
+        let e = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap_err();
+        assert!(
+            e.contains("weight_range_method") && e.contains("c.json"),
+            "{e}"
+        );
+        std::fs::write(&path, r#"{"bias_correction": 1}"#).unwrap();
+        assert!(QualityConfig::from_file(&path, QualityConfig::mnn()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -162,16 +162,29 @@ pub fn unary_table(
 }
 
 /// Quantizes one convolution's weights in place.
-fn quantize_conv(
-    conv: &mut Convolution2D,
+/// What one convolution's rewrite needs besides its parameters.
+struct ConvContext<'a> {
     depthwise: bool,
     scale_in: f32,
     scale_out: f32,
     input_channels: Option<usize>,
-    input_means: Option<&Vec<f32>>,
+    /// Per-channel means of its input (bias correction), if enabled.
+    input_means: Option<&'a Vec<f32>>,
+}
+
+fn quantize_conv(
+    conv: &mut Convolution2D,
+    context: ConvContext,
     options: &RewriteOptions,
     summary: &mut RewriteSummary,
 ) -> Result<(), String> {
+    let ConvContext {
+        depthwise,
+        scale_in,
+        scale_out,
+        input_channels,
+        input_means,
+    } = context;
     let weights = conv.weight.take().unwrap_or_default();
     let common = conv
         .common
@@ -317,19 +330,18 @@ pub fn rewrite_net(
                 let Some(OpParameter::Convolution2D(conv)) = &mut op.main else {
                     unreachable!("checked above")
                 };
-                quantize_conv(
-                    conv,
+                let context = ConvContext {
                     depthwise,
-                    scales[&i],
-                    scales[&o],
-                    channels.get(&i).copied(),
-                    means,
-                    options,
-                    &mut summary,
-                )
-                .map_err(|message| QuantizeError::Op {
-                    op: name.clone(),
-                    message,
+                    scale_in: scales[&i],
+                    scale_out: scales[&o],
+                    input_channels: channels.get(&i).copied(),
+                    input_means: means,
+                };
+                quantize_conv(conv, context, options, &mut summary).map_err(|message| {
+                    QuantizeError::Op {
+                        op: name.clone(),
+                        message,
+                    }
                 })?;
                 op.external_path = None;
                 summary.convolutions_quantized += 1;
