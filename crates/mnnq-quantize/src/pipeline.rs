@@ -89,6 +89,8 @@ pub struct QuantizeReport {
     pub quality: Option<crate::range_method::QualityConfig>,
     /// Tensors `float_outputs` left without a scale (the float head of the network).
     pub float_head: Vec<String>,
+    /// Convolution multiply-adds that mnnq's int8 runtime runs int8 in the written model.
+    pub int8_macs: Option<crate::fidelity::MacShare>,
     /// What `target_cosine` left float (None: key not set).
     pub fallback: Option<crate::fallback::FallbackReport>,
     /// Final feature scales by tensor index (also in the scale file).
@@ -443,6 +445,16 @@ pub fn quantize(
         scale_json::scale_report(&model.net, &final_scales).as_bytes(),
     )?;
     report.size_after = bytes.len() as u64;
+    // What mnnq's int8 runtime runs int8 in the written model (the MAC share in the summary).
+    match crate::fidelity::engine_of(&model) {
+        Ok(int8_engine) => {
+            report.int8_macs = Some(crate::fidelity::mac_share(&model.net, &int8_engine));
+        }
+        Err(e) => report.warnings.push(format!(
+            "{}: the int8 runtime cannot load the written model to count its int8 multiply-adds: {e}",
+            quant.display()
+        )),
+    }
     report.seconds.rewrite_and_write = step.elapsed().as_secs_f64();
 
     report.tensors_with_scale = final_scales.len();
@@ -533,6 +545,27 @@ impl QuantizeReport {
                     String::new()
                 } else {
                     format!("; {} not taken (MAC budget)", f.skipped_for_budget.len())
+                }
+            );
+        }
+        if let Some(m) = &self.int8_macs {
+            let float: Vec<String> = m
+                .float_convolutions
+                .iter()
+                .map(|(name, macs)| {
+                    format!(
+                        "{name} {:.2}%",
+                        *macs as f64 * 100.0 / m.total_macs.max(1) as f64
+                    )
+                })
+                .collect();
+            s += &format!(
+                "int8 share of convolution multiply-adds (mnnq int8 runtime): {:.1}%; float: {}\n",
+                m.int8_share * 100.0,
+                if float.is_empty() {
+                    "none".to_string()
+                } else {
+                    float.join(", ")
                 }
             );
         }
