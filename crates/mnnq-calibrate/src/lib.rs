@@ -42,8 +42,9 @@ pub use parity::{compare_scales, read_mnn_scales, ParityReport, ScaleMismatch, P
 pub use range::RangeStats;
 pub use unify::{unify_scales, LayoutOp, LayoutOpKind, UnifyOptions};
 pub use weights::{
-    fake_quantize_max_abs_mnn, quantize_weights_admm, quantize_weights_max_abs, QuantizedWeights,
-    WeightAdmmOptions, WEIGHT_ADMM_ITERATIONS, ZERO_CHANNEL_SCALE,
+    fake_quantize_max_abs_mnn, quantize_weights_admm, quantize_weights_max_abs,
+    quantize_weights_mse, QuantizedWeights, WeightAdmmOptions, WEIGHT_ADMM_ITERATIONS,
+    ZERO_CHANNEL_SCALE,
 };
 
 /// Index of a tensor in the model (`Net.tensorName` position, MNN's `tensorIndex`).

@@ -202,3 +202,114 @@ pub fn quantize_weights_admm(
     }
     Ok(QuantizedWeights { scales, codes })
 }
+
+/// Candidate scales per channel tried by [`quantize_weights_mse`]: `max|w| / clamp` times
+/// 1.0, 0.99, ... down to 0.5 (51 candidates).
+pub const WEIGHT_MSE_CANDIDATES: usize = 51;
+
+/// Squared error of quantizing `channel` with step `scale`.
+fn channel_error(channel: &[f32], scale: f32, clamp: f32) -> f64 {
+    let inverse = 1.0 / scale;
+    let mut error = 0.0f32;
+    for &w in channel {
+        let code = (w * inverse).round().clamp(-clamp, clamp);
+        let e = w - code * scale;
+        error += e * e;
+    }
+    f64::from(error)
+}
+
+/// MSE weight scales: per output channel, the scale among `max|w| / clamp * f` for
+/// `f = 1.0, 0.99, ..., 0.5` whose codes `clamp(round(w / scale))` reconstruct the weights
+/// with the least squared error. Clipping a rare large weight buys a finer step for all the
+/// others, which matters for depthwise kernels (9-25 weights per channel, where one weight
+/// often sets the range). Ties keep the larger scale (so MAX_ABS when nothing is better).
+/// All-zero channels get [`ZERO_CHANNEL_SCALE`] and codes 0.
+pub fn quantize_weights_mse(
+    weights: &[f32],
+    channels: usize,
+    clamp: f32,
+) -> Result<QuantizedWeights, CalibrateError> {
+    validate_clamp(clamp)?;
+    let length = channel_length(weights, channels)?;
+    let mut scales = Vec::with_capacity(channels);
+    let mut codes = Vec::with_capacity(weights.len());
+    for channel in weights.chunks_exact(length) {
+        let max = abs_max(channel);
+        if max == 0.0 {
+            scales.push(ZERO_CHANNEL_SCALE);
+            codes.extend(std::iter::repeat_n(0i8, length));
+            continue;
+        }
+        let mut best = (f64::INFINITY, max / clamp);
+        for step in 0..WEIGHT_MSE_CANDIDATES {
+            let factor = 1.0 - 0.5 * step as f32 / (WEIGHT_MSE_CANDIDATES - 1) as f32;
+            let scale = max / clamp * factor;
+            let error = channel_error(channel, scale, clamp);
+            if error < best.0 {
+                best = (error, scale);
+            }
+        }
+        let inverse = 1.0 / best.1;
+        scales.push(best.1);
+        codes.extend(
+            channel
+                .iter()
+                .map(|&w| (w * inverse).round().clamp(-clamp, clamp) as i8),
+        );
+    }
+    Ok(QuantizedWeights { scales, codes })
+}
+
+#[cfg(test)]
+mod mse_tests {
+    use super::*;
+
+    fn error(w: &[f32], q: &QuantizedWeights) -> f64 {
+        w.iter()
+            .zip(&q.codes)
+            .map(|(&x, &c)| (f64::from(x) - f64::from(c) * f64::from(q.scales[0])).powi(2))
+            .sum()
+    }
+
+    #[test]
+    fn keeps_max_abs_when_clipping_costs_more() {
+        // A ramp on the MAX_ABS grid is exact there.
+        let ramp: Vec<f32> = (-127..=127).map(|i| i as f32 * 0.01).collect();
+        let q = quantize_weights_mse(&ramp, 1, 127.0).unwrap();
+        assert_eq!(q.scales, vec![1.27 / 127.0]);
+        // {1.0, 0.3}: at 1/127 the error is (0.1/127)^2 = 6e-7; the mildest clip (f = 0.995)
+        // already costs (0.005)^2 = 2.5e-5.
+        let q = quantize_weights_mse(&[1.0, 0.3], 1, 127.0).unwrap();
+        assert_eq!(q.scales[0], 1.0 / 127.0);
+        assert_eq!(q.codes, vec![127, 38]);
+    }
+
+    #[test]
+    fn clips_one_outlier_when_the_bulk_gains() {
+        // 10000 weights of 0.015 and one of 1.27. MAX_ABS (step 0.01): each 0.015 is 1.5 steps,
+        // rounds to 2, error 0.005^2 * 10000 = 0.25. At f = 0.82 (step 0.0082) it rounds to 2
+        // (error 0.0014^2 * 10000 = 0.0196) and 1.27 clips to 1.0414 (error 0.0523): 0.072.
+        let mut w = vec![0.015f32; 10000];
+        w.push(1.27);
+        let q = quantize_weights_mse(&w, 1, 127.0).unwrap();
+        let max_abs = quantize_weights_max_abs(&w, 1, 127.0).unwrap();
+        assert!((error(&w, &max_abs) - 0.25).abs() < 1e-3);
+        let e = error(&w, &q);
+        assert!(e < 0.075, "error {e}, scale {}", q.scales[0]);
+        assert!(q.scales[0] < 0.0086 && q.scales[0] > 0.0078);
+        assert_eq!(
+            q.codes[10000], 127,
+            "the outlier is clipped to the top code"
+        );
+    }
+
+    #[test]
+    fn zero_channel_and_per_channel_split() {
+        let q = quantize_weights_mse(&[0.0, 0.0, 0.5, -0.25], 2, 127.0).unwrap();
+        assert_eq!(q.scales[0], ZERO_CHANNEL_SCALE);
+        assert_eq!(&q.codes[..2], &[0, 0]);
+        assert_eq!(q.codes[2], 127);
+        assert_eq!(q.codes[3], -64);
+    }
+}

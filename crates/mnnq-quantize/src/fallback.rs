@@ -1,18 +1,24 @@
-//! Automatic float fallback (config key `target_cosine`): measure how much each quantized
-//! convolution's output range costs at the model outputs, then leave the most harmful ones
-//! float until the calibration-set output cosine (fake-quantized activations vs float, in the
-//! float engine) reaches the target.
+//! Automatic float fallback (config key `target_cosine`), measured with the real int8
+//! runtime on a few calibration images:
 //!
-//! A convolution is left float by giving its output tensor no scale: the rewrite then keeps it
-//! float (and so does any convolution that reads only that tensor), and MNN runs those ops in
-//! float with casts at the int8 boundaries.
+//! 1. Sensitivity: for each quantized convolution, a model in which only that convolution is
+//!    int8 (its input and output scales, its int8 weights; everything else float) runs in the
+//!    int8 runtime; its loss is `1 - cosine` of the outputs against the float model.
+//! 2. Greedy: starting from the fully quantized model, the convolutions with the largest loss
+//!    are made float one at a time (float weights, and no scale on the output tensor, so the
+//!    value they write is not rounded either) until the output cosine of the whole int8 model
+//!    reaches the target. A step that would take the int8 share of convolution multiply-adds
+//!    (as the int8 runtime's plan decides it, cascades included) below `min_int8_mac_share`
+//!    is skipped.
+//!
+//! MNN runs such convolutions float too (no quant info on the output -> float op with casts).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mnnq_engine::{Engine, Session, Tensor};
-use mnnq_format::{Net, OpParameter, OpType};
+use mnnq_engine::Engine;
+use mnnq_format::{Model, Net, OpParameter, OpType};
 
-use crate::diagnose::cosine;
+use crate::fidelity::{mac_share, mean_output_cosine, run_all};
 
 /// What the fallback did (part of the quantize report).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -20,12 +26,17 @@ pub struct FallbackReport {
     pub target_cosine: f64,
     /// Calibration images used for the measurement.
     pub images: usize,
+    /// Output cosine of the all-int8 model on those images (int8 runtime).
     pub cosine_all_int8: f64,
     pub cosine_final: f64,
-    /// Output tensors left without a scale (their convolutions stay float), most harmful first.
+    /// Convolutions left float (op names), in the order they were chosen.
     pub kept_float: Vec<String>,
-    /// Share of convolution multiply-adds still int8 after the fallback.
+    /// Loss (1 - output cosine) with only that convolution int8, largest first (op name, loss).
+    pub sensitivity: Vec<(String, f64)>,
+    /// Share of convolution multiply-adds still int8 after the fallback (int8 runtime plan).
     pub int8_mac_share: f64,
+    /// Convolutions the MAC budget did not allow to go float.
+    pub skipped_for_budget: Vec<String>,
 }
 
 /// Multiply-adds of each convolution, keyed by output tensor.
@@ -105,101 +116,231 @@ pub fn int8_mac_share(
     }
 }
 
-/// Mean output cosine (all outputs concatenated) of the fake-quantized run vs `reference`.
-fn output_cosine(
-    session: &mut Session,
-    input_name: &str,
-    input_shape: &[usize],
-    inputs: &[Vec<f32>],
-    reference: &[Vec<f32>],
-) -> Result<f64, String> {
-    let mut total = 0.0;
-    for (input, reference) in inputs.iter().zip(reference) {
-        let outputs = session
-            .run(&[(input_name, Tensor::new(input_shape.to_vec(), input.clone()))])
-            .map_err(|e| e.to_string())?;
-        let flat: Vec<f32> = outputs.into_iter().flat_map(|(_, t)| t.data).collect();
-        total += cosine(reference, &flat);
-    }
-    Ok(total / inputs.len().max(1) as f64)
+/// The tensors the fallback changes: output tensors whose scale is dropped and op positions
+/// that keep float weights.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FallbackChoice {
+    pub float_ops: BTreeSet<usize>,
+    pub dropped_scales: BTreeSet<u32>,
 }
 
-/// Removes from `scales` the conv output scales that matter most, until the fake-quantized
-/// output cosine on `inputs` reaches `target` (or a quarter of the convolutions are float).
-pub fn apply_fallback(
-    net: &Net,
-    engine: &Engine,
-    scales: &mut BTreeMap<u32, f32>,
+/// A quantizable convolution of the fully quantized net.
+struct Conv {
+    position: usize,
+    name: String,
+    input: u32,
+    output: u32,
+}
+
+fn quantized_convs(quantized: &Net) -> Vec<Conv> {
+    let mut out = Vec::new();
+    for (position, op) in quantized.oplists.iter().flatten().enumerate() {
+        let Some(OpParameter::Convolution2D(conv)) = &op.main else {
+            continue;
+        };
+        if conv.quan_parameter.is_none() {
+            continue;
+        }
+        if let (Some(&[i]), Some(&[o])) =
+            (op.input_indexes.as_deref(), op.output_indexes.as_deref())
+        {
+            out.push(Conv {
+                position,
+                name: op.name.clone().unwrap_or_else(|| format!("#{position}")),
+                input: i as u32,
+                output: o as u32,
+            });
+        }
+    }
+    out
+}
+
+/// `quantized` with the ops in `float_ops` given back their float parameters (from `float`,
+/// same op positions) and quant info kept only on tensors for which `keep_scale` holds.
+pub fn mixed_net(
+    quantized: &Net,
+    float: &Net,
+    float_ops: &dyn Fn(usize) -> bool,
+    keep_scale: &dyn Fn(u32) -> bool,
+) -> Net {
+    let mut net = quantized.clone();
+    if let (Some(ops), Some(float_ops_list)) = (net.oplists.as_mut(), float.oplists.as_ref()) {
+        for (position, (op, f)) in ops.iter_mut().zip(float_ops_list).enumerate() {
+            if float_ops(position) && op.type_ == f.type_ {
+                op.main = f.main.clone();
+                op.external_path = f.external_path.clone();
+            }
+        }
+    }
+    for d in net.extra_tensor_describe.iter_mut().flatten() {
+        if d.index < 0 || !keep_scale(d.index as u32) {
+            d.quant_info = None;
+        }
+    }
+    net
+}
+
+/// Runs a net (int8 when it has quant info) on `inputs`; outputs concatenated per image.
+fn run_net(
+    net: Net,
+    float_model: &Model,
     inputs: &[Vec<f32>],
-    target: f64,
-) -> Result<FallbackReport, String> {
-    let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
-        return Err("the float fallback needs a model with one input".into());
+) -> Result<(Vec<Vec<f32>>, f64), String> {
+    let model = Model {
+        net,
+        origin: float_model.origin.clone(),
+        external: float_model.external.clone(),
     };
-    let macs = conv_macs(net, engine);
-    let mut clean = Session::new(engine, 1).map_err(|e| e.to_string())?;
-    let mut reference = Vec::new();
-    for input in inputs {
-        let outputs = clean
-            .run(&[(
-                input_name.as_str(),
-                Tensor::new(input_shape.clone(), input.clone()),
-            )])
-            .map_err(|e| e.to_string())?;
-        reference.push(
-            outputs
-                .into_iter()
-                .flat_map(|(_, t)| t.data)
-                .collect::<Vec<f32>>(),
-        );
-    }
-    drop(clean);
-    let mut session = Session::new(engine, 1).map_err(|e| e.to_string())?;
-    for (&id, &scale) in scales.iter() {
-        session.set_fake_quant(id as usize, Some(scale));
-    }
-    let measure = |s: &mut Session| output_cosine(s, input_name, input_shape, inputs, &reference);
-    let base = measure(&mut session)?;
+    let engine = Engine::from_model(&model).map_err(|e| e.to_string())?;
+    let share = mac_share(&model.net, &engine).int8_share;
+    let outputs = run_all(&engine, inputs)?
+        .into_iter()
+        .map(|image| image.into_iter().flat_map(|(_, t)| t.data).collect())
+        .collect();
+    Ok((outputs, share))
+}
+
+/// Chooses the convolutions to leave float (see the module doc). `quantized` is the float
+/// model fully rewritten to int8; `reference` the float model's outputs on `inputs`
+/// (concatenated per image).
+pub fn choose_fallback(
+    float_model: &Model,
+    quantized: &Net,
+    inputs: &[Vec<f32>],
+    reference: &[Vec<f32>],
+    target: f64,
+    min_int8_share: f64,
+) -> Result<(FallbackChoice, FallbackReport), String> {
+    let convs = quantized_convs(quantized);
     let mut report = FallbackReport {
         target_cosine: target,
         images: inputs.len(),
-        cosine_all_int8: base,
-        cosine_final: base,
         ..FallbackReport::default()
     };
-    if base < target {
-        // Sensitivity: the output cosine with one conv output left float.
-        let candidates: Vec<u32> = macs
-            .keys()
-            .copied()
-            .filter(|t| scales.contains_key(t))
-            .collect();
-        let mut gains: Vec<(f64, u32)> = Vec::new();
-        for &t in &candidates {
-            session.set_fake_quant(t as usize, None);
-            gains.push((measure(&mut session)? - base, t));
-            session.set_fake_quant(t as usize, Some(scales[&t]));
-        }
-        gains.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let limit = candidates.len().div_ceil(4);
-        let mut current = base;
-        let mut removed = BTreeSet::new();
-        for &(gain, t) in gains.iter().take(limit) {
-            if current >= target || gain <= 0.0 {
-                break;
-            }
-            session.set_fake_quant(t as usize, None);
-            current = measure(&mut session)?;
-            removed.insert(t);
-            report
-                .kept_float
-                .push(engine.tensor_name(t as usize).to_string());
-        }
-        report.cosine_final = current;
-        for t in removed {
-            scales.remove(&t);
-        }
+    let (all_int8, share) = run_net(quantized.clone(), float_model, inputs)?;
+    report.cosine_all_int8 = mean_output_cosine(reference, &all_int8);
+    report.cosine_final = report.cosine_all_int8;
+    report.int8_mac_share = share;
+    let mut choice = FallbackChoice::default();
+    if report.cosine_all_int8 >= target {
+        return Ok((choice, report));
     }
-    report.int8_mac_share = int8_mac_share(net, &macs, scales);
-    Ok(report)
+    // Cost of leaving a convolution float: its multiply-adds plus those of the convolutions
+    // reading its output (they lose their input scale and go float with it).
+    let macs = {
+        let model = Model {
+            net: quantized.clone(),
+            origin: float_model.origin.clone(),
+            external: float_model.external.clone(),
+        };
+        let engine = Engine::from_model(&model).map_err(|e| e.to_string())?;
+        conv_macs(quantized, &engine)
+    };
+    let cost = |conv: &Conv| -> f64 {
+        let own = macs.get(&conv.output).map_or(0, |m| m.1);
+        let readers: u64 = convs
+            .iter()
+            .filter(|c| c.input == conv.output)
+            .map(|c| macs.get(&c.output).map_or(0, |m| m.1))
+            .sum();
+        (own + readers).max(1) as f64
+    };
+    // 1. Sensitivity of each convolution alone.
+    let mut losses: Vec<(f64, usize)> = Vec::new();
+    for (k, conv) in convs.iter().enumerate() {
+        let net = mixed_net(quantized, &float_model.net, &|p| p != conv.position, &|t| {
+            t == conv.input || t == conv.output
+        });
+        let (outputs, _) = run_net(net, float_model, inputs)?;
+        losses.push((1.0 - mean_output_cosine(reference, &outputs), k));
+    }
+    losses.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    report.sensitivity = losses
+        .iter()
+        .map(|&(loss, k)| (convs[k].name.clone(), loss))
+        .collect();
+    // 2. Greedy, largest loss per multiply-add made float first (a knapsack heuristic for
+    // the MAC budget).
+    let mut order = losses.clone();
+    order.sort_by(|a, b| {
+        (b.0 / cost(&convs[b.1]))
+            .total_cmp(&(a.0 / cost(&convs[a.1])))
+            .then(a.1.cmp(&b.1))
+    });
+    for &(loss, k) in &order {
+        if report.cosine_final >= target || loss <= 0.0 {
+            break;
+        }
+        let conv = &convs[k];
+        let mut trial = choice.clone();
+        trial.float_ops.insert(conv.position);
+        trial.dropped_scales.insert(conv.output);
+        let net = mixed_net(
+            quantized,
+            &float_model.net,
+            &|p| trial.float_ops.contains(&p),
+            &|t| !trial.dropped_scales.contains(&t),
+        );
+        let (outputs, share) = run_net(net, float_model, inputs)?;
+        if share < min_int8_share {
+            report.skipped_for_budget.push(conv.name.clone());
+            continue;
+        }
+        let cosine = mean_output_cosine(reference, &outputs);
+        // A step that does not help is not kept (rounding can interact).
+        if cosine <= report.cosine_final {
+            continue;
+        }
+        choice = trial;
+        report.cosine_final = cosine;
+        report.int8_mac_share = share;
+        report.kept_float.push(conv.name.clone());
+    }
+    Ok((choice, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mnnq_format::{Op, TensorDescribe, TensorQuantInfo};
+
+    #[test]
+    fn mixed_net_restores_float_ops_and_strips_scales() {
+        let op = |name: &str, relu: bool| Op {
+            name: Some(name.into()),
+            type_: OpType::ReLu,
+            main: Some(OpParameter::Relu(Box::new(mnnq_format::Relu {
+                slope: if relu { 0.0 } else { 0.5 },
+            }))),
+            ..Op::default()
+        };
+        let describe = |index: i32| TensorDescribe {
+            index,
+            quant_info: Some(Box::new(TensorQuantInfo {
+                scale: 0.1,
+                ..TensorQuantInfo::default()
+            })),
+            ..TensorDescribe::default()
+        };
+        let quantized = Net {
+            oplists: Some(vec![op("a", true), op("b", true)]),
+            extra_tensor_describe: Some(vec![describe(0), describe(1), describe(2)]),
+            ..Net::default()
+        };
+        let float = Net {
+            oplists: Some(vec![op("a", false), op("b", false)]),
+            ..Net::default()
+        };
+        let mixed = mixed_net(&quantized, &float, &|p| p == 1, &|t| t != 1);
+        let ops = mixed.oplists.unwrap();
+        assert_eq!(ops[0].main, quantized.oplists.as_ref().unwrap()[0].main);
+        assert_eq!(ops[1].main, float.oplists.as_ref().unwrap()[1].main);
+        let scales: Vec<bool> = mixed
+            .extra_tensor_describe
+            .unwrap()
+            .iter()
+            .map(|d| d.quant_info.is_some())
+            .collect();
+        assert_eq!(scales, vec![true, false, true]);
+    }
 }

@@ -7,10 +7,17 @@
 //! [`stats::collect_ranges`] / [`stats::collect_histograms`] (the two passes, any thread
 //! count, same result), [`scales::feature_scales`] + [`scales::unify`],
 //! [`rewrite::rewrite_net`], [`scale_json::scale_report`]; [`quantize`] runs them all.
+//!
+//! Quality (docs/quality.md): [`range_method`] (config keys, activation ranges, float head),
+//! [`bias_correction`], [`fallback`] (int8-runtime float fallback under a MAC budget) and
+//! [`fidelity`] (int8 runtime vs float engine: the metrics of `scripts/fidelity.py` and the
+//! int8 MAC share).
 
+pub mod bias_correction;
 pub mod diagnose;
 mod error;
 pub mod fallback;
+pub mod fidelity;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

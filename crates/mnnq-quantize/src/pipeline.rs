@@ -33,6 +33,8 @@ pub const ADMM_BINS: usize = 4096;
 /// skips decoding them). A constant, so memory does not grow with the number of images:
 /// 40 EfficientNet images (224 x 224 x 3) take 6 MB, 24 PP-OCR det images (640 x 640 x 3) 29 MB.
 pub const DECODED_IMAGE_BUDGET: usize = 32 << 20;
+/// Calibration images whose convolution-input means drive bias correction.
+pub const BIAS_CORRECTION_IMAGES: usize = 8;
 
 /// Run settings that are not in the config.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +48,9 @@ pub struct QuantizeOptions {
     /// Called with each config/input warning as soon as it is known (they are also in the
     /// report), so they are seen even when the run fails later.
     pub on_warning: Option<fn(&str)>,
+    /// MNN-compatible mode: quality keys absent from the config take MNN's behaviour
+    /// ([`crate::range_method::QualityConfig::mnn`]) instead of mnnq's recommended defaults.
+    pub mnn_compatible: bool,
 }
 
 /// Wall time of each step, in seconds.
@@ -90,6 +95,12 @@ pub struct QuantizeReport {
     pub warnings: Vec<String>,
     /// `feature_range_method` from the config (None: not read yet).
     pub range_method: Option<crate::range_method::RangeMethod>,
+    /// The quality settings in effect (config keys and mode defaults).
+    pub quality: Option<crate::range_method::QualityConfig>,
+    /// Tensors `float_outputs` left without a scale (the float head of the network).
+    pub float_head: Vec<String>,
+    /// Convolution multiply-adds that mnnq's int8 runtime runs int8 in the written model.
+    pub int8_macs: Option<crate::fidelity::MacShare>,
     /// What `target_cosine` left float (None: key not set).
     pub fallback: Option<crate::fallback::FallbackReport>,
     /// Final feature scales by tensor index (also in the scale file).
@@ -210,7 +221,14 @@ pub fn quantize(
             quant.display()
         )));
     }
-    let (config, config_warnings) = Config::from_file(config_path)?;
+    let (config, mut config_warnings) = Config::from_file(config_path)?;
+    // The config reader does not know mnnq's own quality keys: they are read below.
+    config_warnings.retain(|w| {
+        let text = w.to_string();
+        !crate::range_method::QUALITY_KEYS
+            .iter()
+            .any(|key| text.contains(&format!("unknown key \"{key}\"")))
+    });
     if let Some(warn) = options.on_warning {
         config_warnings.iter().for_each(|w| warn(&w.to_string()));
     }
@@ -240,6 +258,7 @@ pub fn quantize(
     report.weight_method = match weight_method {
         WeightMethod::MaxAbs => "MAX_ABS".into(),
         WeightMethod::Admm => "ADMM".into(),
+        WeightMethod::Mse => "MSE".into(),
     };
 
     let mut model = Model::load(origin)?;
@@ -351,9 +370,14 @@ pub fn quantize(
 
     let step = Instant::now();
     let clamp = config.feature_clamp_value as f32;
-    // Quality keys (docs/quality.md): absent means MNN's behaviour.
-    let quality =
-        crate::range_method::QualityConfig::from_file(config_path).map_err(QuantizeError::Usage)?;
+    // Quality keys (docs/quality.md): absent keys take the mode's defaults.
+    let defaults = if options.mnn_compatible {
+        crate::range_method::QualityConfig::mnn()
+    } else {
+        crate::range_method::QualityConfig::recommended()
+    };
+    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
+        .map_err(QuantizeError::Usage)?;
     let sensitive = crate::range_method::saturation_sensitive_tensors(&model.net);
     report.range_method = Some(quality.range_method);
     let mut scales = feature_scales_with(&plan, &ranges, &histograms, clamp, &|id| {
@@ -371,50 +395,102 @@ pub fn quantize(
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
     }
-    if let Some(target) = quality.target_cosine {
-        // A few calibration images are enough to rank the convolutions (each costs one run
-        // per convolution).
-        if engine.inputs.len() != 1 {
-            return Err(QuantizeError::Usage(format!(
-                "{}: target_cosine needs a model with one input, this one has {}",
-                config_path.display(),
-                engine.inputs.len()
-            )));
-        }
-        let inputs: Vec<Vec<f32>> = (0..files.len())
-            .filter_map(|i| load(i).ok())
-            .filter_map(|mut sample| sample.pop().map(|(_, data)| data))
-            .take(8)
-            .collect();
-        let fallback = crate::fallback::apply_fallback(
-            &model.net,
-            &engine,
-            &mut scales.scales,
-            &inputs,
-            target,
-        )
-        .map_err(|message| QuantizeError::Engine {
-            model: origin.display().to_string(),
-            message,
-        })?;
-        report.fallback = Some(fallback);
+    if engine.inputs.len() != 1 && quality.target_cosine.is_some() {
+        return Err(QuantizeError::Usage(format!(
+            "{}: target_cosine needs a model with one input, this one has {}",
+            config_path.display(),
+            engine.inputs.len()
+        )));
     }
-    report.seconds.scales = step.elapsed().as_secs_f64();
-
-    let step = Instant::now();
+    if quality.float_outputs {
+        let macs = crate::fallback::conv_macs(&model.net, &engine);
+        let names = tensor_names(&model.net);
+        for id in crate::range_method::float_head_tensors(&model.net, &macs) {
+            if scales.scales.remove(&id).is_some() {
+                report
+                    .float_head
+                    .push(names.get(&id).cloned().unwrap_or_else(|| format!("#{id}")));
+            }
+        }
+    }
     let channels: BTreeMap<u32, usize> = plan
         .tensors
         .iter()
         .filter_map(|t| Some((t.id, t.channels()?)))
         .collect();
-    drop(engine);
-    let rewrite_options = RewriteOptions {
-        weight_method,
+    let load_some = |count: usize| -> Vec<Vec<f32>> {
+        (0..files.len())
+            .filter(|i| !report.images_skipped.iter().any(|s| s.path == files[*i]))
+            .take(count)
+            .filter_map(|i| load(i).ok())
+            // One-input models only (checked above for target_cosine; bias correction is
+            // skipped for others).
+            .filter_map(|mut sample| sample.pop().map(|(_, data)| data))
+            .collect()
+    };
+    let input_channel_means = if quality.bias_correction && engine.inputs.len() == 1 {
+        // Per-channel means converge fast; 8 images keep this pass short on large inputs
+        // (every tensor is observed).
+        let inputs = load_some(BIAS_CORRECTION_IMAGES);
+        Some(
+            crate::bias_correction::conv_input_channel_means(&model.net, &engine, &inputs)
+                .map_err(|message| QuantizeError::Engine {
+                    model: origin.display().to_string(),
+                    message,
+                })?,
+        )
+    } else {
+        None
+    };
+    let mut rewrite_options = RewriteOptions {
+        weight_method: match (weight_method, quality.weight_range) {
+            (WeightMethod::MaxAbs, crate::range_method::WeightRange::Mse) => WeightMethod::Mse,
+            (method, _) => method,
+        },
         weight_clamp: config.weight_clamp_value as f32,
         feature_clamp: clamp,
         quant_bits: config.quant_bits,
         skip_op_names: config.skip_quant_op_names.clone(),
+        input_channel_means,
     };
+    if rewrite_options.weight_method == WeightMethod::Mse {
+        report.weight_method = "MAX_ABS (MSE-searched scales)".into();
+    }
+    if let Some(target) = quality.target_cosine {
+        let engine_error = |message| QuantizeError::Engine {
+            model: origin.display().to_string(),
+            message,
+        };
+        let inputs = load_some(quality.fallback_images);
+        let reference: Vec<Vec<f32>> = crate::fidelity::run_all(&engine, &inputs)
+            .map_err(engine_error)?
+            .into_iter()
+            .map(|image| image.into_iter().flat_map(|(_, t)| t.data).collect())
+            .collect();
+        let mut quantized = model.net.clone();
+        rewrite_net(&mut quantized, &scales.scales, &channels, &rewrite_options)?;
+        let (choice, fallback) = crate::fallback::choose_fallback(
+            &model,
+            &quantized,
+            &inputs,
+            &reference,
+            target,
+            quality.min_int8_mac_share,
+        )
+        .map_err(engine_error)?;
+        for t in &choice.dropped_scales {
+            scales.scales.remove(t);
+        }
+        rewrite_options
+            .skip_op_names
+            .extend(fallback.kept_float.iter().cloned());
+        report.fallback = Some(fallback);
+    }
+    report.quality = Some(quality);
+    report.seconds.scales = step.elapsed().as_secs_f64();
+
+    let step = Instant::now();
+    drop(engine);
     report.rewrite = rewrite_net(&mut model.net, &scales.scales, &channels, &rewrite_options)?;
     // Tensors whose unary op cannot run in int8 lost their quant info in the rewrite.
     let mut final_scales = scales.scales.clone();
@@ -438,6 +514,16 @@ pub fn quantize(
         scale_json::scale_report(&model.net, &final_scales).as_bytes(),
     )?;
     report.size_after = bytes.len() as u64;
+    // What mnnq's int8 runtime runs int8 in the written model (the MAC share in the summary).
+    match crate::fidelity::engine_of(&model) {
+        Ok(int8_engine) => {
+            report.int8_macs = Some(crate::fidelity::mac_share(&model.net, &int8_engine));
+        }
+        Err(e) => report.warnings.push(format!(
+            "{}: the int8 runtime cannot load the written model to count its int8 multiply-adds: {e}",
+            quant.display()
+        )),
+    }
     report.seconds.rewrite_and_write = step.elapsed().as_secs_f64();
 
     report.tensors_with_scale = final_scales.len();
@@ -506,16 +592,56 @@ impl QuantizeReport {
                 self.float_max_pools
             );
         }
+        if let Some(q) = &self.quality {
+            s += &format!(
+                "quality: feature ranges {:?}, weight scales {:?}, bias correction {} ({} convolution(s)), float outputs {}\n",
+                q.range_method,
+                q.weight_range,
+                if q.bias_correction { "on" } else { "off" },
+                self.rewrite.biases_corrected,
+                if q.float_outputs {
+                    format!("on ({})", self.float_head.join(", "))
+                } else {
+                    "off".into()
+                },
+            );
+        }
         if let Some(f) = &self.fallback {
             s += &format!(
-                "float fallback (target_cosine {}): output cosine {:.4} -> {:.4} on {} calibration image(s); {} conv output(s) left float ({}); int8 share of conv MACs {:.1}%\n",
+                "float fallback (target_cosine {}): int8 output cosine {:.4} -> {:.4} on {} calibration image(s); {} convolution(s) left float ({}); int8 share of convolution multiply-adds {:.1}%{}\n",
                 f.target_cosine,
                 f.cosine_all_int8,
                 f.cosine_final,
                 f.images,
                 f.kept_float.len(),
                 f.kept_float.join(", "),
-                f.int8_mac_share * 100.0
+                f.int8_mac_share * 100.0,
+                if f.skipped_for_budget.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} not taken (MAC budget)", f.skipped_for_budget.len())
+                }
+            );
+        }
+        if let Some(m) = &self.int8_macs {
+            let float: Vec<String> = m
+                .float_convolutions
+                .iter()
+                .map(|(name, macs)| {
+                    format!(
+                        "{name} {:.2}%",
+                        *macs as f64 * 100.0 / m.total_macs.max(1) as f64
+                    )
+                })
+                .collect();
+            s += &format!(
+                "int8 share of convolution multiply-adds (mnnq int8 runtime): {:.1}%; float: {}\n",
+                m.int8_share * 100.0,
+                if float.is_empty() {
+                    "none".to_string()
+                } else {
+                    float.join(", ")
+                }
             );
         }
         s += &format!("size: {} -> {} bytes\n", self.size_before, self.size_after);

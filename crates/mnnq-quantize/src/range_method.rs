@@ -41,48 +41,135 @@ impl RangeMethod {
     }
 }
 
-/// Extra quality keys read from the same config file (MNN ignores unknown keys).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+/// The config keys read by [`QualityConfig::from_file`].
+pub const QUALITY_KEYS: &[&str] = &[
+    "feature_range_method",
+    "weight_range_method",
+    "bias_correction",
+    "float_outputs",
+    "target_cosine",
+    "min_int8_mac_share",
+    "fallback_images",
+    "keep_float_op_types",
+];
+
+/// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WeightRange {
+    /// MNN: `max|w| / clamp` per channel.
+    #[default]
+    MaxAbs,
+    /// Per channel, the scale minimising the squared weight error.
+    Mse,
+}
+
+/// Extra quality keys read from the same config file (MNN ignores unknown keys). Keys left
+/// out take the defaults of the mode: [`QualityConfig::recommended`] normally,
+/// [`QualityConfig::mnn`] in MNN-compatible mode (`mnnq quantize --mnn`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct QualityConfig {
     pub range_method: RangeMethod,
-    /// `target_cosine`: leave the most harmful convolutions float until the calibration-set
-    /// output cosine reaches this value (None: no fallback).
+    /// `weight_range_method`.
+    pub weight_range: WeightRange,
+    /// `bias_correction`: fold the mean output shift of the weights' rounding into the bias.
+    pub bias_correction: bool,
+    /// `float_outputs`: graph outputs get no scale, so the ops writing them run float (a
+    /// probability map or logits keep full precision; costs only the last op).
+    pub float_outputs: bool,
+    /// `target_cosine`: leave the most harmful convolutions float until the int8 output
+    /// cosine on calibration images reaches this value (None or 0: no fallback).
     pub target_cosine: Option<f64>,
+    /// `min_int8_mac_share`: the fallback never takes the int8 share of convolution
+    /// multiply-adds below this.
+    pub min_int8_mac_share: f64,
+    /// `fallback_images`: calibration images the fallback measures on.
+    pub fallback_images: usize,
     /// `keep_float_op_types`: MNN op type names (e.g. "Pooling") whose inputs and outputs get
     /// no scale, so MNN runs those ops in float (casting at the int8 boundaries). Both sides
     /// matter: MNN picks the int8 kernel from the input's type.
     pub keep_float_op_types: Vec<String>,
 }
 
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self::recommended()
+    }
+}
+
 impl QualityConfig {
-    /// Reads `feature_range_method` and `target_cosine` from the JSON config at `path`.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+    /// Exactly MNN's tool.
+    pub fn mnn() -> Self {
+        QualityConfig {
+            range_method: RangeMethod::Kl,
+            weight_range: WeightRange::MaxAbs,
+            bias_correction: false,
+            float_outputs: false,
+            target_cosine: None,
+            min_int8_mac_share: 0.8,
+            fallback_images: 8,
+            keep_float_op_types: Vec::new(),
+        }
+    }
+
+    /// mnnq's defaults (docs/quality.md): each technique measured not to hurt on the shared
+    /// models.
+    pub fn recommended() -> Self {
+        QualityConfig {
+            range_method: RangeMethod::Auto,
+            // MSE weight scales gained little on EfficientNet and lost on PP-OCR det.
+            weight_range: WeightRange::MaxAbs,
+            bias_correction: true,
+            float_outputs: true,
+            target_cosine: None,
+            ..Self::mnn()
+        }
+    }
+
+    /// Reads the quality keys from the JSON config at `path`; absent keys keep `defaults`.
+    pub fn from_file(path: &std::path::Path, defaults: QualityConfig) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read the config: {e}", path.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
-        let mut out = Self::default();
+        let mut out = defaults;
+        let p = path.display();
         if let Some(v) = value.get("feature_range_method") {
             let name = v.as_str().ok_or_else(|| {
-                format!(
-                    "{}: feature_range_method must be a string (KL, MAX, MSE or AUTO)",
-                    path.display()
-                )
+                format!("{p}: feature_range_method must be a string (KL, MAX, MSE or AUTO)")
             })?;
-            out.range_method = Self::parse_method(name).ok_or_else(|| {
-                format!(
-                    "{}: unknown feature_range_method {name:?}; use KL, MAX, MSE or AUTO",
-                    path.display()
-                )
+            out.range_method = RangeMethod::parse(name).ok_or_else(|| {
+                format!("{p}: unknown feature_range_method {name:?}; use KL, MAX, MSE or AUTO")
             })?;
         }
-        if let Some(v) = value.get("keep_float_op_types") {
-            let bad = || {
-                format!(
-                    "{}: keep_float_op_types must be a list of op type names",
-                    path.display()
-                )
+        if let Some(v) = value.get("weight_range_method") {
+            out.weight_range = match v.as_str().map(str::to_ascii_uppercase).as_deref() {
+                Some("MAX_ABS") => WeightRange::MaxAbs,
+                Some("MSE") => WeightRange::Mse,
+                _ => {
+                    return Err(format!(
+                        "{p}: weight_range_method must be \"MAX_ABS\" or \"MSE\""
+                    ))
+                }
             };
+        }
+        let flag = |key: &str| -> Result<Option<bool>, String> {
+            value
+                .get(key)
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| format!("{p}: {key} must be true or false"))
+                })
+                .transpose()
+        };
+        if let Some(b) = flag("bias_correction")? {
+            out.bias_correction = b;
+        }
+        if let Some(b) = flag("float_outputs")? {
+            out.float_outputs = b;
+        }
+        if let Some(v) = value.get("keep_float_op_types") {
+            let bad = || format!("{p}: keep_float_op_types must be a list of op type names");
             for name in v.as_array().ok_or_else(bad)? {
                 out.keep_float_op_types
                     .push(name.as_str().ok_or_else(bad)?.to_string());
@@ -92,19 +179,23 @@ impl QualityConfig {
             let t = v
                 .as_f64()
                 .filter(|t| (0.0..=1.0).contains(t))
-                .ok_or_else(|| {
-                    format!(
-                        "{}: target_cosine must be a number in [0, 1]",
-                        path.display()
-                    )
-                })?;
-            out.target_cosine = Some(t);
+                .ok_or_else(|| format!("{p}: target_cosine must be a number in [0, 1]"))?;
+            out.target_cosine = (t > 0.0).then_some(t);
+        }
+        if let Some(v) = value.get("min_int8_mac_share") {
+            out.min_int8_mac_share = v
+                .as_f64()
+                .filter(|t| (0.0..=1.0).contains(t))
+                .ok_or_else(|| format!("{p}: min_int8_mac_share must be a number in [0, 1]"))?;
+        }
+        if let Some(v) = value.get("fallback_images") {
+            out.fallback_images = v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{p}: fallback_images must be a positive integer"))?
+                as usize;
         }
         Ok(out)
-    }
-
-    fn parse_method(name: &str) -> Option<RangeMethod> {
-        RangeMethod::parse(name)
     }
 }
 
@@ -184,6 +275,94 @@ pub fn saturation_sensitive_tensors(net: &mnnq_format::Net) -> BTreeSet<u32> {
     for output in net.output_name.iter().flatten() {
         if let Some(i) = names.iter().position(|n| n == output) {
             out.insert(i as u32);
+        }
+    }
+    out
+}
+
+/// The graph output tensors (`Net.outputName`).
+pub fn graph_outputs(net: &mnnq_format::Net) -> BTreeSet<u32> {
+    let names: Vec<String> = net.tensor_name.clone().unwrap_or_default();
+    net.output_name
+        .iter()
+        .flatten()
+        .filter_map(|o| names.iter().position(|n| n == o).map(|i| i as u32))
+        .collect()
+}
+
+/// Share of all convolution multiply-adds below which a convolution near an output counts as
+/// cheap enough to run float under `float_outputs`.
+pub const CHEAP_CONV_SHARE: f64 = 0.01;
+
+/// The tensors `float_outputs` leaves without a scale: each graph output, and walking back
+/// from it through single-data-input ops (layout, pooling, activations, softmax, and
+/// convolutions with under [`CHEAP_CONV_SHARE`] of the multiply-adds) the tensors they read,
+/// so the head of the network (e.g. global pooling + classifier, or the last up-sampling +
+/// Sigmoid of a map) runs float on the int8 features. The walk stops at an expensive
+/// convolution (its output keeps its scale, so it stays int8) and after an op with several
+/// data inputs. `conv_macs` is [`crate::fallback::conv_macs`].
+pub fn float_head_tensors(
+    net: &mnnq_format::Net,
+    conv_macs: &std::collections::BTreeMap<u32, (String, u64)>,
+) -> BTreeSet<u32> {
+    use mnnq_format::OpType;
+    let total: u64 = conv_macs.values().map(|m| m.1).sum();
+    let ops = net.oplists.as_deref().unwrap_or(&[]);
+    let mut producer = std::collections::HashMap::new();
+    for (position, op) in ops.iter().enumerate() {
+        for &o in op.output_indexes.iter().flatten() {
+            producer.insert(o as u32, position);
+        }
+    }
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<u32> = graph_outputs(net).into_iter().collect();
+    while let Some(tensor) = stack.pop() {
+        if !out.insert(tensor) {
+            continue;
+        }
+        let Some(op) = producer.get(&tensor).map(|&p| &ops[p]) else {
+            continue;
+        };
+        let walk_on = matches!(
+            op.type_,
+            OpType::Convolution
+                | OpType::ConvolutionDepthwise
+                | OpType::Deconvolution
+                | OpType::Reshape
+                | OpType::Flatten
+                | OpType::Squeeze
+                | OpType::Unsqueeze
+                | OpType::ConvertTensor
+                | OpType::Permute
+                | OpType::Transpose
+                | OpType::Pooling
+                | OpType::Pooling3D
+                | OpType::UnaryOp
+                | OpType::Sigmoid
+                | OpType::TanH
+                | OpType::Softmax
+                | OpType::ReLu
+                | OpType::ReLu6
+                | OpType::Interp
+        );
+        let Some(&input) = op.input_indexes.as_ref().and_then(|v| v.first()) else {
+            continue;
+        };
+        if !walk_on || input < 0 {
+            continue;
+        }
+        let input = input as u32;
+        // The op writing `input`: an expensive convolution keeps its output scale. A
+        // deconvolution never counts as expensive: mnnq's int8 runtime runs it float anyway,
+        // so leaving its output float costs nothing there.
+        let expensive = producer.get(&input).is_some_and(|&p| {
+            ops[p].type_ != OpType::Deconvolution
+                && conv_macs
+                    .get(&input)
+                    .is_some_and(|m| total > 0 && m.1 as f64 >= CHEAP_CONV_SHARE * total as f64)
+        });
+        if !expensive {
+            stack.push(input);
         }
     }
     out
@@ -289,6 +468,66 @@ mod tests {
             per_tensor_method(RangeMethod::Kl, &sensitive, 3),
             RangeMethod::Kl
         );
+    }
+
+    #[test]
+    fn float_head_walks_back_to_the_first_expensive_convolution() {
+        use mnnq_format::{Net, Op, OpType};
+        use std::collections::BTreeMap;
+        // x(0) -conv A-> 1 -pool-> 2 -conv B (cheap)-> 3 -reshape-> 4 (output)
+        let op = |t: OpType, i: i32, o: i32| Op {
+            type_: t,
+            input_indexes: Some(vec![i]),
+            output_indexes: Some(vec![o]),
+            ..Op::default()
+        };
+        let net = Net {
+            oplists: Some(vec![
+                op(OpType::Convolution, 0, 1),
+                op(OpType::Pooling, 1, 2),
+                op(OpType::Convolution, 2, 3),
+                op(OpType::Reshape, 3, 4),
+            ]),
+            tensor_name: Some((0..5).map(|i| format!("t{i}")).collect()),
+            output_name: Some(vec!["t4".into()]),
+            ..Net::default()
+        };
+        let macs = BTreeMap::from([(1, ("A".into(), 1000)), (3, ("B".into(), 5))]);
+        // B has 0.5 % of the MACs: float; A's output (read by the pool) keeps its scale.
+        let head: Vec<u32> = float_head_tensors(&net, &macs).into_iter().collect();
+        assert_eq!(head, vec![2, 3, 4]);
+        // When B is expensive too, only the reshape's output is left float.
+        let macs = BTreeMap::from([(1, ("A".into(), 1000)), (3, ("B".into(), 500))]);
+        let head: Vec<u32> = float_head_tensors(&net, &macs).into_iter().collect();
+        assert_eq!(head, vec![4]);
+    }
+
+    #[test]
+    fn quality_keys_default_by_mode_and_bad_values_are_errors() {
+        let dir = std::env::temp_dir().join(format!("mnnq_quality_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.json");
+        std::fs::write(
+            &path,
+            r#"{"bias_correction": false, "target_cosine": 0.99}"#,
+        )
+        .unwrap();
+        let q = QualityConfig::from_file(&path, QualityConfig::recommended()).unwrap();
+        assert_eq!(q.range_method, RangeMethod::Auto);
+        assert!(!q.bias_correction && q.float_outputs);
+        assert_eq!(q.target_cosine, Some(0.99));
+        let q = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap();
+        assert_eq!(q.range_method, RangeMethod::Kl);
+        assert!(!q.float_outputs);
+        std::fs::write(&path, r#"{"weight_range_method": "L1"}"#).unwrap();
+        let e = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap_err();
+        assert!(
+            e.contains("weight_range_method") && e.contains("c.json"),
+            "{e}"
+        );
+        std::fs::write(&path, r#"{"bias_correction": 1}"#).unwrap();
+        assert!(QualityConfig::from_file(&path, QualityConfig::mnn()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use mnnq_calibrate::{quantize_weights_admm, quantize_weights_max_abs, WeightAdmmOptions};
+use mnnq_calibrate::{
+    quantize_weights_admm, quantize_weights_max_abs, quantize_weights_mse, WeightAdmmOptions,
+};
 use mnnq_format::{
     Convolution2D, DataType, IdstQuan, Net, Op, OpParameter, OpType, QuantizedFloatParam,
     TensorDescribe, TensorQuantInfo, UnaryOp, UnaryOpOperation,
@@ -17,6 +19,9 @@ use mnnq_format::weights::encode_dense_codebook;
 pub enum WeightMethod {
     MaxAbs,
     Admm,
+    /// Per-channel scale minimising the weights' squared rounding + clipping error
+    /// (`weight_range_method: "MSE"`, docs/quality.md).
+    Mse,
 }
 
 /// Settings of the rewrite.
@@ -29,6 +34,9 @@ pub struct RewriteOptions {
     pub feature_clamp: f32,
     pub quant_bits: u32,
     pub skip_op_names: Vec<String>,
+    /// Bias correction (`crate::bias_correction`): per-channel means of convolution inputs,
+    /// keyed by input tensor id. None: biases are written unchanged (MNN).
+    pub input_channel_means: Option<BTreeMap<u32, Vec<f32>>>,
 }
 
 /// Why a convolution kept float weights.
@@ -57,6 +65,8 @@ pub struct RewriteSummary {
     /// output quant info is dropped so the runtime keeps them in float.
     pub unary_without_table: Vec<String>,
     pub tensors_with_quant_info: usize,
+    /// Convolutions whose bias was corrected for the weights' rounding shift.
+    pub biases_corrected: usize,
 }
 
 fn op_name(op: &Op, position: usize) -> String {
@@ -152,14 +162,29 @@ pub fn unary_table(
 }
 
 /// Quantizes one convolution's weights in place.
-fn quantize_conv(
-    conv: &mut Convolution2D,
+/// What one convolution's rewrite needs besides its parameters.
+struct ConvContext<'a> {
+    depthwise: bool,
     scale_in: f32,
     scale_out: f32,
     input_channels: Option<usize>,
+    /// Per-channel means of its input (bias correction), if enabled.
+    input_means: Option<&'a Vec<f32>>,
+}
+
+fn quantize_conv(
+    conv: &mut Convolution2D,
+    context: ConvContext,
     options: &RewriteOptions,
-    zero_channels: &mut usize,
+    summary: &mut RewriteSummary,
 ) -> Result<(), String> {
+    let ConvContext {
+        depthwise,
+        scale_in,
+        scale_out,
+        input_channels,
+        input_means,
+    } = context;
     let weights = conv.weight.take().unwrap_or_default();
     let common = conv
         .common
@@ -179,10 +204,38 @@ fn quantize_conv(
                 ..WeightAdmmOptions::default()
             },
         ),
+        WeightMethod::Mse => quantize_weights_mse(&weights, channels, options.weight_clamp),
     }
     .map_err(|e| e.to_string())?;
     let per_channel = weights.len() / channels;
-    *zero_channels += weights
+    if let Some(means) = input_means {
+        let dequantized: Vec<f32> = quantized
+            .codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| f32::from(c) * quantized.scales[i / per_channel])
+            .collect();
+        let groups = if depthwise {
+            channels
+        } else {
+            common.group.max(1) as usize
+        };
+        let kernel_area = (common.kernel_x.max(1) * common.kernel_y.max(1)) as usize;
+        let bias = conv.bias.get_or_insert_with(|| vec![0.0; channels]);
+        if bias.len() == channels
+            && crate::bias_correction::correct_bias(
+                &weights,
+                &dequantized,
+                bias,
+                groups,
+                kernel_area,
+                means,
+            )
+        {
+            summary.biases_corrected += 1;
+        }
+    }
+    summary.zero_weight_channels += weights
         .chunks_exact(per_channel)
         .filter(|c| c.iter().all(|&w| w == 0.0))
         .count();
@@ -267,20 +320,28 @@ pub fn rewrite_net(
                     continue;
                 }
                 let (i, o) = single_io(op).expect("checked above");
+                let depthwise = op.type_ == OpType::ConvolutionDepthwise;
+                // The weight layout of a deconvolution is [in][out]: not corrected.
+                let means = options
+                    .input_channel_means
+                    .as_ref()
+                    .filter(|_| op.type_ != OpType::Deconvolution)
+                    .and_then(|m| m.get(&i));
                 let Some(OpParameter::Convolution2D(conv)) = &mut op.main else {
                     unreachable!("checked above")
                 };
-                quantize_conv(
-                    conv,
-                    scales[&i],
-                    scales[&o],
-                    channels.get(&i).copied(),
-                    options,
-                    &mut summary.zero_weight_channels,
-                )
-                .map_err(|message| QuantizeError::Op {
-                    op: name.clone(),
-                    message,
+                let context = ConvContext {
+                    depthwise,
+                    scale_in: scales[&i],
+                    scale_out: scales[&o],
+                    input_channels: channels.get(&i).copied(),
+                    input_means: means,
+                };
+                quantize_conv(conv, context, options, &mut summary).map_err(|message| {
+                    QuantizeError::Op {
+                        op: name.clone(),
+                        message,
+                    }
                 })?;
                 op.external_path = None;
                 summary.convolutions_quantized += 1;
@@ -407,6 +468,7 @@ mod tests {
             feature_clamp: 127.0,
             quant_bits: 8,
             skip_op_names: vec![],
+            input_channel_means: None,
         }
     }
 

@@ -45,6 +45,8 @@ fn quantize_cls(
         progress: false,
         unify,
         on_warning: None,
+        // Parity with MNN's tool: MNN's ranges, weights and biases.
+        mnn_compatible: true,
     };
     let report = quantize(
         &repo().join("testdata/ppocr_cls_v2/model.mnn"),
@@ -273,4 +275,68 @@ fn cls_unification_until_stable_leaves_no_inconsistent_pooling() {
     assert_eq!(output_scale, input_scale.map(f32::next_up));
     assert_eq!(report.float_max_pools, 1);
     assert!(report.unify_passes > 1 && report.unify_passes < 16);
+}
+
+/// The default quality settings keep PP-OCR cls's decisions on the evaluation lines (never
+/// used for calibration) in mnnq's int8 runtime: issue #7's bar is 98 % argmax agreement.
+#[test]
+fn cls_default_quality_meets_the_agreement_bar_in_the_int8_runtime() {
+    // The evaluation lines are in the shared fixtures only.
+    let eval = match std::env::var_os("MNNQ_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo().join("../shared/fixtures"),
+    }
+    .join("images/eval_textline");
+    if !eval.is_dir() {
+        println!(
+            "SKIPPED: cls_default_quality_meets_the_agreement_bar_in_the_int8_runtime: no {} (set MNNQ_FIXTURES)",
+            eval.display()
+        );
+        return;
+    }
+    let data = cls_data();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), &data, "KL", "MAX_ABS");
+    let out = dir.path().join("cls_default.mnn");
+    let float_path = data.join("model.mnn");
+    let report = quantize(&float_path, &out, &config_path, &QuantizeOptions::default()).unwrap();
+    let quality = report.quality.clone().unwrap();
+    assert!(quality.bias_correction && quality.float_outputs);
+    assert!(report.rewrite.biases_corrected > 0);
+
+    let (config, _) = mnnq_preprocess::Config::from_file(&config_path).unwrap();
+    let spec = mnnq_preprocess::InputSpec::for_model_input(
+        &config,
+        "x",
+        mnnq_preprocess::Layout::Nchw,
+        &[1, 3, 48, 192],
+    )
+    .unwrap()
+    .0;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&eval)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let inputs: Vec<Vec<f32>> = files
+        .iter()
+        .map(|f| mnnq_preprocess::preprocess_image(f, &config, &spec).unwrap())
+        .collect();
+    use mnnq_quantize::fidelity::{compare_outputs, engine_of, mac_share, run_all};
+    let float = engine_of(&Model::load(&float_path).unwrap()).unwrap();
+    let quant_model = Model::load(&out).unwrap();
+    let quant = engine_of(&quant_model).unwrap();
+    assert!(
+        quant.int8.is_some(),
+        "the int8 runtime runs the written model"
+    );
+    let fidelity = compare_outputs(
+        &run_all(&float, &inputs).unwrap(),
+        &run_all(&quant, &inputs).unwrap(),
+    );
+    let agreement = fidelity[0].top1_agreement.unwrap();
+    println!("cls defaults, int8 runtime: {fidelity:?}");
+    assert!(agreement >= 0.98, "argmax agreement {agreement}");
+    let share = mac_share(&quant_model.net, &quant).int8_share;
+    assert!(share >= 0.8, "int8 MAC share {share}");
 }

@@ -1,10 +1,15 @@
 //! `mnnq compare FLOAT QUANT --config CONFIG --images DIR`: how far an int8 model drifts from
 //! its float model, at the outputs and tensor by tensor.
 //!
-//! The int8 runtime has not landed yet, so the quantized run is the float engine with every
-//! tensor that has a scale in QUANT fake-quantized (int8 quantize-dequantize of activations,
-//! errors propagated layer by layer); weights stay float. The real MNN int8 figures come from
-//! `scripts/fidelity.py`.
+//! Outputs: QUANT runs in mnnq's int8 runtime (the same integer arithmetic as `mnnq run` on an
+//! int8 model), FLOAT in the float engine; the figures are those of `scripts/fidelity.py`
+//! (cosine, errors, top-1/top-5 for classifiers, IoU@0.3 for one-channel maps), plus the share
+//! of convolution multiply-adds the int8 runtime really runs in int8.
+//!
+//! Layers: a separate simulation fake-quantizes every tensor that has a scale in QUANT
+//! (int8 quantize-dequantize, errors propagated) in the float engine and compares each tensor
+//! with the clean float run; that locates where the error comes from. Its output figures are
+//! shown too, labelled as simulation.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,13 +19,14 @@ use mnnq_engine::ir::MnnFormat;
 use mnnq_engine::Engine;
 use mnnq_format::Model;
 use mnnq_preprocess::{preprocess_image, Config, InputSpec, Layout};
-use mnnq_quantize::diagnose::{cosine, diagnose, scales_from_quant_model, TensorError};
+use mnnq_quantize::diagnose::{diagnose, scales_from_quant_model, TensorError};
+use mnnq_quantize::fidelity::{compare_outputs, mac_share, run_all, MacShare, OutputFidelity};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The float model.
     pub float: PathBuf,
-    /// The int8 model (its tensor scales are what gets fake-quantized).
+    /// The int8 model.
     pub quant: PathBuf,
     /// The calibration config (format, mean, normal, size; feature_clamp_value).
     #[arg(long)]
@@ -34,39 +40,33 @@ pub struct Args {
     /// Print the result as JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Write an SVG bar chart of the per-tensor error to this file.
+    /// Write an SVG bar chart of the per-tensor error (simulation) to this file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Run the fake-quantized side with QUANT's int8 weights (decoded) instead of FLOAT's.
+    /// In the layer-wise simulation, use QUANT's int8 weights (decoded) instead of FLOAT's.
     #[arg(long)]
     pub quant_weights: bool,
+    /// Skip the layer-wise simulation (outputs from the int8 runtime only; faster).
+    #[arg(long)]
+    pub no_layers: bool,
     /// Worst tensors to list.
     #[arg(long, default_value_t = 15)]
     pub worst: usize,
-}
-
-#[derive(serde::Serialize, Default)]
-struct OutputFidelity {
-    name: String,
-    images: usize,
-    cosine_mean: f64,
-    cosine_min: f64,
-    max_abs_error: f64,
-    mean_abs_error: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top1_agreement: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top5_overlap: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iou_at_0_3: Option<f64>,
 }
 
 #[derive(serde::Serialize)]
 struct Report {
     float: PathBuf,
     quant: PathBuf,
-    quantized_run: &'static str,
+    images: usize,
+    /// QUANT in the int8 runtime vs FLOAT in the float engine.
     outputs: Vec<OutputFidelity>,
+    /// Convolution multiply-adds run in int8 by the int8 runtime.
+    macs: MacShare,
+    /// The fake-quant simulation's outputs vs float (absent with --no-layers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    simulated_outputs: Option<Vec<OutputFidelity>>,
+    /// Per-tensor error of the simulation, execution order.
     tensors: Vec<TensorError>,
 }
 
@@ -92,23 +92,6 @@ fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn top_k(v: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
-}
-
-fn iou(a: &[f32], b: &[f32], threshold: f32) -> Option<f64> {
-    let (mut inter, mut union) = (0u64, 0u64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (p, q) = (x > threshold, y > threshold);
-        inter += u64::from(p && q);
-        union += u64::from(p || q);
-    }
-    (union > 0).then(|| inter as f64 / union as f64)
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (config, _) = Config::from_file(&args.config)?;
     let float_model = Model::load(&args.float)?;
@@ -122,6 +105,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let engine = Engine::from_model(&float_model)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
+    let int8_engine = Engine::from_model(&quant_model)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?;
+    if int8_engine.int8.is_none() {
+        bail!(
+            "{}: the int8 runtime found no int8 quant info to run",
+            args.quant.display()
+        );
+    }
     let [(input_tensor, input_slot)] = engine.inputs[..] else {
         bail!(
             "{}: compare needs a model with one input",
@@ -144,128 +135,151 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|f| preprocess_image(f, &config, &spec))
         .collect::<Result<Vec<_>, _>>()?;
-    let quant_engine = if args.quant_weights {
-        Some(
-            {
-                let mut model = quant_model.clone();
-                mnnq_quantize::diagnose::dequantize_conv_weights(&mut model.net)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?;
-                Engine::from_model(&model)
-            }
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?,
-        )
-    } else {
-        None
-    };
-    let diagnosis = diagnose(
-        &engine,
-        quant_engine.as_ref().unwrap_or(&engine),
-        &scales,
-        &inputs,
-        config.feature_clamp_value as f32,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
 
-    let mut outputs: Vec<OutputFidelity> = Vec::new();
-    for (index, (name, float, _)) in diagnosis.outputs[0].iter().enumerate() {
-        let non_batch: Vec<usize> = float.shape.iter().skip(1).copied().collect();
-        // As fidelity.py: one dimension besides the batch carries the classes (1x1000, 1x2).
-        let classifier = non_batch.iter().filter(|&&d| d > 1).count() == 1;
-        let map = float.shape.len() == 4 && float.shape[1] == 1;
-        let mut o = OutputFidelity {
-            name: name.clone(),
-            cosine_min: f64::INFINITY,
-            ..OutputFidelity::default()
+    let float_runs =
+        run_all(&engine, &inputs).map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
+    let int8_runs = run_all(&int8_engine, &inputs)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?;
+    let outputs = compare_outputs(&float_runs, &int8_runs);
+    let macs = mac_share(&quant_model.net, &int8_engine);
+    drop(int8_engine);
+
+    let (simulated_outputs, tensors) = if args.no_layers {
+        (None, Vec::new())
+    } else {
+        let quant_engine = if args.quant_weights {
+            let mut model = quant_model.clone();
+            mnnq_quantize::diagnose::dequantize_conv_weights(&mut model.net)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?;
+            // Without quant info the engine runs it float, with the decoded int8 weights.
+            for d in model.net.extra_tensor_describe.iter_mut().flatten() {
+                d.quant_info = None;
+            }
+            Some(
+                Engine::from_model(&model)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?,
+            )
+        } else {
+            None
         };
-        let (mut top1, mut top5, mut ious) = (0usize, 0.0f64, Vec::new());
-        for image in &diagnosis.outputs {
-            let (_, f, q) = &image[index];
-            o.cosine_mean += cosine(&f.data, &q.data);
-            o.cosine_min = o.cosine_min.min(cosine(&f.data, &q.data));
-            let mut sum = 0.0;
-            for (&a, &b) in f.data.iter().zip(&q.data) {
-                let e = f64::from((a - b).abs());
-                o.max_abs_error = o.max_abs_error.max(e);
-                sum += e;
-            }
-            o.mean_abs_error += sum / f.data.len().max(1) as f64;
-            if classifier {
-                let (tf, tq) = (top_k(&f.data, 5), top_k(&q.data, 5));
-                top1 += usize::from(tf[0] == tq[0]);
-                top5 += tf.iter().filter(|c| tq.contains(c)).count() as f64 / tf.len() as f64;
-            }
-            if map {
-                if let Some(v) = iou(&f.data, &q.data, 0.3) {
-                    ious.push(v);
-                }
-            }
-        }
-        let n = diagnosis.outputs.len() as f64;
-        o.images = diagnosis.outputs.len();
-        o.cosine_mean /= n;
-        o.mean_abs_error /= n;
-        if classifier {
-            o.top1_agreement = Some(top1 as f64 / n);
-            if float.data.len() >= 5 {
-                o.top5_overlap = Some(top5 / n);
-            }
-        }
-        if map && !ious.is_empty() {
-            o.iou_at_0_3 = Some(ious.iter().sum::<f64>() / ious.len() as f64);
-        }
-        outputs.push(o);
-    }
+        let diagnosis = diagnose(
+            &engine,
+            quant_engine.as_ref().unwrap_or(&engine),
+            &scales,
+            &inputs,
+            config.feature_clamp_value as f32,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
+        let (float_sim, quant_sim): (Vec<_>, Vec<_>) = diagnosis
+            .outputs
+            .into_iter()
+            .map(|image| {
+                image
+                    .into_iter()
+                    .map(|(name, f, q)| ((name.clone(), f), (name, q)))
+                    .unzip::<_, _, Vec<_>, Vec<_>>()
+            })
+            .unzip();
+        (
+            Some(compare_outputs(&float_sim, &quant_sim)),
+            diagnosis.tensors,
+        )
+    };
 
     if let Some(path) = &args.plot {
-        std::fs::write(path, svg_chart(&diagnosis.tensors))
+        if tensors.is_empty() {
+            bail!("--plot needs the layer-wise simulation (drop --no-layers)");
+        }
+        std::fs::write(path, svg_chart(&tensors))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let report = Report {
         float: args.float.clone(),
         quant: args.quant.clone(),
-        quantized_run: "fake-quant activations in the float engine (int8 runtime not landed)",
+        images: files.len(),
         outputs,
-        tensors: diagnosis.tensors,
+        macs,
+        simulated_outputs,
+        tensors,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    print!("{}", text_report(&report, args.worst, files.len()));
+    print!("{}", text_report(&report, args.worst));
     Ok(())
 }
 
-fn text_report(report: &Report, worst: usize, images: usize) -> String {
+fn output_line(s: &mut String, label: &str, o: &OutputFidelity) {
+    let _ = write!(
+        s,
+        "{label} {}: cosine mean {:.4} min {:.4}, mean abs err {:.4}, max abs err {:.4}",
+        o.name, o.cosine_mean, o.cosine_min, o.mean_abs_error, o.max_abs_error
+    );
+    if o.cosine_undefined > 0 {
+        let _ = write!(s, " ({} image(s) without cosine)", o.cosine_undefined);
+    }
+    if let Some(t) = o.top1_agreement {
+        let _ = write!(s, ", top-1 agreement {:.1}%", t * 100.0);
+    }
+    if let Some(t) = o.top5_overlap {
+        let _ = write!(s, ", top-5 overlap {t:.3}");
+    }
+    if let Some(t) = o.iou_at_0_3 {
+        let _ = write!(s, ", IoU@0.3 {t:.3}");
+    }
+    s.push('\n');
+}
+
+fn text_report(report: &Report, worst: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} vs {} on {images} image(s); quantized run: {}",
+        "{} (float engine) vs {} (int8 runtime) on {} image(s)",
         report.float.display(),
         report.quant.display(),
-        report.quantized_run
+        report.images
     );
     for o in &report.outputs {
-        let _ = write!(
-            s,
-            "output {}: cosine mean {:.4} min {:.4}, mean abs err {:.4}, max abs err {:.4}",
-            o.name, o.cosine_mean, o.cosine_min, o.mean_abs_error, o.max_abs_error
+        output_line(&mut s, "output", o);
+    }
+    let m = &report.macs;
+    let _ = writeln!(
+        s,
+        "int8 share of convolution multiply-adds: {:.1}% ({} float convolution(s){})",
+        m.int8_share * 100.0,
+        m.float_convolutions.len(),
+        if m.float_convolutions.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": {}",
+                m.float_convolutions
+                    .iter()
+                    .map(|(n, macs)| format!(
+                        "{n} {:.2}%",
+                        *macs as f64 * 100.0 / m.total_macs.max(1) as f64
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let Some(simulated) = &report.simulated_outputs else {
+        return s;
+    };
+    for o in simulated {
+        output_line(
+            &mut s,
+            "simulation (fake-quant activations, float engine)",
+            o,
         );
-        if let Some(t) = o.top1_agreement {
-            let _ = write!(s, ", top-1 agreement {:.1}%", t * 100.0);
-        }
-        if let Some(t) = o.top5_overlap {
-            let _ = write!(s, ", top-5 overlap {t:.3}");
-        }
-        if let Some(t) = o.iou_at_0_3 {
-            let _ = write!(s, ", IoU@0.3 {t:.3}");
-        }
-        s.push('\n');
     }
     let mut ranked: Vec<&TensorError> = report.tensors.iter().collect();
     ranked.sort_by(|a, b| a.cosine.total_cmp(&b.cosine));
     let _ = writeln!(
         s,
-        "worst tensors (propagated error), of {}:",
+        "worst tensors of the simulation (propagated error), of {}:",
         report.tensors.len()
     );
     let _ = writeln!(

@@ -25,18 +25,24 @@ pub struct Args {
     /// leave chained pooling/reshape ops with different input and output scales).
     #[arg(long)]
     pub mnn_unify: bool,
+    /// MNN-compatible mode: exactly MNN's tool (KL ranges unless the config says otherwise,
+    /// MAX_ABS weight scales, biases unchanged, MNN's single-pass unification). Without it,
+    /// quality keys absent from the config take mnnq's recommended defaults (docs/quality.md).
+    #[arg(long)]
+    pub mnn: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let options = QuantizeOptions {
         threads: args.threads,
         progress: std::io::stderr().is_terminal(),
-        unify: if args.mnn_unify {
+        unify: if args.mnn_unify || args.mnn {
             UnifyMode::MnnSinglePass
         } else {
             UnifyMode::UntilStable
         },
         on_warning: Some(|warning| eprintln!("warning: {warning}")),
+        mnn_compatible: args.mnn,
     };
     let report = quantize(&args.origin, &args.quant, &args.config, &options)?;
     eprintln!("{}", report.summary());
