@@ -452,6 +452,7 @@ pub fn quantize(
         quant_bits: config.quant_bits,
         skip_op_names: config.skip_quant_op_names.clone(),
         input_channel_means,
+        weight_only_float_convs: !options.mnn_compatible,
     };
     if rewrite_options.weight_method == WeightMethod::Mse {
         report.weight_method = "MAX_ABS (MSE-searched scales)".into();
@@ -580,9 +581,10 @@ impl QuantizeReport {
             );
         }
         s += &format!(
-            "convolutions: {} quantized, {} kept float; {} unary tables; {} Sigmoid/TanH converted\n",
+            "convolutions: {} quantized, {} kept float ({} of them with int8-stored weights); {} unary tables; {} Sigmoid/TanH converted\n",
             self.rewrite.convolutions_quantized,
             self.rewrite.convolutions_kept_float.len(),
+            self.rewrite.convolutions_weight_only,
             self.rewrite.unary_tables,
             self.rewrite.sigmoid_tanh_converted
         );

@@ -37,6 +37,11 @@ pub struct RewriteOptions {
     /// Bias correction (`crate::bias_correction`): per-channel means of convolution inputs,
     /// keyed by input tensor id. None: biases are written unchanged (MNN).
     pub input_channel_means: Option<BTreeMap<u32, Vec<f32>>>,
+    /// Convolutions that run float because a tensor has no scale (float head, fallback) still
+    /// store int8 weights (IDSTQuan type 1 with `scaleIn = scaleOut = 0`, MNN's weight-only
+    /// form, which MNN and our engine decode to float at load), so the file stays about 4x
+    /// smaller. False: float weights stay float (MNN's tool).
+    pub weight_only_float_convs: bool,
 }
 
 /// Why a convolution kept float weights.
@@ -58,6 +63,8 @@ pub enum ConvSkipReason {
 pub struct RewriteSummary {
     pub convolutions_quantized: usize,
     pub convolutions_kept_float: BTreeMap<String, ConvSkipReason>,
+    /// Of the convolutions kept float, those whose weights are stored int8 (weight-only).
+    pub convolutions_weight_only: usize,
     pub zero_weight_channels: usize,
     pub sigmoid_tanh_converted: usize,
     pub unary_tables: usize,
@@ -316,6 +323,32 @@ pub fn rewrite_net(
                     if c.weight.as_ref().is_some_and(|w| !w.is_empty()) && c.quan_parameter.is_none() && c.external.is_none());
                 let reason = reason.or((!has_float).then_some(ConvSkipReason::NoFloatWeights));
                 if let Some(reason) = reason {
+                    let weight_only = options.weight_only_float_convs
+                        && has_float
+                        && reason == ConvSkipReason::NoScale;
+                    if weight_only {
+                        let Some(OpParameter::Convolution2D(conv)) = &mut op.main else {
+                            unreachable!("has_float checked the parameter")
+                        };
+                        // Zero tensor scales mark the weights as weight-only: the op runs float.
+                        let context = ConvContext {
+                            depthwise: op.type_ == OpType::ConvolutionDepthwise,
+                            scale_in: 0.0,
+                            scale_out: 0.0,
+                            input_channels: None,
+                            input_means: None,
+                        };
+                        quantize_conv(conv, context, options, &mut summary).map_err(|message| {
+                            QuantizeError::Op {
+                                op: name.clone(),
+                                message,
+                            }
+                        })?;
+                        // MNN's weight-only form has no int8 compute parameters.
+                        conv.symmetric_quan = None;
+                        op.external_path = None;
+                        summary.convolutions_weight_only += 1;
+                    }
                     summary.convolutions_kept_float.insert(name, reason);
                     continue;
                 }
@@ -469,6 +502,7 @@ mod tests {
             quant_bits: 8,
             skip_op_names: vec![],
             input_channel_means: None,
+            weight_only_float_convs: false,
         }
     }
 
@@ -531,6 +565,47 @@ mod tests {
             panic!()
         };
         assert_eq!(conv.weight.as_deref(), Some(&[1.0f32, 2.0][..]));
+    }
+
+    #[test]
+    fn conv_without_scales_stores_weight_only_int8_when_asked() {
+        // Channel 0: 1.0, 2.0 -> alpha 2/127, codes 64 (63.5 away from zero), 127.
+        let mut net = conv_net(vec![1.0, 2.0], 1);
+        let scales = BTreeMap::from([(0, 0.1f32)]);
+        let options = RewriteOptions {
+            weight_only_float_convs: true,
+            ..options()
+        };
+        let summary = rewrite_net(&mut net, &scales, &BTreeMap::new(), &options).unwrap();
+        assert_eq!(summary.convolutions_quantized, 0);
+        assert_eq!(summary.convolutions_weight_only, 1);
+        assert_eq!(
+            summary.convolutions_kept_float.get("conv"),
+            Some(&ConvSkipReason::NoScale)
+        );
+        let Some(OpParameter::Convolution2D(conv)) = &net.oplists.as_ref().unwrap()[0].main else {
+            panic!()
+        };
+        assert!(conv.weight.is_none());
+        assert!(conv.symmetric_quan.is_none(), "no int8 compute parameters");
+        let q = conv.quan_parameter.as_ref().unwrap();
+        assert_eq!((q.type_, q.scale_in, q.scale_out), (1, 0.0, 0.0));
+        assert_eq!(q.alpha.as_deref(), Some(&[2.0f32 / 127.0][..]));
+        let buffer: Vec<u8> = q
+            .buffer
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|&b| b as u8)
+            .collect();
+        let blob = mnnq_format::weights::decode_dense_codebook(&buffer, false).unwrap();
+        assert_eq!(blob.codes, vec![64, 127]);
+        // The output tensor carries no quant info, so the op runs float.
+        let described = net.extra_tensor_describe.as_deref().unwrap_or_default();
+        assert!(described
+            .iter()
+            .filter(|d| d.index == 1)
+            .all(|d| d.quant_info.is_none()));
     }
 
     #[test]
