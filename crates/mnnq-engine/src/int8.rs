@@ -18,13 +18,27 @@
 //! * Pooling / Pooling3D (max, average) with equal in/out scales; the average uses MNN's x86
 //!   formula ([`average_pool_x86_row`]);
 //! * BinaryOp Add/Sub/Mul/Max/Min when every operand has a scale and the same shape and layout
-//!   as the output (or is a scalar);
-//! * UnaryOp carrying `tableInt8`; ReLU (slope 0) between equal scales;
-//! * data movement between equal scales (Concat, Reshape, ConvertTensor, Squeeze, Unsqueeze,
-//!   ExpandDims, Flatten, Permute, Transpose, Identity): MNN's Raster byte copy.
+//!   as the output, is a scalar, or holds one value per channel of a channels-last output
+//!   (shape [1, C, 1, 1]: the squeeze-excite multiply), with MNN's formula (§11.7);
+//! * elementwise functions of one int8 tensor, as one exact 256-entry table ([`CodeTable`]):
+//!   UnaryOp (its `tableInt8`, else the float function at each code, requantized), ReLU
+//!   (any slope) and ReLU6/clamp between any two scales, and a BinaryOp with a scalar
+//!   constant operand. Chains of these whose intermediate tensors have no other reader are
+//!   composed into one table (`MNNQ_INT8_NO_FUSE=1` turns that off so every tensor can be
+//!   observed); composition is exact, so the bytes equal the step-by-step int8 run.
+//!   Deliberate differences from MNN: MNN runs ReLU6 with different in/out scales, and a
+//!   BinaryOp whose constant operand has no int8 form, in float with casts around them; the
+//!   table gives `clamp(round(f(q * s_in) / s_out))` of the float function, which is what
+//!   that float detour yields up to the f32 rounding of the two casts;
+//! * Interp nearest (row copies; a table when the scales differ) and bilinear (the float
+//!   kernel's weights on the codes, requantized);
+//! * Concat and layout/shape-only ops between equal scales (MNN's Raster byte copy): strided
+//!   byte copies ([`copy_strided_i8`]); Permute/Transpose and channels-last reshapes move
+//!   exactly widened codes through the float op.
 //!
 //! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
-//! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load.
+//! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load, `MNNQ_INT8_PROFILE=1`
+//! per-category times of each run.
 //!
 //! Known differences from MNN 3.6.1 (x86, AVX-512 build): the first codes that differ appear in
 //! the first convolution (a handful of elements, +-1) and spread (EfficientNet-Lite0: 0.4% of
@@ -36,9 +50,9 @@ use std::collections::HashMap;
 
 use mnnq_format::{Convolution2D, Net, OpParameter};
 use mnnq_kernels::int8::{
-    binary_int8, conv2d_int8_nhwc, depthwise_int8_nhwc, float_to_int8, int8_to_float,
-    pool_int8_nhwc, BinaryInt8, BinaryScales, DepthwiseRequantize, PackedDepthwiseInt8,
-    PackedInt8Weights, PoolKind, Requantize,
+    binary_int8, conv2d_int8_nhwc, copy_strided_i8, depthwise_int8_nhwc, float_to_int8,
+    int8_to_float, lookup_int8, pool_int8_nhwc, BinaryInt8, BinaryScales, CodeTable,
+    DepthwiseRequantize, PackedDepthwiseInt8, PackedInt8Weights, PoolKind, Requantize,
 };
 use mnnq_kernels::ConvGeometry;
 
@@ -47,6 +61,9 @@ use crate::error::EngineError;
 use crate::ir::{BinaryOperation, ConvKind, OpKind, PoolType};
 use crate::ops::{In, Out, Parallel};
 use crate::tensor::Value;
+
+/// Codes per work item of a table lookup (independent of the thread count).
+const LOOKUP_CHUNK: usize = 1 << 16;
 
 /// Output pixels per work item of a dense int8 convolution: a multiple of every micro-kernel's
 /// row count, and independent of the thread count (so the bytes are too).
@@ -77,13 +94,138 @@ pub enum Int8Op {
         op: BinaryInt8,
         scales: BinaryScales,
     },
-    /// `out = table[in + 127]` (UnaryOp with `tableInt8`).
-    Table(Box<[i8; 255]>),
-    /// ReLU between tensors of equal scale: `max(q, 0)`, exactly what the float path gives.
-    Relu,
-    /// Pure data movement between tensors of one scale (MNN's Raster int8 byte copy): Concat,
-    /// Reshape, ConvertTensor, ... The codes are moved by the float op on exactly widened values.
+    /// Any elementwise int8 -> int8 function of one tensor as a 256-entry table (exact): UnaryOp
+    /// (MNN's `tableInt8`, or the float function requantized), ReLU/ReLU6/clamp between any
+    /// scales, a BinaryOp with a scalar constant, and chains of these fused into one table.
+    Lookup(Box<CodeTable>),
+    /// A [`Chain`] while the plan is built; turned into a `Lookup` when pushed.
+    Chain(Box<Chain>),
+    /// Concat along `axis` (logical) of inputs with the output's scale: byte copies.
+    Concat { axis: usize },
+    /// The same elements in another memory order or shape (ConvertTensor, Reshape of row-major
+    /// tensors, Squeeze, ...) between equal scales: one strided byte copy.
+    Copy,
+    /// Nearest-neighbour Interp (NHWC): row copies, then `table` when the scales differ.
+    InterpNearest {
+        plan: crate::shape::InterpPlan,
+        round: bool,
+        table: Option<Box<CodeTable>>,
+    },
+    /// Bilinear Interp (NHWC) on codes: the float kernel's arithmetic on `q * s_in`, requantized.
+    InterpBilinear {
+        plan: crate::shape::InterpPlan,
+        s_in: f32,
+        s_out: f32,
+    },
+    /// Pure data movement between tensors of one scale (MNN's Raster int8 byte copy) that has no
+    /// direct form above (Permute, Transpose, channels-last Reshape): the float op runs on
+    /// exactly widened codes.
     Move,
+}
+
+/// One elementwise stage of a chain, on float values.
+#[derive(Clone, Debug)]
+pub enum Stage {
+    /// `op(x, c)` (or `op(c, x)` when the constant comes first), then `max(., 0)` for a fused
+    /// ReLU.
+    Scalar {
+        op: BinaryOperation,
+        c: f32,
+        const_first: bool,
+        relu: bool,
+    },
+    Unary(crate::ir::UnaryOperation),
+    /// `x > 0 ? x : x * slope` (ReLU for slope 0).
+    Leaky(f32),
+    /// `min(max(x, lo), hi)` (ReLU6, clamp).
+    Clamp(f32, f32),
+    /// MNN's int8 table between its own scales: FloatToInt8 with `s_in`, look up, Int8ToFloat
+    /// with `s_out`.
+    Table {
+        s_in: f32,
+        table: CodeTable,
+        s_out: f32,
+    },
+}
+
+impl Stage {
+    fn eval(&self, x: f32) -> f32 {
+        match self {
+            Stage::Scalar {
+                op,
+                c,
+                const_first,
+                relu,
+            } => {
+                let v = if *const_first {
+                    crate::ops::elementwise::binary_f32(*op, *c, x)
+                } else {
+                    crate::ops::elementwise::binary_f32(*op, x, *c)
+                };
+                if *relu {
+                    v.max(0.0)
+                } else {
+                    v
+                }
+            }
+            Stage::Unary(u) => crate::ops::elementwise::unary_f32(*u, x),
+            Stage::Leaky(slope) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x * slope
+                }
+            }
+            Stage::Clamp(lo, hi) => x.max(*lo).min(*hi),
+            Stage::Table { s_in, table, s_out } => {
+                let inv = mnnq_kernels::int8::elementwise::reciprocal_scale(*s_in);
+                let q = (x * inv).max(-127.0).min(127.0).round() as i8;
+                table.get(q) as f32 * s_out
+            }
+        }
+    }
+}
+
+/// Elementwise stages from one int8 tensor (scale `s_in`) to another (`s_out`): its table is
+/// `clamp(round(f(q * s_in) * (1 / s_out)), -127, 127)`, `f` the stages in order in f32. A single
+/// stage is MNN's dequantize-compute-requantize of that op (§11.7); a fused chain rounds only
+/// where a stage is itself a table, like the float ops between casts that it replaces.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub s_in: f32,
+    pub stages: Vec<Stage>,
+    pub s_out: f32,
+}
+
+impl Chain {
+    /// The plan op of one stage.
+    fn single(s_in: f32, stage: Stage, s_out: f32) -> Int8Op {
+        Int8Op::Chain(Box::new(Chain {
+            s_in,
+            stages: vec![stage],
+            s_out,
+        }))
+    }
+
+    /// `self` then `next`, without rounding between them.
+    pub fn then(mut self, next: Chain) -> Chain {
+        self.stages.extend(next.stages);
+        self.s_out = next.s_out;
+        self
+    }
+
+    /// The chain over all 256 input codes.
+    pub fn table(&self) -> CodeTable {
+        // A lone table between its own scales is itself (no round trip through float).
+        if let [Stage::Table { s_in, table, s_out }] = self.stages.as_slice() {
+            if s_in.to_bits() == self.s_in.to_bits() && s_out.to_bits() == self.s_out.to_bits() {
+                return table.clone();
+            }
+        }
+        CodeTable::requantized(self.s_in, self.s_out, -127, |x| {
+            self.stages.iter().fold(x, |v, stage| stage.eval(v))
+        })
+    }
 }
 
 /// Sees `(tensor index, values)` of every computed tensor.
@@ -97,8 +239,12 @@ impl Int8Op {
             Int8Op::Depthwise { .. } => "Depthwise",
             Int8Op::Pool { .. } => "Pool",
             Int8Op::Binary { .. } => "Binary",
-            Int8Op::Table(_) => "Table",
-            Int8Op::Relu => "Relu",
+            Int8Op::Lookup(_) => "Lookup",
+            Int8Op::Chain(_) => "Chain",
+            Int8Op::Concat { .. } => "Concat",
+            Int8Op::Copy => "Copy",
+            Int8Op::InterpNearest { .. } => "InterpNearest",
+            Int8Op::InterpBilinear { .. } => "InterpBilinear",
             Int8Op::Move => "Move",
         }
     }
@@ -109,8 +255,16 @@ impl Int8Op {
 pub enum QStep {
     /// Run step `step` of the float schedule on float slots.
     Float(usize),
-    /// Run the op of float-schedule step `step` on the i8 twins of its slots.
-    Int8 { step: usize, op: Int8Op },
+    /// Run the op of float-schedule step `step` on the i8 twins of slots `inputs` (the step's
+    /// own, or for a fused chain of lookups the chain's input) writing the twin of `output`.
+    Int8 {
+        step: usize,
+        op: Int8Op,
+        inputs: Vec<usize>,
+        output: usize,
+    },
+    /// A step folded into a later one (removed before the plan is returned).
+    Fused,
     /// FloatToInt8 of slot `slot` into its twin.
     Quantize { slot: usize, scale: f32 },
     /// Int8ToFloat of the twin of `slot` into the slot.
@@ -215,6 +369,15 @@ struct Builder<'e> {
     /// Float-schedule conversion producing each slot: (step, source slot).
     convert_source: HashMap<usize, (usize, usize)>,
     steps: Vec<QStep>,
+    /// Per slot: how many float-schedule steps read it, plus one if it is a graph output.
+    readers: Vec<usize>,
+    /// Per slot: the index in `steps` of the elementwise chain that wrote it, if one did.
+    chain_writer: HashMap<usize, usize>,
+    /// The chain of each such step.
+    chains: HashMap<usize, Chain>,
+    /// Whether chains of lookups are fused (off under `MNNQ_INT8_NO_FUSE`, so every tensor
+    /// stays observable).
+    fuse: bool,
 }
 
 impl Builder<'_> {
@@ -257,6 +420,54 @@ impl Builder<'_> {
             }
         }
         self.has_i8[s] = true;
+    }
+
+    /// Appends int8 step `si`. An elementwise chain whose input was written by a chain that
+    /// nothing else reads extends that chain: one table from the first chain's input, computed
+    /// in float across the joint (the intermediate tensor is never rounded).
+    fn push_int8(&mut self, si: usize, op: Int8Op, inputs: &[usize], output: usize) {
+        let Int8Op::Chain(chain) = op else {
+            self.steps.push(QStep::Int8 {
+                step: si,
+                op,
+                inputs: inputs.to_vec(),
+                output,
+            });
+            return;
+        };
+        let input = inputs
+            .iter()
+            .copied()
+            .find(|&i| !matches!(self.slot(i).location, Location::Const(_)))
+            .expect("a chain reads one tensor");
+        let earlier = self
+            .chain_writer
+            .get(&input)
+            .copied()
+            .filter(|_| self.fuse && self.readers[input] == 1);
+        let (chain, chain_input) = match earlier {
+            Some(k) => {
+                let QStep::Int8 {
+                    inputs: first_inputs,
+                    ..
+                } = std::mem::replace(&mut self.steps[k], QStep::Fused)
+                else {
+                    unreachable!("chain_writer only records chains");
+                };
+                let first = self.chains.remove(&k).expect("chains are recorded");
+                (first.then(*chain), first_inputs[0])
+            }
+            None => (*chain, input),
+        };
+        let k = self.steps.len();
+        self.chain_writer.insert(output, k);
+        self.steps.push(QStep::Int8 {
+            step: si,
+            op: Int8Op::Lookup(Box::new(chain.table())),
+            inputs: vec![chain_input],
+            output,
+        });
+        self.chains.insert(k, chain);
     }
 
     /// The int8 form of float-schedule step `step` (node `node`), or None when it runs float.
@@ -400,7 +611,44 @@ impl Builder<'_> {
                 })
             }
             (OpKind::Binary { op, relu }, _) => {
-                let op = match op {
+                if inputs.len() != 2 {
+                    return None;
+                }
+                let s_out = s_out?;
+                let lo = if *relu { 0 } else { -127 };
+                // One operand a scalar constant: an elementwise function of the other's codes,
+                // so an exact table. The constant is used in float (MNN would need it quantized
+                // with quant info of its own, or run the op float).
+                let const_scalar = |s: usize| -> Option<f32> {
+                    let slot = self.slot(s);
+                    match slot.location {
+                        Location::Const(i)
+                            if slot.len() == 1 && slot.dtype == crate::tensor::DType::F32 =>
+                        {
+                            engine.const_buffers[i].first().copied()
+                        }
+                        _ => None,
+                    }
+                };
+                let op = *op;
+                let scalar = |c: f32, const_first: bool| Stage::Scalar {
+                    op,
+                    c,
+                    const_first,
+                    relu: lo == 0,
+                };
+                match (const_scalar(inputs[0]), const_scalar(inputs[1])) {
+                    (None, Some(c)) => {
+                        let s_in = self.scale_of_slot(inputs[0])?;
+                        return Some(Chain::single(s_in, scalar(c, false), s_out));
+                    }
+                    (Some(c), None) => {
+                        let s_in = self.scale_of_slot(inputs[1])?;
+                        return Some(Chain::single(s_in, scalar(c, true), s_out));
+                    }
+                    _ => {}
+                }
+                let kernel_op = match op {
                     BinaryOperation::Add => BinaryInt8::Add,
                     BinaryOperation::Sub => BinaryInt8::Sub,
                     BinaryOperation::Mul => BinaryInt8::Mul,
@@ -408,15 +656,19 @@ impl Builder<'_> {
                     BinaryOperation::Min => BinaryInt8::Min,
                     _ => return None,
                 };
-                if inputs.len() != 2 {
-                    return None;
-                }
                 let o = self.slot(out);
-                // Same shape and layout, or a scalar: the kernel's element order is then the
-                // tensors' memory order.
+                // Same shape and layout, a scalar, or one value per channel of a channels-last
+                // output (shape [1, C, 1, ...]): the kernel's element order is then the tensors'
+                // memory order, the per-channel operand repeating along the innermost axis.
                 for &i in inputs {
                     let s = self.slot(i);
-                    let aligned = (s.shape == o.shape && s.layout == o.layout) || s.len() == 1;
+                    let per_channel = o.layout.for_rank(o.shape.len())
+                        == crate::tensor::Layout::ChannelsLast
+                        && s.shape.len() == o.shape.len()
+                        && s.shape[1] == o.shape[1]
+                        && s.shape.iter().enumerate().all(|(d, &n)| d == 1 || n == 1);
+                    let aligned =
+                        (s.shape == o.shape && s.layout == o.layout) || s.len() == 1 || per_channel;
                     if !aligned || matches!(s.location, Location::Const(_)) {
                         return None;
                     }
@@ -424,31 +676,114 @@ impl Builder<'_> {
                 let s0 = self.scale_of_slot(inputs[0])?;
                 let s1 = self.scale_of_slot(inputs[1])?;
                 Some(Int8Op::Binary {
-                    op,
+                    op: kernel_op,
                     scales: BinaryScales {
                         s0,
                         s1,
-                        s_out: s_out?,
+                        s_out,
                         relu: *relu,
                     },
                 })
             }
-            (OpKind::Unary(_), _) => {
-                self.scale_of_slot(inputs[0])?;
-                s_out?;
+            (OpKind::Unary(u), _) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                let s_out = s_out?;
                 let op = net.oplists.as_deref()?.get(node)?;
-                let Some(OpParameter::UnaryOp(u)) = op.main.as_ref() else {
+                let Some(OpParameter::UnaryOp(param)) = op.main.as_ref() else {
                     return None;
                 };
-                let table: [i8; 255] = u.table_int8.as_deref()?.try_into().ok()?;
-                Some(Int8Op::Table(Box::new(table)))
+                if let Some(table) = param.table_int8.as_deref() {
+                    let table: &[i8; 255] = table.try_into().ok()?;
+                    let table = CodeTable::from_mnn_table(table);
+                    return Some(Chain::single(
+                        s_in,
+                        Stage::Table { s_in, table, s_out },
+                        s_out,
+                    ));
+                }
+                // No table in the file: the float function (MNN runs these float).
+                Some(Chain::single(s_in, Stage::Unary(*u), s_out))
             }
-            (OpKind::Relu { slope }, _) if *slope == 0.0 => {
-                scale_eq(self.scale_of_slot(inputs[0]), s_out).then_some(Int8Op::Relu)
+            (OpKind::Relu { slope }, _) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                Some(Chain::single(s_in, Stage::Leaky(*slope), s_out?))
+            }
+            (OpKind::Relu6 { min, max }, _) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                Some(Chain::single(s_in, Stage::Clamp(*min, *max), s_out?))
             }
             (
-                OpKind::Concat { .. }
-                | OpKind::Reshape { .. }
+                OpKind::Interp(_),
+                Prepared::Interp {
+                    resize_type, plan, ..
+                },
+            ) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                let s_out = s_out?;
+                if self.slot(inputs[0]).shape.len() != 4 {
+                    return None;
+                }
+                match resize_type {
+                    1 | 4 => Some(Int8Op::InterpNearest {
+                        plan: *plan,
+                        round: *resize_type == 4,
+                        table: (!scale_eq(Some(s_in), Some(s_out)))
+                            .then(|| Box::new(CodeTable::requantized(s_in, s_out, -127, |x| x))),
+                    }),
+                    2 => Some(Int8Op::InterpBilinear {
+                        plan: *plan,
+                        s_in,
+                        s_out,
+                    }),
+                    _ => None,
+                }
+            }
+            (OpKind::Concat { axis }, _) => {
+                s_out?;
+                let rank = self.slot(out).shape.len() as i32;
+                let axis = if *axis < 0 { axis + rank } else { *axis };
+                if !(0..rank).contains(&axis) {
+                    return None;
+                }
+                for &i in inputs {
+                    let s = self.slot(i);
+                    if matches!(s.location, Location::Const(_))
+                        || !scale_eq(self.scale_of_slot(i), s_out)
+                        || s.shape.len() != rank as usize
+                    {
+                        return None;
+                    }
+                }
+                Some(Int8Op::Concat {
+                    axis: axis as usize,
+                })
+            }
+            (
+                OpKind::Reshape { .. }
+                | OpKind::ConvertTensor { .. }
+                | OpKind::Squeeze { .. }
+                | OpKind::Unsqueeze { .. }
+                | OpKind::ExpandDims { .. }
+                | OpKind::Flatten { .. }
+                | OpKind::Identity,
+                _,
+            ) if !inputs.is_empty()
+                && !matches!(self.slot(inputs[0]).location, Location::Const(_))
+                && scale_eq(self.scale_of_slot(inputs[0]), s_out) =>
+            {
+                let (a, o) = (self.slot(inputs[0]), self.slot(out));
+                // The same logical shape (a layout change), or a reshape of row-major data.
+                let same_shape = a.shape == o.shape;
+                let row_major =
+                    |s: &Slot| s.layout.for_rank(s.shape.len()) == crate::tensor::Layout::RowMajor;
+                if (same_shape || (row_major(a) && row_major(o))) && a.len() == o.len() {
+                    Some(Int8Op::Copy)
+                } else {
+                    Some(Int8Op::Move)
+                }
+            }
+            (
+                OpKind::Reshape { .. }
                 | OpKind::ConvertTensor { .. }
                 | OpKind::Squeeze { .. }
                 | OpKind::Unsqueeze { .. }
@@ -498,7 +833,20 @@ impl Int8Plan {
             has_twin: vec![false; n],
             convert_source: HashMap::new(),
             steps: Vec::new(),
+            readers: vec![0; n],
+            chain_writer: HashMap::new(),
+            chains: HashMap::new(),
+            fuse: std::env::var_os("MNNQ_INT8_NO_FUSE").is_none(),
         };
+        for step in &engine.steps {
+            match step {
+                Step::Convert { from, .. } => b.readers[*from] += 1,
+                Step::Node { inputs, .. } => inputs.iter().for_each(|&i| b.readers[i] += 1),
+            }
+        }
+        for &(_, s) in &engine.outputs {
+            b.readers[s] += 1;
+        }
         for &(_, s) in &engine.inputs {
             b.has_f32[s] = true;
         }
@@ -524,7 +872,7 @@ impl Int8Plan {
                             b.has_i8[o] = true;
                             b.has_twin[o] = true;
                         }
-                        b.steps.push(QStep::Int8 { step: si, op });
+                        b.push_int8(si, op, inputs, outputs[0]);
                         node_is_int8.push((*node, true));
                     }
                     None => {
@@ -543,6 +891,7 @@ impl Int8Plan {
         for &(_, s) in &engine.outputs {
             b.ensure_f32(s);
         }
+        b.steps.retain(|s| !matches!(s, QStep::Fused));
         if std::env::var_os("MNNQ_INT8_TRACE").is_some() {
             for &(node, q) in &node_is_int8 {
                 let n = &engine.ir.nodes[node];
@@ -598,6 +947,7 @@ impl Int8Plan {
                         Step::Convert { .. } => "float layout convert".into(),
                     },
                     QStep::Int8 { op, .. } => format!("int8 {}", op.name()),
+                    QStep::Fused => "fused".into(),
                     QStep::Quantize { .. } => "cast FloatToInt8".into(),
                     QStep::Dequantize { .. } => "cast Int8ToFloat".into(),
                     QStep::Convert { .. } => "int8 layout convert".into(),
@@ -634,17 +984,17 @@ impl Int8Plan {
                     copy_layout(&a.shape, a.layout, &src, b.layout, &mut twins[*to]);
                     twins[*from] = src;
                 }
-                QStep::Int8 { step, op } => {
-                    let Step::Node {
-                        node,
-                        inputs,
-                        outputs,
-                        ..
-                    } = &engine.steps[*step]
-                    else {
+                QStep::Fused => {}
+                QStep::Int8 {
+                    step,
+                    op,
+                    inputs,
+                    output,
+                } => {
+                    let Step::Node { node, .. } = &engine.steps[*step] else {
                         return Err(EngineError::Run("int8 step is not an op".into()));
                     };
-                    run_int8_op(engine, *node, op, inputs, outputs[0], arena, twins, par).map_err(
+                    run_int8_op(engine, *node, op, inputs, *output, arena, twins, par).map_err(
                         |m| {
                             let n = &engine.ir.nodes[*node];
                             EngineError::Op {
@@ -655,12 +1005,10 @@ impl Int8Plan {
                         },
                     )?;
                     if let Some(obs) = observer.as_mut() {
-                        let slot = &engine.slots[outputs[0]];
+                        let slot = &engine.slots[*output];
                         let scale = self.scales[slot.tensor].unwrap_or(0.0);
-                        let values: Vec<f32> = twins[outputs[0]]
-                            .iter()
-                            .map(|&q| q as f32 * scale)
-                            .collect();
+                        let values: Vec<f32> =
+                            twins[*output].iter().map(|&q| q as f32 * scale).collect();
                         observe(engine, slot, &values, &mut **obs);
                     }
                 }
@@ -921,17 +1269,96 @@ fn run_int8_op(
                     });
                 }
             }
-            Int8Op::Binary { op, scales } => binary_int8(*op, *scales, x(0), x(1), &mut y),
-            Int8Op::Table(table) => {
-                for (o, &q) in y.iter_mut().zip(x(0)) {
-                    *o = table[(q as i32 + 127).clamp(0, 254) as usize];
+            Int8Op::Binary { op, scales } => {
+                let (a, b, n) = (x(0), x(1), y.len());
+                // Chunks hold whole repetitions of a broadcast operand (its length divides n).
+                let period = [a.len(), b.len()]
+                    .into_iter()
+                    .filter(|&l| l != n)
+                    .max()
+                    .unwrap_or(1);
+                let chunk = (LOOKUP_CHUNK / period).max(1) * period;
+                let part = |v: &'_ [i8], k: usize| -> std::ops::Range<usize> {
+                    if v.len() == n {
+                        k * chunk..((k + 1) * chunk).min(n)
+                    } else {
+                        0..v.len()
+                    }
+                };
+                let shared = SharedCodes(y.as_mut_ptr(), n);
+                par.for_each(n.div_ceil(chunk), |k| {
+                    // SAFETY: each task writes only its own chunk.
+                    let out = unsafe { shared.whole() };
+                    let range = k * chunk..((k + 1) * chunk).min(n);
+                    binary_int8(
+                        *op,
+                        *scales,
+                        &a[part(a, k)],
+                        &b[part(b, k)],
+                        &mut out[range],
+                    );
+                });
+            }
+            Int8Op::Lookup(table) => {
+                let input = x(0);
+                let chunks = y.len().div_ceil(LOOKUP_CHUNK);
+                let shared = SharedCodes(y.as_mut_ptr(), y.len());
+                par.for_each(chunks, |k| {
+                    let range = k * LOOKUP_CHUNK..((k + 1) * LOOKUP_CHUNK).min(input.len());
+                    // SAFETY: each task writes only its own chunk.
+                    let out = unsafe { shared.whole() };
+                    lookup_int8(table, &input[range.clone()], &mut out[range]);
+                });
+            }
+            Int8Op::Concat { axis } => {
+                let o = &engine.slots[out];
+                let out_strides = strides_of(o);
+                let mut offset = 0usize;
+                for &i in inputs {
+                    let s = &engine.slots[i];
+                    copy_strided_i8(
+                        &s.shape,
+                        &twins[i],
+                        &strides_of(s),
+                        &mut y,
+                        offset * out_strides[*axis],
+                        &out_strides,
+                    );
+                    offset += s.shape[*axis];
                 }
             }
-            Int8Op::Relu => {
-                for (o, &q) in y.iter_mut().zip(x(0)) {
-                    *o = q.max(0);
+            Int8Op::Copy => {
+                let (a, o) = (&engine.slots[inputs[0]], &engine.slots[out]);
+                if a.shape == o.shape {
+                    copy_strided_i8(&a.shape, x(0), &strides_of(a), &mut y, 0, &strides_of(o));
+                } else {
+                    // Row-major on both sides: the same bytes.
+                    y.copy_from_slice(x(0));
                 }
             }
+            Int8Op::InterpNearest { plan, round, table } => {
+                interp_nearest_i8(
+                    plan,
+                    *round,
+                    &engine.slots[inputs[0]].shape,
+                    x(0),
+                    &mut y,
+                    par,
+                );
+                if let Some(table) = table {
+                    let codes = y.clone();
+                    lookup_int8(table, &codes, &mut y);
+                }
+            }
+            Int8Op::InterpBilinear { plan, s_in, s_out } => interp_bilinear_i8(
+                plan,
+                (*s_in, *s_out),
+                &engine.slots[inputs[0]].shape,
+                x(0),
+                &mut y,
+                par,
+            ),
+            Int8Op::Chain(_) => return Err("an unbuilt elementwise chain".into()),
             Int8Op::Move => {
                 // Codes are small integers, exact in f32: run the float op on widened codes.
                 let Step::Node {
@@ -1001,6 +1428,90 @@ fn run_int8_op(
     })();
     twins[out] = y;
     result
+}
+
+/// Memory strides (elements) of each logical dim of a slot.
+fn strides_of(s: &Slot) -> Vec<usize> {
+    s.layout
+        .strides(&s.shape)
+        .into_iter()
+        .map(|v| v as usize)
+        .collect()
+}
+
+/// Nearest-neighbour resize of NHWC codes (logical input `shape` [N, C, H, W]) with the float
+/// kernel's source-index rule: every output pixel copies one input pixel's channels.
+fn interp_nearest_i8(
+    plan: &crate::shape::InterpPlan,
+    round: bool,
+    shape: &[usize],
+    input: &[i8],
+    output: &mut [i8],
+    par: &Parallel,
+) {
+    use crate::ops::window::nearest_source;
+    let (batch, c, in_h, in_w) = (shape[0], shape[1], shape[2], shape[3]);
+    let (out_h, out_w) = (plan.out_h, plan.out_w);
+    let xs: Vec<usize> = (0..out_w)
+        .map(|ox| nearest_source(ox, plan.width_scale, plan.width_offset, in_w, round))
+        .collect();
+    let row = out_w * c;
+    let shared = SharedCodes(output.as_mut_ptr(), output.len());
+    par.for_each(batch * out_h, |r| {
+        let (n, oy) = (r / out_h, r % out_h);
+        let iy = nearest_source(oy, plan.height_scale, plan.height_offset, in_h, round);
+        let src = &input[(n * in_h + iy) * in_w * c..][..in_w * c];
+        // SAFETY: each task writes only its own output row.
+        let dst = &mut unsafe { shared.whole() }[r * row..][..row];
+        if c == 1 {
+            for (d, &ix) in dst.iter_mut().zip(&xs) {
+                *d = src[ix];
+            }
+        } else {
+            for (d, &ix) in dst.chunks_exact_mut(c).zip(&xs) {
+                d.copy_from_slice(&src[ix * c..][..c]);
+            }
+        }
+    });
+}
+
+/// Bilinear resize of NHWC codes: the float kernel's weights and operation order on the codes,
+/// then `round(v * (s_in * (1 / s_out)))` clamped to [-127, 127] (with equal scales the float
+/// kernel's value over the scale, up to f32 rounding of the interpolation).
+fn interp_bilinear_i8(
+    plan: &crate::shape::InterpPlan,
+    (s_in, s_out): (f32, f32),
+    shape: &[usize],
+    input: &[i8],
+    output: &mut [i8],
+    par: &Parallel,
+) {
+    use crate::ops::window::bilinear_source;
+    let (batch, c, in_h, in_w) = (shape[0], shape[1], shape[2], shape[3]);
+    let (out_h, out_w) = (plan.out_h, plan.out_w);
+    let xs: Vec<_> = (0..out_w)
+        .map(|ox| bilinear_source(ox, plan.width_scale, plan.width_offset, in_w))
+        .collect();
+    let factor = s_in * mnnq_kernels::int8::elementwise::reciprocal_scale(s_out);
+    let row = out_w * c;
+    let shared = SharedCodes(output.as_mut_ptr(), output.len());
+    par.for_each(batch * out_h, |r| {
+        let (n, oy) = (r / out_h, r % out_h);
+        let (y0, y1, fy) = bilinear_source(oy, plan.height_scale, plan.height_offset, in_h);
+        let image = &input[n * in_h * in_w * c..][..in_h * in_w * c];
+        // SAFETY: each task writes only its own output row.
+        let dst = &mut unsafe { shared.whole() }[r * row..][..row];
+        for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(&xs) {
+            let px = |y: usize, x: usize| &image[(y * in_w + x) * c..][..c];
+            let (a, b, cc, e) = (px(y0, x0), px(y0, x1), px(y1, x0), px(y1, x1));
+            for ch in 0..c {
+                let top = a[ch] as f32 * (1.0 - fx) + b[ch] as f32 * fx;
+                let bottom = cc[ch] as f32 * (1.0 - fx) + e[ch] as f32 * fx;
+                let v = (top * (1.0 - fy) + bottom * fy) * factor;
+                d[ch] = v.max(-127.0).min(127.0).round() as i8;
+            }
+        }
+    });
 }
 
 /// MNN's x86 int8 average pooling for output row `oy`: its SSE/AVX kernels hold codes as
