@@ -38,7 +38,7 @@
 //!
 //! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
 //! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load, `MNNQ_INT8_PROFILE=1`
-//! per-category times of each run.
+//! per-category times of each run (`=ops`: per int8 op).
 //!
 //! Known differences from MNN 3.6.1 (x86, AVX-512 build): the first codes that differ appear in
 //! the first convolution (a handful of elements, +-1) and spread (EfficientNet-Lite0: 0.4% of
@@ -64,6 +64,9 @@ use crate::tensor::Value;
 
 /// Codes per work item of a table lookup (independent of the thread count).
 const LOOKUP_CHUNK: usize = 1 << 16;
+
+/// Longest period a broadcast BinaryOp operand is tiled to.
+const BINARY_PERIOD: usize = 4096;
 
 /// Output pixels per work item of a dense int8 convolution: a multiple of every micro-kernel's
 /// row count, and independent of the thread count (so the bytes are too).
@@ -935,6 +938,8 @@ impl Int8Plan {
         }
         // Diagnostic: per-category time of this run on stderr.
         let profiling = std::env::var_os("MNNQ_INT8_PROFILE").is_some();
+        // `MNNQ_INT8_PROFILE=ops`: one line per int8 op instead of per kind.
+        let per_op = std::env::var("MNNQ_INT8_PROFILE").is_ok_and(|v| v == "ops");
         let mut totals: std::collections::BTreeMap<String, f64> = Default::default();
         for step in &self.steps {
             let started = profiling.then(std::time::Instant::now);
@@ -946,7 +951,12 @@ impl Int8Plan {
                         }
                         Step::Convert { .. } => "float layout convert".into(),
                     },
-                    QStep::Int8 { op, .. } => format!("int8 {}", op.name()),
+                    QStep::Int8 { op, step, .. } => match (&engine.steps[*step], per_op) {
+                        (Step::Node { node, .. }, true) => {
+                            format!("int8 {} {}", op.name(), engine.ir.nodes[*node].name)
+                        }
+                        _ => format!("int8 {}", op.name()),
+                    },
                     QStep::Fused => "fused".into(),
                     QStep::Quantize { .. } => "cast FloatToInt8".into(),
                     QStep::Dequantize { .. } => "cast Int8ToFloat".into(),
@@ -1270,7 +1280,27 @@ fn run_int8_op(
                 }
             }
             Int8Op::Binary { op, scales } => {
-                let (a, b, n) = (x(0), x(1), y.len());
+                let (mut a, mut b, n) = (x(0), x(1), y.len());
+                // A short per-channel operand is tiled to a longer period first, so the kernel
+                // runs long vectors instead of one short call per pixel.
+                let tiled;
+                if a.len() != n || b.len() != n {
+                    let short = if a.len() != n { a } else { b };
+                    let mut repeat = 1;
+                    while short.len() * repeat * 2 <= BINARY_PERIOD
+                        && n.is_multiple_of(short.len() * repeat * 2)
+                    {
+                        repeat *= 2;
+                    }
+                    if repeat > 1 {
+                        tiled = short.repeat(repeat);
+                        if a.len() != n {
+                            a = &tiled;
+                        } else {
+                            b = &tiled;
+                        }
+                    }
+                }
                 // Chunks hold whole repetitions of a broadcast operand (its length divides n).
                 let period = [a.len(), b.len()]
                     .into_iter()
@@ -1576,6 +1606,93 @@ mod tests {
             pad_top: 0,
             pad_left: 0,
         }
+    }
+
+    fn scalar(op: BinaryOperation, c: f32) -> Stage {
+        Stage::Scalar {
+            op,
+            c,
+            const_first: false,
+            relu: false,
+        }
+    }
+
+    fn chain(s_in: f32, stage: Stage, s_out: f32) -> Chain {
+        Chain {
+            s_in,
+            stages: vec![stage],
+            s_out,
+        }
+    }
+
+    #[test]
+    fn one_stage_is_mnns_requantized_formula() {
+        // x * 3 with s_in 0.5, s_out 0.25: q -> round(q * 0.5 * 3 * 4) = 6q, clamped.
+        let t = chain(0.5, scalar(BinaryOperation::Mul, 3.0), 0.25).table();
+        assert_eq!(t.get(1), 6);
+        assert_eq!(t.get(-7), -42);
+        assert_eq!(t.get(30), 127);
+        assert_eq!(t.get(-30), -127);
+        // 2 - x (constant first) with s_in = s_out = 0.5: q -> 4 - q.
+        let sub = Stage::Scalar {
+            op: BinaryOperation::Sub,
+            c: 2.0,
+            const_first: true,
+            relu: false,
+        };
+        let t = chain(0.5, sub, 0.5).table();
+        assert_eq!(t.get(1), 3);
+        assert_eq!(t.get(10), -6);
+        // A fused ReLU: x - 1 with s 1 -> max(q - 1, 0).
+        let relu = Stage::Scalar {
+            op: BinaryOperation::Sub,
+            c: 1.0,
+            const_first: false,
+            relu: true,
+        };
+        let t = chain(1.0, relu, 1.0).table();
+        assert_eq!((t.get(5), t.get(0), t.get(-5)), (4, 0, 0));
+        // ReLU6 as a clamp between scales 0.1 and 6/127: 1.0 -> 21.17 -> 21; 12.7 -> 6 -> 127.
+        let t = chain(0.1, Stage::Clamp(0.0, 6.0), 6.0 / 127.0).table();
+        assert_eq!((t.get(10), t.get(127), t.get(-3)), (21, 127, 0));
+        // Leaky ReLU, slope 0.5, equal scales: -5 -> -2.5 -> -3 (half away from zero).
+        let t = chain(1.0, Stage::Leaky(0.5), 1.0).table();
+        assert_eq!((t.get(-5), t.get(5)), (-3, 5));
+    }
+
+    #[test]
+    fn a_fused_chain_does_not_round_the_intermediate_tensor() {
+        // x * 0.5 (into scale 1.0), then + 0.25 (into 0.25). Code 1: 0.5 * 0.5 = 0.25, + 0.25 =
+        // 0.5, / 0.25 = 2. Step by step the intermediate code is round(0.25 / 1.0) = 0, so the
+        // second step gives (0 + 0.25) / 0.25 = 1.
+        let first = chain(0.5, scalar(BinaryOperation::Mul, 0.5), 1.0);
+        let second = chain(1.0, scalar(BinaryOperation::Add, 0.25), 0.25);
+        let stepwise = first.table().then(&second.table());
+        let fused = first.then(second).table();
+        assert_eq!(fused.get(1), 2);
+        assert_eq!(stepwise.get(1), 1);
+        // Both are the same function where no rounding is lost: code 4 -> 1.0 + 0.25 -> 5.
+        assert_eq!((fused.get(4), stepwise.get(4)), (5, 5));
+    }
+
+    #[test]
+    fn a_table_stage_rounds_at_its_own_scales() {
+        // MNN's table doubles codes (saturating) between scales 0.5 and 0.25 (so it is the
+        // identity on values); before it, + 0.3 in float.
+        let doubled = CodeTable::from_fn(|q| (q as i32 * 2).clamp(-127, 127) as i8);
+        let table = Stage::Table {
+            s_in: 0.5,
+            table: doubled.clone(),
+            s_out: 0.25,
+        };
+        // A lone table between its own scales is the table itself.
+        assert_eq!(chain(0.5, table.clone(), 0.25).table(), doubled);
+        // Code 1 at scale 0.5: 0.5 + 0.3 = 0.8 -> table input round(1.6) = 2 -> 4 * 0.25 = 1.0
+        // -> output scale 0.25: 4.
+        let fused = chain(0.5, scalar(BinaryOperation::Add, 0.3), 0.5)
+            .then(chain(0.5, table, 0.25))
+            .table();
+        assert_eq!(fused.get(1), 4);
     }
 
     #[test]

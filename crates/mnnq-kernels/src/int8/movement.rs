@@ -37,11 +37,28 @@ pub fn copy_strided_i8(
         run *= size;
         dims.remove(0);
     }
+    // Single elements (a transpose): the source's innermost dim becomes a tight strided loop.
+    let inner = if run == 1 && !dims.is_empty() {
+        Some(dims.remove(0))
+    } else {
+        None
+    };
     // An odometer over the remaining dims, innermost first.
     let mut index = vec![0usize; dims.len()];
     let (mut s_off, mut d_off) = (0usize, dst_offset);
     loop {
-        dst[d_off..d_off + run].copy_from_slice(&src[s_off..s_off + run]);
+        match inner {
+            Some((size, ss, ds)) => {
+                let (src_row, dst_row) = (
+                    &src[s_off..=s_off + (size - 1) * ss],
+                    &mut dst[d_off..=d_off + (size - 1) * ds],
+                );
+                for i in 0..size {
+                    dst_row[i * ds] = src_row[i * ss];
+                }
+            }
+            None => dst[d_off..d_off + run].copy_from_slice(&src[s_off..s_off + run]),
+        }
         let mut k = 0;
         loop {
             if k == dims.len() {
