@@ -30,6 +30,9 @@
 //!   BinaryOp whose constant operand has no int8 form, in float with casts around them; the
 //!   table gives `clamp(round(f(q * s_in) / s_out))` of the float function, which is what
 //!   that float detour yields up to the f32 rounding of the two casts;
+//! * a per-channel BinaryOp whose short operand comes from such a chain (the squeeze-excite
+//!   `x * hardsigmoid(..)`) takes the chain's float values directly (no rounding of the
+//!   excitation vector);
 //! * Interp nearest (row copies; a table when the scales differ) and bilinear (the float
 //!   kernel's weights on the codes, requantized);
 //! * Concat and layout/shape-only ops between equal scales (MNN's Raster byte copy): strided
@@ -50,9 +53,10 @@ use std::collections::HashMap;
 
 use mnnq_format::{Convolution2D, Net, OpParameter};
 use mnnq_kernels::int8::{
-    binary_int8, conv2d_int8_nhwc, copy_strided_i8, depthwise_int8_nhwc, float_to_int8,
-    int8_to_float, lookup_int8, pool_int8_nhwc, BinaryInt8, BinaryScales, CodeTable,
-    DepthwiseRequantize, PackedDepthwiseInt8, PackedInt8Weights, PoolKind, Requantize,
+    binary_channel_values_int8, binary_int8, conv2d_int8_nhwc, copy_strided_i8,
+    depthwise_int8_nhwc, float_to_int8, int8_to_float, lookup_int8, pool_int8_nhwc, BinaryInt8,
+    BinaryScales, CodeTable, DepthwiseRequantize, PackedDepthwiseInt8, PackedInt8Weights, PoolKind,
+    Requantize,
 };
 use mnnq_kernels::ConvGeometry;
 
@@ -101,6 +105,18 @@ pub enum Int8Op {
     /// (MNN's `tableInt8`, or the float function requantized), ReLU/ReLU6/clamp between any
     /// scales, a BinaryOp with a scalar constant, and chains of these fused into one table.
     Lookup(Box<CodeTable>),
+    /// Binary op of a full tensor (scale `s0`) with a per-channel operand written by a chain
+    /// that nothing else reads (the squeeze-excite multiply): the operand's codes are the
+    /// chain's input codes, turned into float values by `values` (the chain without its final
+    /// rounding), so the excitation is never rounded to its own tensor's scale.
+    ChannelBinary {
+        op: BinaryInt8,
+        s0: f32,
+        values: Box<[f32; 256]>,
+        channel_first: bool,
+        s_out: f32,
+        relu: bool,
+    },
     /// A [`Chain`] while the plan is built; turned into a `Lookup` when pushed.
     Chain(Box<Chain>),
     /// Concat along `axis` (logical) of inputs with the output's scale: byte copies.
@@ -217,6 +233,14 @@ impl Chain {
         self
     }
 
+    /// The chain's float value at each input code (`[q as u8]`), before the output rounding.
+    pub fn values(&self) -> [f32; 256] {
+        std::array::from_fn(|byte| {
+            let x = byte as u8 as i8 as f32 * self.s_in;
+            self.stages.iter().fold(x, |v, stage| stage.eval(v))
+        })
+    }
+
     /// The chain over all 256 input codes.
     pub fn table(&self) -> CodeTable {
         // A lone table between its own scales is itself (no round trip through float).
@@ -244,6 +268,7 @@ impl Int8Op {
             Int8Op::Binary { .. } => "Binary",
             Int8Op::Lookup(_) => "Lookup",
             Int8Op::Chain(_) => "Chain",
+            Int8Op::ChannelBinary { .. } => "ChannelBinary",
             Int8Op::Concat { .. } => "Concat",
             Int8Op::Copy => "Copy",
             Int8Op::InterpNearest { .. } => "InterpNearest",
@@ -429,6 +454,45 @@ impl Builder<'_> {
     /// nothing else reads extends that chain: one table from the first chain's input, computed
     /// in float across the joint (the intermediate tensor is never rounded).
     fn push_int8(&mut self, si: usize, op: Int8Op, inputs: &[usize], output: usize) {
+        if let Int8Op::Binary {
+            op: kernel_op,
+            scales,
+        } = op
+        {
+            let out_len = self.slot(output).len();
+            // The short operand of a per-channel binary, if a chain nothing else reads wrote it.
+            let folded = (0..2).find_map(|k| {
+                let s = inputs[k];
+                let k_chain = self.chain_writer.get(&s).copied()?;
+                (self.fuse && self.readers[s] == 1 && self.slot(s).len() != out_len)
+                    .then_some((k, k_chain))
+            });
+            if let Some((k, k_chain)) = folded {
+                let QStep::Int8 {
+                    inputs: chain_inputs,
+                    ..
+                } = std::mem::replace(&mut self.steps[k_chain], QStep::Fused)
+                else {
+                    unreachable!("chain_writer only records chains");
+                };
+                let chain = self.chains.remove(&k_chain).expect("chains are recorded");
+                let full = inputs[1 - k];
+                self.steps.push(QStep::Int8 {
+                    step: si,
+                    op: Int8Op::ChannelBinary {
+                        op: kernel_op,
+                        s0: if k == 0 { scales.s1 } else { scales.s0 },
+                        values: Box::new(chain.values()),
+                        channel_first: k == 0,
+                        s_out: scales.s_out,
+                        relu: scales.relu,
+                    },
+                    inputs: vec![full, chain_inputs[0]],
+                    output,
+                });
+                return;
+            }
+        }
         let Int8Op::Chain(chain) = op else {
             self.steps.push(QStep::Int8 {
                 step: si,
@@ -1389,6 +1453,45 @@ fn run_int8_op(
                 par,
             ),
             Int8Op::Chain(_) => return Err("an unbuilt elementwise chain".into()),
+            Int8Op::ChannelBinary {
+                op,
+                s0,
+                values,
+                channel_first,
+                s_out,
+                relu,
+            } => {
+                let (a, codes, n) = (x(0), x(1), y.len());
+                if codes.is_empty() || !n.is_multiple_of(codes.len()) {
+                    return Err("per-channel operand does not divide the output".into());
+                }
+                // Channel values, tiled to a longer period as for Binary.
+                let channel: Vec<f32> = codes.iter().map(|&q| values[q as u8 as usize]).collect();
+                let mut repeat = 1;
+                while channel.len() * repeat * 2 <= BINARY_PERIOD
+                    && n.is_multiple_of(channel.len() * repeat * 2)
+                {
+                    repeat *= 2;
+                }
+                let channel = channel.repeat(repeat);
+                let chunk = (LOOKUP_CHUNK / channel.len()).max(1) * channel.len();
+                let shared = SharedCodes(y.as_mut_ptr(), n);
+                par.for_each(n.div_ceil(chunk), |k| {
+                    let range = k * chunk..((k + 1) * chunk).min(n);
+                    // SAFETY: each task writes only its own chunk.
+                    let out = unsafe { shared.whole() };
+                    binary_channel_values_int8(
+                        *op,
+                        &a[range.clone()],
+                        *s0,
+                        &channel,
+                        *channel_first,
+                        *s_out,
+                        *relu,
+                        &mut out[range],
+                    );
+                });
+            }
             Int8Op::Move => {
                 // Codes are small integers, exact in f32: run the float op on widened codes.
                 let Step::Node {

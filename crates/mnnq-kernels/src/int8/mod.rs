@@ -32,7 +32,9 @@ mod x86;
 
 pub use conv::conv2d_int8_nhwc;
 pub use depthwise::{depthwise_int8_nhwc, PackedDepthwiseInt8};
-pub use elementwise::{binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales};
+pub use elementwise::{
+    binary_channel_values_int8, binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales,
+};
 pub use lut::{lookup_int8, CodeTable};
 pub use movement::copy_strided_i8;
 pub use pack::{PackedInt8Weights, WeightLayout};
