@@ -159,11 +159,12 @@ pub enum Stage {
     /// `min(max(x, lo), hi)` (ReLU6, clamp).
     Clamp(f32, f32),
     /// MNN's int8 table between its own scales: FloatToInt8 with `s_in`, look up, Int8ToFloat
-    /// with `s_out`.
+    /// with `s_out`. `function` is the float function it tabulates (UnaryOp's operation).
     Table {
         s_in: f32,
         table: CodeTable,
         s_out: f32,
+        function: Option<crate::ir::UnaryOperation>,
     },
 }
 
@@ -196,7 +197,9 @@ impl Stage {
                 }
             }
             Stage::Clamp(lo, hi) => x.max(*lo).min(*hi),
-            Stage::Table { s_in, table, s_out } => {
+            Stage::Table {
+                s_in, table, s_out, ..
+            } => {
                 let inv = mnnq_kernels::int8::elementwise::reciprocal_scale(*s_in);
                 let q = (x * inv).max(-127.0).min(127.0).round() as i8;
                 table.get(q) as f32 * s_out
@@ -226,10 +229,21 @@ impl Chain {
         }))
     }
 
-    /// `self` then `next`, without rounding between them.
+    /// `self` then `next`, without rounding between them. Inside a fused chain a table stage
+    /// whose float function is known is computed in float (the hardswish of PP-OCR's
+    /// `x * relu6(x + 3) / 6` blocks): its input and output tensors are never materialised, so
+    /// their rounding would only lose precision.
     pub fn then(mut self, next: Chain) -> Chain {
         self.stages.extend(next.stages);
         self.s_out = next.s_out;
+        for stage in &mut self.stages {
+            if let Stage::Table {
+                function: Some(u), ..
+            } = stage
+            {
+                *stage = Stage::Unary(*u);
+            }
+        }
         self
     }
 
@@ -244,7 +258,10 @@ impl Chain {
     /// The chain over all 256 input codes.
     pub fn table(&self) -> CodeTable {
         // A lone table between its own scales is itself (no round trip through float).
-        if let [Stage::Table { s_in, table, s_out }] = self.stages.as_slice() {
+        if let [Stage::Table {
+            s_in, table, s_out, ..
+        }] = self.stages.as_slice()
+        {
             if s_in.to_bits() == self.s_in.to_bits() && s_out.to_bits() == self.s_out.to_bits() {
                 return table.clone();
             }
@@ -764,7 +781,12 @@ impl Builder<'_> {
                     let table = CodeTable::from_mnn_table(table);
                     return Some(Chain::single(
                         s_in,
-                        Stage::Table { s_in, table, s_out },
+                        Stage::Table {
+                            s_in,
+                            table,
+                            s_out,
+                            function: Some(*u),
+                        },
                         s_out,
                     ));
                 }
@@ -1787,6 +1809,7 @@ mod tests {
             s_in: 0.5,
             table: doubled.clone(),
             s_out: 0.25,
+            function: None,
         };
         // A lone table between its own scales is the table itself.
         assert_eq!(chain(0.5, table.clone(), 0.25).table(), doubled);
@@ -1796,6 +1819,26 @@ mod tests {
             .then(chain(0.5, table, 0.25))
             .table();
         assert_eq!(fused.get(1), 4);
+    }
+
+    #[test]
+    fn a_fused_table_with_a_known_function_is_computed_in_float() {
+        // Hardswish tabulated coarsely (scale 1.0 in and out), after + 0.25 (s_in 0.25: code
+        // 1 -> 0.5). Through the table 0.5 would become input code 1, hswish(1) = 0.667 code 1,
+        // 1.0 / 0.01 = 100. Fused, the float function is used: hswish(0.5) / 0.01 = 29.17 -> 29.
+        let hswish = crate::ir::UnaryOperation::HardSwish;
+        let coarse = CodeTable::requantized(1.0, 1.0, -127, |x| {
+            crate::ops::elementwise::unary_f32(hswish, x)
+        });
+        let table = Stage::Table {
+            s_in: 1.0,
+            table: coarse,
+            s_out: 1.0,
+            function: Some(hswish),
+        };
+        let add = chain(0.25, scalar(BinaryOperation::Add, 0.25), 1.0);
+        let fused = add.then(chain(1.0, table, 0.01)).table();
+        assert_eq!(fused.get(1), 29);
     }
 
     #[test]
