@@ -35,9 +35,10 @@
 //!   excitation vector);
 //! * Interp nearest (row copies; a table when the scales differ) and bilinear (the float
 //!   kernel's weights on the codes, requantized);
-//! * Concat and layout/shape-only ops between equal scales (MNN's Raster byte copy): strided
-//!   byte copies ([`copy_strided_i8`]); Permute/Transpose and channels-last reshapes move
-//!   exactly widened codes through the float op.
+//! * Concat (an input of another scale requantized by a table first) and layout/shape-only
+//!   ops between equal scales (MNN's Raster byte copy): strided byte copies
+//!   ([`copy_strided_i8`]); Permute/Transpose and channels-last reshapes move exactly widened
+//!   codes through the float op.
 //!
 //! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
 //! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load, `MNNQ_INT8_PROFILE=1`
@@ -119,8 +120,12 @@ pub enum Int8Op {
     },
     /// A [`Chain`] while the plan is built; turned into a `Lookup` when pushed.
     Chain(Box<Chain>),
-    /// Concat along `axis` (logical) of inputs with the output's scale: byte copies.
-    Concat { axis: usize },
+    /// Concat along `axis` (logical): byte copies; an input whose scale differs from the
+    /// output's is first requantized by its table (MNN runs such a concat in float).
+    Concat {
+        axis: usize,
+        tables: Vec<Option<Box<CodeTable>>>,
+    },
     /// The same elements in another memory order or shape (ConvertTensor, Reshape of row-major
     /// tensors, Squeeze, ...) between equal scales: one strided byte copy.
     Copy,
@@ -828,23 +833,27 @@ impl Builder<'_> {
                 }
             }
             (OpKind::Concat { axis }, _) => {
-                s_out?;
+                let s_out = s_out?;
                 let rank = self.slot(out).shape.len() as i32;
                 let axis = if *axis < 0 { axis + rank } else { *axis };
                 if !(0..rank).contains(&axis) {
                     return None;
                 }
+                let mut tables = Vec::new();
                 for &i in inputs {
                     let s = self.slot(i);
-                    if matches!(s.location, Location::Const(_))
-                        || !scale_eq(self.scale_of_slot(i), s_out)
-                        || s.shape.len() != rank as usize
-                    {
+                    let s_in = self.scale_of_slot(i)?;
+                    if matches!(s.location, Location::Const(_)) || s.shape.len() != rank as usize {
                         return None;
                     }
+                    tables.push(
+                        (!scale_eq(Some(s_in), Some(s_out)))
+                            .then(|| Box::new(CodeTable::requantized(s_in, s_out, -127, |x| x))),
+                    );
                 }
                 Some(Int8Op::Concat {
                     axis: axis as usize,
+                    tables,
                 })
             }
             (
@@ -1426,15 +1435,25 @@ fn run_int8_op(
                     lookup_int8(table, &input[range.clone()], &mut out[range]);
                 });
             }
-            Int8Op::Concat { axis } => {
+            Int8Op::Concat { axis, tables } => {
                 let o = &engine.slots[out];
                 let out_strides = strides_of(o);
                 let mut offset = 0usize;
-                for &i in inputs {
+                for (&i, table) in inputs.iter().zip(tables) {
                     let s = &engine.slots[i];
+                    let requantized;
+                    let codes: &[i8] = match table {
+                        Some(t) => {
+                            let mut v = vec![0i8; twins[i].len()];
+                            lookup_int8(t, &twins[i], &mut v);
+                            requantized = v;
+                            &requantized
+                        }
+                        None => &twins[i],
+                    };
                     copy_strided_i8(
                         &s.shape,
-                        &twins[i],
+                        codes,
                         &strides_of(s),
                         &mut y,
                         offset * out_strides[*axis],

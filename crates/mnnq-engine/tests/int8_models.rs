@@ -175,8 +175,9 @@ fn int8_ppocr_cls_in_repo() {
     );
 }
 
-/// PP-OCR det's hardswish/affine chains, squeeze-excite, FPN adds, upsampling and concat all
-/// have int8 forms (issue #6): only the two Deconvolutions (float in MNN too) stay float.
+/// PP-OCR det's hardswish/affine chains, squeeze-excite, FPN adds, upsampling and concat (here
+/// with unequal scales, requantized by tables) all have int8 forms (issue #6): only the two
+/// Deconvolutions (float in MNN too) stay float.
 #[test]
 fn int8_ppocr_det_runs_all_but_deconvolution_int8() {
     let Some(root) = common::fixtures("ppocr_det_v4") else {
