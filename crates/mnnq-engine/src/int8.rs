@@ -568,6 +568,32 @@ impl Builder<'_> {
         outputs: &[usize],
         prepared: &Prepared,
     ) -> Option<Int8Op> {
+        let op = self.decide_op(net, node, inputs, outputs, prepared)?;
+        // A table maps memory position to memory position: the tensor read and the tensor
+        // written must hold the same elements in the same order.
+        if let Int8Op::Chain(_) = op {
+            let out = self.slot(outputs[0]);
+            let input = inputs
+                .iter()
+                .map(|&i| self.slot(i))
+                .find(|s| !matches!(s.location, Location::Const(_)))?;
+            let order = |s: &Slot| s.layout.strides(&s.shape);
+            if input.shape != out.shape || order(input) != order(out) {
+                return None;
+            }
+        }
+        Some(op)
+    }
+
+    /// [`Self::decide`] before the layout check of tables.
+    fn decide_op(
+        &self,
+        net: &Net,
+        node: usize,
+        inputs: &[usize],
+        outputs: &[usize],
+        prepared: &Prepared,
+    ) -> Option<Int8Op> {
         let engine = self.engine;
         let n = &engine.ir.nodes[node];
         if outputs.len() != 1 {
@@ -691,7 +717,10 @@ impl Builder<'_> {
                 };
                 let kind = match pool_type {
                     PoolType::Max => PoolKind::Max,
-                    PoolType::Average => PoolKind::Average,
+                    PoolType::Average if w.kernel_h * w.kernel_w <= MAX_AVERAGE_TAPS => {
+                        PoolKind::Average
+                    }
+                    PoolType::Average => return None,
                 };
                 Some(Int8Op::Pool {
                     kind,
@@ -1688,15 +1717,20 @@ fn interp_bilinear_i8(
     });
 }
 
+/// Largest average-pooling window whose offset sums (`255` per tap) fit i32.
+const MAX_AVERAGE_TAPS: usize = i32::MAX as usize / 255;
+
 /// MNN's x86 int8 average pooling for output row `oy`: its SSE/AVX kernels hold codes as
 /// `q + 128` in uint8, so the floor of `(sum * floor(2^24 / n)) >> 24` is taken on offset values
 /// and the offset removed afterwards: `avg = (((sum(q) + 128 n) * floor(2^24 / n)) >> 24) - 128`.
 /// This differs from the signed formula (`mnnq_kernels::int8::pool`, MNN's ARM result) by up to
 /// one code; e.g. a window of 49 zeros averages to -1 here (observed in MNN 3.6.1's x86 global
-/// pooling of EfficientNet-Lite0). i64 because the offset sum times the factor exceeds i32.
+/// pooling of EfficientNet-Lite0). The offset sums are at most `255 n` and fit i32 for windows
+/// below [`MAX_AVERAGE_TAPS`] (checked when the plan is built); the product with the factor
+/// needs i64.
 fn average_pool_x86_row(geom: &ConvGeometry, input: &[i8], out: &mut [i8], oy: usize) {
     let c = geom.in_c;
-    let mut sums = vec![0i64; c];
+    let mut sums = vec![0i32; c];
     for ox in 0..geom.out_w {
         sums.iter_mut().for_each(|s| *s = 0);
         let mut n = 0i64;
@@ -1717,14 +1751,14 @@ fn average_pool_x86_row(geom: &ConvGeometry, input: &[i8], out: &mut [i8], oy: u
                 n += 1;
                 let px = &input[(iy * geom.in_w + ix) * c..][..c];
                 for (s, &q) in sums.iter_mut().zip(px) {
-                    *s += q as i64 + 128;
+                    *s += q as i32 + 128;
                 }
             }
         }
         let factor = (1i64 << 24) / n.max(1);
         let row = &mut out[(oy * geom.out_w + ox) * c..][..c];
         for (o, &s) in row.iter_mut().zip(&sums) {
-            *o = (((s * factor) >> 24) - 128).clamp(-128, 127) as i8;
+            *o = (((s as i64 * factor) >> 24) - 128).clamp(-128, 127) as i8;
         }
     }
 }

@@ -332,8 +332,10 @@ fn channel_values_body(args: ChannelArgs, a: &[i8], channel: &[f32], out: &mut [
                 for ((o, &q), &c) in o_row.iter_mut().zip(a_row).zip(channel) {
                     let x = q as f32 * args.s0;
                     let (l, r) = if args.channel_first { (c, x) } else { (x, c) };
-                    let y = $f(l, r) * args.inv;
-                    *o = round_half_away(y.max(args.lo).min(127.0)) as i8;
+                    let y = round_half_away(($f(l, r) * args.inv).max(args.lo).min(127.0));
+                    // SAFETY: `y` is finite and within [-127, 127] (`max` turns NaN into `lo`),
+                    // so the unchecked conversion is exact; it vectorises, `as i8` does not.
+                    *o = unsafe { y.to_int_unchecked::<i32>() } as i8;
                 }
             }
         };
