@@ -167,7 +167,7 @@ pub enum Stage {
     /// with `s_out`. `function` is the float function it tabulates (UnaryOp's operation).
     Table {
         s_in: f32,
-        table: CodeTable,
+        table: Box<CodeTable>,
         s_out: f32,
         function: Option<crate::ir::UnaryOperation>,
     },
@@ -206,6 +206,8 @@ impl Stage {
                 s_in, table, s_out, ..
             } => {
                 let inv = mnnq_kernels::int8::elementwise::reciprocal_scale(*s_in);
+                // max/min rather than clamp: NaN becomes -127 like the casts, never a panic.
+                #[allow(clippy::manual_clamp)]
                 let q = (x * inv).max(-127.0).min(127.0).round() as i8;
                 table.get(q) as f32 * s_out
             }
@@ -268,7 +270,7 @@ impl Chain {
         }] = self.stages.as_slice()
         {
             if s_in.to_bits() == self.s_in.to_bits() && s_out.to_bits() == self.s_out.to_bits() {
-                return table.clone();
+                return (**table).clone();
             }
         }
         CodeTable::requantized(self.s_in, self.s_out, -127, |x| {
@@ -300,8 +302,9 @@ impl Int8Op {
     }
 }
 
-/// One step of the int8 schedule.
+/// One step of the int8 schedule. (Steps are built once per model; their size does not matter.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum QStep {
     /// Run step `step` of the float schedule on float slots.
     Float(usize),
@@ -812,7 +815,7 @@ impl Builder<'_> {
                 };
                 if let Some(table) = param.table_int8.as_deref() {
                     let table: &[i8; 255] = table.try_into().ok()?;
-                    let table = CodeTable::from_mnn_table(table);
+                    let table = Box::new(CodeTable::from_mnn_table(table));
                     return Some(Chain::single(
                         s_in,
                         Stage::Table {
@@ -1711,7 +1714,10 @@ fn interp_bilinear_i8(
                 let top = a[ch] as f32 * (1.0 - fx) + b[ch] as f32 * fx;
                 let bottom = cc[ch] as f32 * (1.0 - fx) + e[ch] as f32 * fx;
                 let v = (top * (1.0 - fy) + bottom * fy) * factor;
-                d[ch] = v.max(-127.0).min(127.0).round() as i8;
+                // max/min rather than clamp: NaN becomes -127, never a panic.
+                #[allow(clippy::manual_clamp)]
+                let q = v.max(-127.0).min(127.0).round() as i8;
+                d[ch] = q;
             }
         }
     });
@@ -1860,7 +1866,7 @@ mod tests {
         let doubled = CodeTable::from_fn(|q| (q as i32 * 2).clamp(-127, 127) as i8);
         let table = Stage::Table {
             s_in: 0.5,
-            table: doubled.clone(),
+            table: Box::new(doubled.clone()),
             s_out: 0.25,
             function: None,
         };
@@ -1885,7 +1891,7 @@ mod tests {
         });
         let table = Stage::Table {
             s_in: 1.0,
-            table: coarse,
+            table: Box::new(coarse),
             s_out: 1.0,
             function: Some(hswish),
         };
