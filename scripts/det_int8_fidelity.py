@@ -33,7 +33,7 @@ def run_model(mnnq: str, model: str, input_name: str, npy: Path, out_dir: Path) 
     )
     outputs = sorted(out_dir.glob("*.npy"))
     if len(outputs) != 1:
-        raise SystemExit(f"{model}: expected one output in {out_dir}, found {len(outputs)}")
+        raise SystemExit(f"error: {model}: expected one output in {out_dir}, found {len(outputs)}")
     return np.load(outputs[0]).astype(np.float64).ravel()
 
 
@@ -49,7 +49,7 @@ def main() -> int:
 
     images = sorted(p for p in Path(args.images).iterdir() if p.is_file())
     if not images:
-        raise SystemExit(f"{args.images}: no images")
+        raise SystemExit(f"error: {args.images}: no images")
     cosines, maes, ious = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -82,4 +82,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as e:
+        print(f"error: {' '.join(map(str, e.cmd))} failed: {e.stderr.strip()}", file=sys.stderr)
+        sys.exit(1)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
