@@ -76,6 +76,12 @@ class Case:
     initializers: list = field(default_factory=list)
     opset: int = 13
     note: str = ""
+    # MNN op types the ONNX converter never emits: the Net is written directly (MNN's JSON form,
+    # converted with `-f JSON`, which keeps every op as written). `mnn_ops` holds the ops with
+    # `inputs` / `outputs` as tensor names; `reference` computes the expected outputs with numpy
+    # from the feeds (in place of ONNX Runtime)
+    mnn_ops: list = None
+    reference: object = None
 
 
 def seed_of(name: str) -> int:
@@ -192,6 +198,14 @@ def conv_cases():
     # fp32 outputs then differ from a direct convolution by up to ~1e-3 (see the README)
     conv("conv_k3_s1_p1_winograd_8ch_6x6", 8, 8, 3, hw=(6, 6), pads=[1, 1, 1, 1])
     conv("conv_k3_s1_p1_winograd_16ch_12x12", 16, 16, 3, hw=(12, 12), pads=[1, 1, 1, 1])
+    # Winograd tile batches: MNN transforms 24 tiles at a time (a full batch takes another code
+    # path than the last partial one, and a lone last tile another GEMM kernel); 25 tiles of F(6,3)
+    # and of F(4,3), PP-OCR det's 96 -> 24 channels at 40x40 (49 tiles) and at 20x20 (F(4,3))
+    conv("conv_k3_s1_p1_winograd_16ch_30x30", 16, 16, 3, hw=(30, 30), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_16to24_30x30", 16, 24, 3, hw=(30, 30), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_96to24_40x40", 96, 24, 3, hw=(40, 40), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_96to24_20x20", 96, 24, 3, hw=(20, 20), pads=[1, 1, 1, 1])
+    conv("conv_k3_s1_p1_winograd_96to16_40x40", 96, 16, 3, hw=(40, 40), pads=[1, 1, 1, 1])
     # depthwise: group == input channels == output channels
     conv("convdw_k3_s1_p1", 8, 8, 3, pads=[1, 1, 1, 1], group=8)
     conv("convdw_k3_s2_p1_nobias", 8, 8, 3, stride=2, pads=[1, 1, 1, 1], group=8, bias=False)
@@ -813,10 +827,174 @@ def reduce_misc_cases():
     return cases
 
 
+def mnn_json_cases():
+    """Ops MNN runs but its ONNX converter never writes (see the README)."""
+    cases = []
+
+    def case(name, op_type, params, inputs, ops, reference, note=""):
+        cases.append(Case(name, op_type, params, inputs, [], [("y", FLOAT)], mnn_ops=ops,
+                          reference=reference, note=note))
+
+    def op(type_, name, inputs, outputs, main_type=None, main=None):
+        o = {"type": type_, "name": name, "inputs": inputs, "outputs": outputs}
+        if main_type:
+            o["main_type"], o["main"] = main_type, main
+        return o
+
+    def to_c4(src, dst):
+        return op("ConvertTensor", dst, [src], [dst], "TensorConvertInfo",
+                  {"source": "NCHW", "dest": "NC4HW4"})
+
+    def to_nchw(src, dst):
+        return op("ConvertTensor", dst, [src], [dst], "TensorConvertInfo",
+                  {"source": "NC4HW4", "dest": "NCHW"})
+
+    x4 = [Input("x", (1, 4, 5, 6))]
+    sig = lambda f: 1.0 / (1.0 + np.exp(-f["x"].astype(np.float64)))  # noqa: E731
+    case("sigmoid_op", "Sigmoid", {}, [Input("x", (1, 4, 5, 6), -6.0, 6.0)],
+         [op("Sigmoid", "y", ["x"], ["y"])], lambda f: {"y": sig(f)})
+    case("tanh_op", "TanH", {}, [Input("x", (1, 4, 5, 6), -3.0, 3.0)],
+         [op("TanH", "y", ["x"], ["y"])], lambda f: {"y": np.tanh(f["x"].astype(np.float64))})
+
+    slopes = [0.1, -0.2, 0.3, 0.5]
+    case("prelu_op_per_channel", "PReLU", {"slope": slopes}, x4,
+         [to_c4("x", "xc"), op("PReLU", "p", ["xc"], ["p"], "PRelu",
+                               {"slopeCount": 4, "slope": slopes}), to_nchw("p", "y")],
+         lambda f: {"y": np.where(f["x"] < 0, f["x"] * np.array(slopes).reshape(1, 4, 1, 1),
+                                  f["x"])})
+
+    rng = np.random.RandomState(seed_of("weights/batchnorm_op"))
+    g, b = rng.uniform(0.5, 1.5, 4), rng.uniform(-0.5, 0.5, 4)
+    mean, var = rng.uniform(-0.5, 0.5, 4), rng.uniform(0.5, 2.0, 4)
+    eps = 1e-3
+    bn = {"channels": 4, "slopeData": g.tolist(), "meanData": mean.tolist(),
+          "varData": var.tolist(), "biasData": b.tolist(), "epsilon": eps}
+    bshape = (1, 4, 1, 1)
+    case("batchnorm_op", "BatchNorm", bn, x4,
+         [to_c4("x", "xc"), op("BatchNorm", "n", ["xc"], ["n"], "BatchNorm", bn),
+          to_nchw("n", "y")],
+         lambda f: {"y": (f["x"] - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps)
+                    * g.reshape(bshape) + b.reshape(bshape)})
+
+    rng = np.random.RandomState(seed_of("weights/innerproduct_op"))
+    w = rng.randn(5, 8).astype(np.float32) * 0.5
+    bias = rng.randn(5).astype(np.float32) * 0.5
+    ip = {"outputCount": 5, "biasTerm": 1, "weightSize": 40, "weight": w.ravel().tolist(),
+          "bias": bias.tolist(), "axis": 1, "transpose": False}
+    case("innerproduct_op", "InnerProduct", {k: v for k, v in ip.items() if k not in ("weight", "bias")},
+         [Input("x", (3, 8))], [op("InnerProduct", "y", ["x"], ["y"], "InnerProduct", ip)],
+         lambda f: {"y": f["x"].astype(np.float64) @ w.T.astype(np.float64) + bias})
+
+    for adj_x, adj_y in [(False, False), (False, True), (True, False)]:
+        a_shape = (2, 4, 3) if adj_x else (2, 3, 4)
+        b_shape = (2, 5, 4) if adj_y else (2, 4, 5)
+        ref = (lambda ax, ay: lambda f: {"y": np.matmul(
+            np.swapaxes(f["a"], 1, 2) if ax else f["a"],
+            np.swapaxes(f["b"], 1, 2) if ay else f["b"])})(adj_x, adj_y)
+        case(f"batchmatmul_op_adjx{int(adj_x)}_adjy{int(adj_y)}", "BatchMatMul",
+             {"adjX": adj_x, "adjY": adj_y}, [Input("a", a_shape), Input("b", b_shape)],
+             [op("BatchMatMul", "y", ["a", "b"], ["y"], "BatchMatMulParam",
+                 {"adjX": adj_x, "adjY": adj_y})], ref)
+
+    case("crop_op_axis2", "Crop", {"axis": 2, "offset": [1, 2]},
+         [Input("x", (1, 4, 8, 8)), Input("shape_like", (1, 4, 5, 4))],
+         [to_c4("x", "xc"), to_c4("shape_like", "sc"),
+          op("Crop", "c", ["xc", "sc"], ["c"], "Crop", {"axis": 2, "offset": [1, 2]}),
+          to_nchw("c", "y")],
+         lambda f: {"y": f["x"][:, :, 1:6, 2:6]})
+
+    scale = [0.5, 1.0, 1.5, 2.0]
+    for across, shared in [(0, 0), (1, 0), (0, 1)]:
+        def norm_ref(f, across=across, shared=shared):
+            x = f["x"].astype(np.float64)
+            axes = (1, 2, 3) if across else (1,)
+            n = x / np.sqrt(np.sum(x * x, axis=axes, keepdims=True) + 1e-5)
+            s = np.array(scale[:1] if shared else scale).reshape(1, -1, 1, 1)
+            return {"y": n * s}
+        params = {"acrossSpatial": across, "channelShared": shared, "eps": 1e-5,
+                  "scale": scale[:1] if shared else scale}
+        case(f"normalize_op_across{across}_shared{shared}", "Normalize", params, x4,
+             [op("Normalize", "y", ["x"], ["y"], "Normalize", params)], norm_ref)
+
+    case("expanddims_op_axis1", "ExpandDims", {"axis": 1}, [Input("x", (2, 3, 4))],
+         [op("ExpandDims", "y", ["x"], ["y"], "ExpandDims", {"axis": 1})],
+         lambda f: {"y": f["x"][:, None]})
+
+    # BinaryOp operations the ONNX converter has no route to (MNN's JSON needs the enum names)
+    binary = [
+        ("max_temp", "MAX_TEMP", lambda a, b: np.maximum(a, b), False),
+        ("min_temp", "MIN_TEMP", lambda a, b: np.minimum(a, b), False),
+        ("realdiv", "REALDIV", lambda a, b: a / b, False),
+        ("floordiv", "FLOORDIV", lambda a, b: np.floor(a / b), False),
+        ("squared_difference", "SquaredDifference", lambda a, b: (a - b) ** 2, False),
+        ("floormod", "FLOORMOD", lambda a, b: np.mod(a, b), False),
+        ("mod", "MOD", lambda a, b: np.fmod(a, b), False),
+        ("atan2", "ATAN2", lambda a, b: np.arctan2(a, b), False),
+        ("logicalor", "LOGICALOR", lambda a, b: ((a != 0) | (b != 0)).astype(np.int32), True),
+        ("notequal", "NOTEQUAL", lambda a, b: (a != b).astype(np.int32), True),
+    ]
+    for label, code, fn, integer in binary:
+        low, high = (-2.0, 2.0) if integer else (-3.0, 3.0)
+        inputs = [Input("a", (2, 3, 4, 5), low, high, integer),
+                  Input("b", (2, 3, 4, 5), 0.5 if not integer else low, high, integer)]
+        case(f"binary_op_{label}", "BinaryOp", {"opType": code}, inputs,
+             [op("BinaryOp", "y", ["a", "b"], ["y"], "BinaryOp", {"opType": code, "T": "DT_FLOAT"})],
+             (lambda fn: lambda f: {"y": fn(f["a"].astype(np.float64), f["b"].astype(np.float64))})(fn))
+
+    indices = [2, 0, 1, 2]
+    case("gather_op_axis0", "Gather", {"indices": indices}, [Input("x", (4, 3, 5))],
+         [op("Const", "idx", [], ["idx"], "Blob", {"dims": [4], "dataFormat": "NCHW",
+                                                  "dataType": "DT_INT32", "int32s": indices}),
+          op("Gather", "y", ["x", "idx"], ["y"])],
+         lambda f: {"y": f["x"][indices]})
+    return cases
+
+
+def mnn_net_json(case: Case) -> dict:
+    """MNN's JSON form of a Net from ops naming their tensors."""
+    names = []
+
+    def index(name):
+        if name not in names:
+            names.append(name)
+        return names.index(name)
+
+    oplists = []
+    for spec in case.inputs:
+        oplists.append({"type": "Input", "name": spec.name, "outputIndexes": [index(spec.name)],
+                        "main_type": "Input",
+                        "main": {"dims": list(spec.shape), "dtype": "DT_FLOAT", "dformat": "NCHW"}})
+    for o in case.mnn_ops:
+        entry = {"type": o["type"], "name": o["name"],
+                 "inputIndexes": [index(n) for n in o["inputs"]],
+                 "outputIndexes": [index(n) for n in o["outputs"]]}
+        if "main_type" in o:
+            entry["main_type"], entry["main"] = o["main_type"], o["main"]
+        if not entry["inputIndexes"]:
+            del entry["inputIndexes"]
+        oplists.append(entry)
+    return {"oplists": oplists, "tensorName": names, "outputName": [n for n, _ in case.outputs],
+            "sourceType": "ONNX", "usage": "INFERENCE", "preferForwardType": "CPU"}
+
+
+def write_mnn_from_json(case: Case, mnn_path: Path):
+    import _tools
+
+    json_path = mnn_path.with_suffix(".json")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(mnn_net_json(case), f)
+    with captured_native_output() as log:
+        ok = _tools.mnnconvert(["mnnconvert", "-f", "JSON", "--modelFile", str(json_path),
+                                "--MNNModel", str(mnn_path), "--bizCode", "mnnq"])
+    if not ok or not mnn_path.is_file():
+        raise OracleError(f"MNN converter failed on {json_path}:\n{log[0].strip()[-2000:]}")
+
+
 def all_cases():
     cases = (conv_cases() + deconv_cases() + pool_cases() + binary_cases() + unary_cases()
              + activation_cases() + layout_cases() + slice_gather_pad_cases() + resize_cases()
-             + norm_softmax_cases() + matmul_gemm_cases() + reduce_misc_cases())
+             + norm_softmax_cases() + matmul_gemm_cases() + reduce_misc_cases()
+             + mnn_json_cases())
     names = [c.name for c in cases]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
@@ -912,11 +1090,13 @@ def run_mnn(mnn, mnn_path: Path, feeds: dict, output_names: list):
 def run_case(case: Case, out_dir: Path, tmp: Path, mnn) -> dict:
     import onnxruntime as ort
 
-    model = build_onnx(case)
     onnx_path = tmp / f"{case.name}.onnx"
-    onnx.save(model, str(onnx_path))
     mnn_path = tmp / f"{case.name}.mnn"
-    convert_onnx_to_mnn(onnx_path, mnn_path)
+    if case.mnn_ops is None:
+        onnx.save(build_onnx(case), str(onnx_path))
+        convert_onnx_to_mnn(onnx_path, mnn_path)
+    else:
+        write_mnn_from_json(case, mnn_path)
     net = dump_mnn_json(mnn_path)
     mnn_ops = [dict(type=op["type"], name=op.get("name", ""), params=short_params(op.get("main")))
                for op in net.get("oplists", [])]
@@ -938,10 +1118,14 @@ def run_case(case: Case, out_dir: Path, tmp: Path, mnn) -> dict:
     if missing:
         raise OracleError(f"MNN model has no output(s) {missing}; it has {sorted(results)}")
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    ort_session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    ort_results = dict(zip(output_names, ort_session.run(output_names, feeds)))
+    if case.mnn_ops is None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        ort_session = ort.InferenceSession(str(onnx_path), options,
+                                           providers=["CPUExecutionProvider"])
+        ort_results = dict(zip(output_names, ort_session.run(output_names, feeds)))
+    else:
+        ort_results = {k: np.asarray(v) for k, v in case.reference(feeds).items()}
 
     case_dir = out_dir / case.name
     if case_dir.exists():
@@ -1031,7 +1215,7 @@ def run_worker(case_names, out_dir: Path, keep_onnx: bool) -> int:
                 lines = [m for m in str(err).strip().splitlines() if m.strip()]
                 result = {"case": name, "error": " | ".join(lines)[-600:]}
             else:
-                if keep_onnx:
+                if keep_onnx and (tmp / f"{name}.onnx").is_file():
                     shutil.copyfile(tmp / f"{name}.onnx", out_dir / name / "model.onnx")
                 result = {"case": name, "record": {k: record[k] for k in (
                     "mnn_op_types", "runner", "mnn_vs_onnxruntime_max_abs_diff",

@@ -23,6 +23,7 @@ mod histogram;
 mod kl;
 mod parity;
 mod range;
+mod simd;
 mod unify;
 mod weights;
 

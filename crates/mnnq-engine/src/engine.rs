@@ -49,6 +49,8 @@ pub enum Prepared {
     None,
     Conv(Box<PreparedConv>),
     Pool(PoolType, PoolWindow),
+    /// 3-D pooling: the (H, W) window of every depth slice, then the depth window.
+    Pool3D(PoolType, PoolWindow, PoolWindow),
     Interp {
         resize_type: i32,
         cubic_a: f32,
@@ -97,10 +99,24 @@ pub struct Engine {
     pub outputs: Vec<(usize, usize)>,
     /// For quantized models: the int8 schedule that replaces `steps` at run time.
     pub int8: Option<Box<crate::int8::Int8Plan>>,
+    /// Chains of elementwise steps run as one pass (see [`crate::fuse`]), in schedule order.
+    pub fused: Vec<crate::fuse::FusedChain>,
+    /// Set when a shape depends on the values of graph inputs (e.g. Range on run-time inputs):
+    /// the graph, prepared anew for each run with the inputs as constants. `steps` is empty then.
+    pub deferred: Option<Box<ModelIr>>,
+}
+
+/// Elementwise fusion is on unless `MNNQ_FUSE=0` (for comparisons).
+fn fusion_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("MNNQ_FUSE").map(|v| v != "0").unwrap_or(true))
 }
 
 fn is_window_op(kind: &OpKind) -> bool {
-    matches!(kind, OpKind::Conv(_) | OpKind::Pool(_) | OpKind::Interp(_))
+    matches!(
+        kind,
+        OpKind::Conv(_) | OpKind::Pool(_) | OpKind::Pool3D { .. } | OpKind::Interp(_)
+    )
 }
 
 /// Ops whose outputs may keep a channels-last layout (they address memory through strides).
@@ -160,7 +176,16 @@ impl Engine {
             }
             let consts: Vec<Option<&Value>> =
                 node.inputs.iter().map(|&t| values[t].as_ref()).collect();
-            let outs = shape::infer(node, &in_infos, &consts).map_err(op_err)?;
+            let outs = match shape::infer(node, &in_infos, &consts) {
+                Ok(outs) => outs,
+                Err(msg)
+                    if msg.ends_with(shape::NOT_CONSTANT)
+                        && node.inputs.iter().any(|&t| values[t].is_none()) =>
+                {
+                    return Engine::deferred(ir);
+                }
+                Err(msg) => return Err(op_err(msg)),
+            };
             if outs.len() < node.outputs.len() {
                 return Err(op_err(format!(
                     "produces {} outputs, the model lists {}",
@@ -439,12 +464,32 @@ impl Engine {
                     if p.in_channels == 0 {
                         p.in_channels = in_shape[1];
                     }
+                    if p.has_output_shape {
+                        let consts: Vec<Option<&Value>> =
+                            node.inputs.iter().map(|&t| values[t].as_ref()).collect();
+                        p.output_size = Some(
+                            shape::deconv_output_size(&p, &consts, node.inputs.len())
+                                .map_err(op_err)?,
+                        );
+                    }
                     Prepared::Conv(Box::new(PreparedConv::new(&p, in_shape).map_err(op_err)?))
                 }
-                OpKind::Pool(p) => Prepared::Pool(
-                    p.pool_type,
-                    shape::pool_window(p, in_shape[2], in_shape[3]).map_err(op_err)?,
+                OpKind::Pool(p) => {
+                    let (in_h, in_w) = shape::pool_spatial(in_shape);
+                    Prepared::Pool(
+                        p.pool_type,
+                        shape::pool_window(p, in_h, in_w).map_err(op_err)?,
+                    )
+                }
+                OpKind::Pool3D { hw, .. } if in_shape.len() == 4 => Prepared::Pool(
+                    hw.pool_type,
+                    shape::pool_window(hw, in_shape[2], in_shape[3]).map_err(op_err)?,
                 ),
+                OpKind::Pool3D { hw, depth } => {
+                    let (first, second) =
+                        shape::pool3d_windows(hw, depth, in_shape).map_err(op_err)?;
+                    Prepared::Pool3D(hw.pool_type, first, second)
+                }
                 OpKind::Interp(p) => {
                     let size = node.inputs.get(1).and_then(|&t| values[t].as_ref());
                     Prepared::Interp {
@@ -486,7 +531,7 @@ impl Engine {
         }
 
         let memory = plan_memory(&mut slots, &steps, &graph_inputs, &graph_outputs);
-        Ok(Engine {
+        let mut engine = Engine {
             ir,
             infos,
             values,
@@ -497,7 +542,82 @@ impl Engine {
             inputs: graph_inputs,
             outputs: graph_outputs,
             int8: None,
+            fused: Vec::new(),
+            deferred: None,
+        };
+        if fusion_enabled() {
+            engine.fused = crate::fuse::find_chains(&engine);
+        }
+        Ok(engine)
+    }
+
+    /// An engine whose shapes depend on input values: only the graph inputs are described
+    /// (shapes as declared), everything else is prepared per run by [`Engine::specialize`].
+    fn deferred(ir: ModelIr) -> Result<Engine, EngineError> {
+        let mut slots = Vec::new();
+        let mut inputs = Vec::new();
+        for node in &ir.nodes {
+            if let OpKind::Input { dims, dtype, .. } = &node.kind {
+                let t = node.outputs[0];
+                slots.push(Slot {
+                    shape: dims.iter().map(|&d| d.max(0) as usize).collect(),
+                    dtype: *dtype,
+                    layout: Layout::RowMajor,
+                    location: Location::Arena(0),
+                    tensor: t,
+                });
+                inputs.push((t, slots.len() - 1));
+            }
+        }
+        Ok(Engine {
+            infos: vec![None; ir.tensor_names.len()],
+            values: vec![None; ir.tensor_names.len()],
+            slots,
+            steps: Vec::new(),
+            memory: MemoryPlan::default(),
+            const_buffers: Vec::new(),
+            inputs,
+            outputs: Vec::new(),
+            int8: None,
+            fused: Vec::new(),
+            deferred: Some(Box::new(ir.clone())),
+            ir,
         })
+    }
+
+    /// Whether shapes depend on input values, so that every run prepares the model anew.
+    pub fn is_value_dependent(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// The model prepared for these input values (each graph input becomes a constant).
+    pub fn specialize(&self, inputs: &[(usize, Value)]) -> Result<Engine, EngineError> {
+        let Some(ir) = self.deferred.as_deref() else {
+            return Err(EngineError::Run(
+                "the model does not depend on input values".into(),
+            ));
+        };
+        let mut ir = ir.clone();
+        for node in &mut ir.nodes {
+            if let OpKind::Input { format, .. } = node.kind {
+                let t = node.outputs[0];
+                let value = inputs
+                    .iter()
+                    .find(|(i, _)| *i == t)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| {
+                        EngineError::Run(format!("missing input '{}'", ir.tensor_names[t]))
+                    })?;
+                node.kind = OpKind::Const { value, format };
+            }
+        }
+        let engine = Engine::from_ir(ir)?;
+        if engine.deferred.is_some() {
+            return Err(EngineError::Model(
+                "a shape depends on values that are not known even with the inputs given".into(),
+            ));
+        }
+        Ok(engine)
     }
 
     /// Names and logical shapes of the model's inputs.

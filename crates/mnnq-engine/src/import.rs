@@ -103,6 +103,8 @@ fn conv_params(op: &Op, conv: &mnnq_format::Convolution2D) -> Result<ConvParams,
         OpType::ConvolutionDepthwise => ConvKind::Depthwise,
         OpType::Deconvolution => ConvKind::Deconvolution,
         OpType::DeconvolutionDepthwise => ConvKind::DeconvolutionDepthwise,
+        // Only the window matters.
+        OpType::Im2Col => ConvKind::Convolution,
         other => return Err(format!("{other:?} is not a float convolution")),
     };
     let weights = match &decoded {
@@ -135,8 +137,8 @@ fn conv_params(op: &Op, conv: &mnnq_format::Convolution2D) -> Result<ConvParams,
         Some([h, w, ..]) => [(*h).max(0) as usize, (*w).max(0) as usize],
         _ => [0, 0],
     };
-    if c.has_output_shape {
-        return Err("deconvolution with an explicit output shape input is not supported".into());
+    if c.has_output_shape && !kind.is_deconvolution() {
+        return Err("an output shape input is only supported on deconvolutions".into());
     }
     Ok(ConvParams {
         kind,
@@ -160,6 +162,8 @@ fn conv_params(op: &Op, conv: &mnnq_format::Convolution2D) -> Result<ConvParams,
             Some(d) if !d.bias.is_empty() => d.bias,
             _ => conv.bias.clone().unwrap_or_default(),
         },
+        has_output_shape: c.has_output_shape,
+        output_size: None,
     })
 }
 
@@ -201,6 +205,7 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
         | OpType::DeconvolutionDepthwise => {
             OpKind::Conv(Box::new(conv_params(op, need!(Convolution2D))?))
         }
+        OpType::Im2Col => OpKind::Im2Col(Box::new(conv_params(op, need!(Convolution2D))?)),
         OpType::Pooling => {
             let p = need!(Pool);
             OpKind::Pool(PoolParams {
@@ -227,35 +232,67 @@ fn op_kind(op: &Op) -> Result<OpKind, String> {
             let kernels = p.kernels.clone().unwrap_or_default();
             let strides = p.strides.clone().unwrap_or_default();
             let pads = p.pads.clone().unwrap_or_default();
-            if !p.is_global && (kernels.len() != 2 || strides.len() != 2) {
-                return Err(format!(
-                    "3-D pooling (kernels {kernels:?}) is not supported; only 2-D windows"
-                ));
-            }
+            let pool_type = if p.type_ as i32 == 0 {
+                PoolType::Max
+            } else {
+                PoolType::Average
+            };
+            let pad_mode = PadMode::from_mnn(p.pad_type as i32);
             let k = |i: usize| kernels.get(i).copied().unwrap_or(1).max(1) as usize;
             let s = |i: usize| strides.get(i).copied().unwrap_or(1).max(1) as usize;
-            OpKind::Pool(PoolParams {
-                pool_type: if p.type_ as i32 == 0 {
-                    PoolType::Max
-                } else {
-                    PoolType::Average
-                },
+            let pad = |i: usize| pads.get(i).copied().unwrap_or(0).max(0) as usize;
+            let base = PoolParams {
+                pool_type,
                 global: p.is_global,
-                kernel_h: k(0),
-                kernel_w: k(1),
-                stride_h: s(0),
-                stride_w: s(1),
-                pad_mode: PadMode::from_mnn(p.pad_type as i32),
-                pad_x: pads.get(1).copied().unwrap_or(0).max(0) as usize,
-                pad_y: pads.first().copied().unwrap_or(0).max(0) as usize,
-                pads: if pads.len() == 4 {
-                    pads4(Some(&pads))
-                } else {
-                    None
-                },
+                kernel_h: 1,
+                kernel_w: 1,
+                stride_h: 1,
+                stride_w: 1,
+                pad_mode,
+                pad_x: 0,
+                pad_y: 0,
+                pads: None,
                 ceil_mode: false,
                 count_type: 0,
-            })
+            };
+            if kernels.len() == 3 || (p.is_global && kernels.is_empty()) {
+                OpKind::Pool3D {
+                    hw: PoolParams {
+                        kernel_h: k(1),
+                        kernel_w: k(2),
+                        stride_h: s(1),
+                        stride_w: s(2),
+                        pad_y: pad(1),
+                        pad_x: pad(2),
+                        ..base.clone()
+                    },
+                    depth: PoolParams {
+                        kernel_h: k(0),
+                        stride_h: s(0),
+                        pad_y: pad(0),
+                        // MNN pools the depth with padding excluded from averages.
+                        count_type: 2,
+                        ..base
+                    },
+                }
+            } else if kernels.len() == 2 || p.is_global {
+                OpKind::Pool(PoolParams {
+                    kernel_h: k(0),
+                    kernel_w: k(1),
+                    stride_h: s(0),
+                    stride_w: s(1),
+                    pad_x: pad(1),
+                    pad_y: pad(0),
+                    pads: if pads.len() == 4 {
+                        pads4(Some(&pads))
+                    } else {
+                        None
+                    },
+                    ..base
+                })
+            } else {
+                return Err(format!("Pool3D with kernels {kernels:?} is not supported"));
+            }
         }
         OpType::BinaryOp => {
             let p = need!(BinaryOp);
@@ -636,7 +673,9 @@ impl crate::Engine {
     /// Prepares a model already in memory.
     pub fn from_model(model: &Model) -> Result<crate::Engine, EngineError> {
         let mut engine = crate::Engine::from_ir(net_to_ir(&model.net)?)?;
-        engine.int8 = crate::int8::Int8Plan::build(&model.net, &engine)?.map(Box::new);
+        if !engine.is_value_dependent() {
+            engine.int8 = crate::int8::Int8Plan::build(&model.net, &engine)?.map(Box::new);
+        }
         Ok(engine)
     }
 }

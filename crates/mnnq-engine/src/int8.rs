@@ -44,17 +44,18 @@
 //! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load, `MNNQ_INT8_PROFILE=1`
 //! per-category times of each run (`=ops`: per int8 op).
 //!
-//! Known differences from MNN 3.6.1 (x86, AVX-512 build): the first codes that differ appear in
-//! the first convolution (a handful of elements, +-1) and spread (EfficientNet-Lite0: 0.4% of
-//! codes differ by block 2, ~15% by block 8, mostly +-1); cosine of the logits 0.998-0.999. MNN's
-//! x86 kernels hold activations as `q + 128` (uint8) and compensate in float bias terms; that
-//! re-association is the suspected source, not yet reproduced.
+//! Agreement with MNN 3.6.1 (x86, AVX-512 VNNI; docs/int8-parity.md): dense convolutions use
+//! MNN x86's exact requantize order ([`Requantize`]); depthwise, casts, unary tables and
+//! BinaryOps already matched, so EfficientNet-Lite0's codes are bit-identical op by op.
+//! Deliberate difference: MNN's x86 int8 max pool compares `q + 128` bytes as signed (wrong when
+//! a window mixes negative and non-negative codes); we pool correctly. PP-OCR det v4 is
+//! bit-identical too (all 250 compared tensors and the map).
 
 use std::collections::HashMap;
 
 use mnnq_format::{Convolution2D, Net, OpParameter};
 use mnnq_kernels::int8::{
-    binary_channel_values_int8, binary_int8, conv2d_int8_nhwc, copy_strided_i8,
+    binary_channel_values_int8, binary_int8, conv2d_int8_nhwc_blocks, copy_strided_i8,
     depthwise_int8_nhwc, float_to_int8, int8_to_float, lookup_int8, pool_int8_nhwc, BinaryInt8,
     BinaryScales, CodeTable, DepthwiseRequantize, PackedDepthwiseInt8, PackedInt8Weights, PoolKind,
     Requantize,
@@ -73,9 +74,48 @@ const LOOKUP_CHUNK: usize = 1 << 16;
 /// Longest period a broadcast BinaryOp operand is tiled to.
 const BINARY_PERIOD: usize = 4096;
 
-/// Output pixels per work item of a dense int8 convolution: a multiple of every micro-kernel's
-/// row count, and independent of the thread count (so the bytes are too).
-const CONV_PIXELS_PER_TASK: usize = 96;
+/// Smallest number of output pixels per work item of a dense int8 convolution when it is split
+/// over threads: a multiple of every micro-kernel's row count. Every output is one whole
+/// accumulation whatever the split, so the bytes never depend on the thread count.
+const CONV_MIN_PIXELS_PER_TASK: usize = 48;
+
+/// Work items per thread a layer is cut into, so threads that start late or run slower (a shared
+/// machine) still finish together.
+const TASKS_PER_THREAD: usize = 4;
+
+/// How a dense convolution of `pixels` output pixels and `blocks` channel blocks is cut for
+/// `threads` threads: (pixels per task, channel blocks per task). One task at one thread; layers
+/// with few pixels are split over channel blocks too.
+fn conv_split(pixels: usize, blocks: usize, threads: usize) -> (usize, usize) {
+    if threads <= 1 {
+        return (pixels.max(1), blocks.max(1));
+    }
+    let wanted = threads * TASKS_PER_THREAD;
+    let pixel_tasks = (pixels / CONV_MIN_PIXELS_PER_TASK).clamp(1, wanted);
+    let per_task = pixels.div_ceil(pixel_tasks).max(1);
+    let block_groups = wanted.div_ceil(pixel_tasks).min(blocks).max(1);
+    (per_task, blocks.div_ceil(block_groups))
+}
+
+/// Output rows per work item of a depthwise convolution or pooling over `rows` rows.
+fn row_split(rows: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads * TASKS_PER_THREAD).max(1)
+    }
+}
+
+/// Sum of each output channel's int8 weights (`codes` row-major by output channel): MNN x86's
+/// uint8-input compensation term ([`Requantize`]).
+fn weight_sums(codes: &[i8], out_c: usize) -> Vec<i32> {
+    let per_channel = codes.len() / out_c.max(1);
+    codes
+        .chunks(per_channel.max(1))
+        .take(out_c)
+        .map(|row| row.iter().map(|&w| i32::from(w)).sum())
+        .collect()
+}
 
 /// What an op does when it runs int8.
 #[derive(Debug)]
@@ -252,6 +292,21 @@ impl Chain {
             }
         }
         self
+    }
+
+    /// `self` then `next`, each rounded at its own output scale: the composition of the two
+    /// tables, so exactly the bytes of running them one after the other.
+    pub fn compose(&self, next: &Chain) -> Chain {
+        Chain {
+            s_in: self.s_in,
+            stages: vec![Stage::Table {
+                s_in: self.s_in,
+                table: Box::new(self.table().then(&next.table())),
+                s_out: next.s_out,
+                function: None,
+            }],
+            s_out: next.s_out,
+        }
     }
 
     /// The chain's float value at each input code (`[q as u8]`), before the output rounding.
@@ -431,6 +486,10 @@ struct Builder<'e> {
     /// Whether chains of lookups are fused (off under `MNNQ_INT8_NO_FUSE`, so every tensor
     /// stays observable).
     fuse: bool,
+    /// `MNNQ_INT8_PRECISE`: fused chains computed in float across their joints, scalar
+    /// constants used unquantized, and the squeeze-excite excitation kept in float. Off by
+    /// default, so every table is MNN's per-op int8 function and the bytes are MNN's.
+    precise: bool,
 }
 
 impl Builder<'_> {
@@ -487,6 +546,9 @@ impl Builder<'_> {
             let out_len = self.slot(output).len();
             // The short operand of a per-channel binary, if a chain nothing else reads wrote it.
             let folded = (0..2).find_map(|k| {
+                if !self.precise {
+                    return None;
+                }
                 let s = inputs[k];
                 let k_chain = self.chain_writer.get(&s).copied()?;
                 (self.fuse && self.readers[s] == 1 && self.slot(s).len() != out_len)
@@ -547,7 +609,12 @@ impl Builder<'_> {
                     unreachable!("chain_writer only records chains");
                 };
                 let first = self.chains.remove(&k).expect("chains are recorded");
-                (first.then(*chain), first_inputs[0])
+                let joined = if self.precise {
+                    first.then(*chain)
+                } else {
+                    first.compose(&chain)
+                };
+                (joined, first_inputs[0])
             }
             None => (*chain, input),
         };
@@ -666,7 +733,14 @@ impl Builder<'_> {
                             geom.kernel_h,
                             geom.kernel_w,
                         )),
-                        requant: Requantize::for_conv(&codes.alpha, &bias, s_in, s_out, relu),
+                        requant: Requantize::for_conv(
+                            &codes.alpha,
+                            &bias,
+                            &weight_sums(&codes.codes, geom.out_c),
+                            s_in,
+                            s_out,
+                            relu,
+                        ),
                     })
                 } else if p.group == geom.in_c && p.group == geom.out_c {
                     if codes.codes.len() != geom.out_c * taps {
@@ -693,7 +767,9 @@ impl Builder<'_> {
                     None
                 }
             }
-            (OpKind::Pool(_), Prepared::Pool(pool_type, w)) => {
+            // A 2-D global Pooling3D (MNN's converter writes GlobalAveragePool so) is prepared as a
+            // plain pool; the 4-D check below keeps real 3-D pooling float.
+            (OpKind::Pool(_) | OpKind::Pool3D { .. }, Prepared::Pool(pool_type, w)) => {
                 let s_in = self.scale_of_slot(inputs[0]);
                 if !scale_eq(s_in, s_out) {
                     return None;
@@ -758,39 +834,85 @@ impl Builder<'_> {
                     const_first,
                     relu: lo == 0,
                 };
+                let kernel_op = match op {
+                    BinaryOperation::Add => Some(BinaryInt8::Add),
+                    BinaryOperation::Sub => Some(BinaryInt8::Sub),
+                    BinaryOperation::Mul => Some(BinaryInt8::Mul),
+                    BinaryOperation::Max => Some(BinaryInt8::Max),
+                    BinaryOperation::Min => Some(BinaryInt8::Min),
+                    _ => None,
+                };
+                // MNN's int8 form of a scalar-constant op: the constant quantized with its own
+                // tensor scale, then §11.7's formula, tabulated over the 256 input codes. Without
+                // a constant scale (or for another op) MNN runs it float between casts, which
+                // the requantized float function reproduces.
+                let exact = |c: f32, const_at: usize, s_in: f32| -> Option<Stage> {
+                    let (kernel_op, s_c) = (kernel_op?, self.scale_of_slot(inputs[const_at])?);
+                    if self.precise {
+                        return None;
+                    }
+                    let mut qc = [0i8];
+                    float_to_int8(&[c], s_c, &mut qc);
+                    let scales = |s0, s1| BinaryScales {
+                        s0,
+                        s1,
+                        s_out,
+                        relu: lo == 0,
+                    };
+                    let table = CodeTable::from_fn(|q| {
+                        let mut y = [0i8];
+                        if const_at == 0 {
+                            binary_int8(kernel_op, scales(s_c, s_in), &qc, &[q], &mut y);
+                        } else {
+                            binary_int8(kernel_op, scales(s_in, s_c), &[q], &qc, &mut y);
+                        }
+                        y[0]
+                    });
+                    Some(Stage::Table {
+                        s_in,
+                        table: Box::new(table),
+                        s_out,
+                        function: None,
+                    })
+                };
                 match (const_scalar(inputs[0]), const_scalar(inputs[1])) {
                     (None, Some(c)) => {
                         let s_in = self.scale_of_slot(inputs[0])?;
-                        return Some(Chain::single(s_in, scalar(c, false), s_out));
+                        let stage = exact(c, 1, s_in).unwrap_or_else(|| scalar(c, false));
+                        return Some(Chain::single(s_in, stage, s_out));
                     }
                     (Some(c), None) => {
                         let s_in = self.scale_of_slot(inputs[1])?;
-                        return Some(Chain::single(s_in, scalar(c, true), s_out));
+                        let stage = exact(c, 0, s_in).unwrap_or_else(|| scalar(c, true));
+                        return Some(Chain::single(s_in, stage, s_out));
                     }
                     _ => {}
                 }
-                let kernel_op = match op {
-                    BinaryOperation::Add => BinaryInt8::Add,
-                    BinaryOperation::Sub => BinaryInt8::Sub,
-                    BinaryOperation::Mul => BinaryInt8::Mul,
-                    BinaryOperation::Max => BinaryInt8::Max,
-                    BinaryOperation::Min => BinaryInt8::Min,
-                    _ => return None,
-                };
+                let kernel_op = kernel_op?;
                 let o = self.slot(out);
-                // Same shape and layout, a scalar, or one value per channel of a channels-last
-                // output (shape [1, C, 1, ...]): the kernel's element order is then the tensors'
-                // memory order, the per-channel operand repeating along the innermost axis.
-                for &i in inputs {
-                    let s = self.slot(i);
-                    let per_channel = o.layout.for_rank(o.shape.len())
-                        == crate::tensor::Layout::ChannelsLast
+                // Same shape and layout, or a scalar: the kernel's element order is then the
+                // tensors' memory order. A constant operand must be a scalar: MNN quantizes it
+                // with its own tensor scale (a FloatToInt8 cast, here a Quantize step on the
+                // constant) and runs the op int8, which saturates the output at +-127 where a
+                // float op would not (PP-OCR det's `x * w_0 + w_1` ops, docs/int8-parity.md).
+                // Also a per-channel operand `[1, C, 1, ..]` against a channels-last output (SE
+                // gates): the kernel repeats it along the innermost axis, which is then C. MNN
+                // quantizes the gate and broadcasts it with an int8 Raster, same codes.
+                let channels_last =
+                    o.layout == crate::tensor::Layout::ChannelsLast && o.shape.len() >= 3;
+                let per_channel = |s: &Slot| {
+                    channels_last
                         && s.shape.len() == o.shape.len()
                         && s.shape[1] == o.shape[1]
-                        && s.shape.iter().enumerate().all(|(d, &n)| d == 1 || n == 1);
-                    let aligned =
-                        (s.shape == o.shape && s.layout == o.layout) || s.len() == 1 || per_channel;
-                    if !aligned || matches!(s.location, Location::Const(_)) {
+                        && s.len() == o.shape[1]
+                };
+                for &i in inputs {
+                    let s = self.slot(i);
+                    let aligned = (s.shape == o.shape && s.layout == o.layout)
+                        || s.len() == 1
+                        || per_channel(s);
+                    let constant = matches!(s.location, Location::Const(_));
+                    if !aligned || (constant && s.len() != 1) {
                         return None;
                     }
                 }
@@ -933,6 +1055,12 @@ impl Builder<'_> {
                     if !scale_eq(self.scale_of_slot(i), s_out) {
                         return None;
                     }
+                    // Values that so far exist only as float (the graph input before its first
+                    // layout change) move as float and are quantized once afterwards: the same
+                    // codes, without widening codes back to float to move them.
+                    if !self.has_i8[i] {
+                        return None;
+                    }
                     data_inputs += 1;
                 }
                 (data_inputs > 0).then_some(Int8Op::Move)
@@ -967,6 +1095,7 @@ impl Int8Plan {
             chain_writer: HashMap::new(),
             chains: HashMap::new(),
             fuse: std::env::var_os("MNNQ_INT8_NO_FUSE").is_none(),
+            precise: std::env::var_os("MNNQ_INT8_PRECISE").is_some(),
         };
         for step in &engine.steps {
             match step {
@@ -993,8 +1122,11 @@ impl Int8Plan {
                     prepared,
                 } => match b.decide(net, *node, inputs, outputs, prepared) {
                     Some(op) => {
+                        // Scalar constants of a BinaryOp are quantized like any input (MNN
+                        // inserts a FloatToInt8 for them); other ops read no constant as int8.
+                        let binary = matches!(op, Int8Op::Binary { .. });
                         for &i in inputs {
-                            if !matches!(b.slot(i).location, Location::Const(_)) {
+                            if binary || !matches!(b.slot(i).location, Location::Const(_)) {
                                 b.ensure_i8(i);
                             }
                         }
@@ -1343,17 +1475,32 @@ fn run_int8_op(
                     geom.pixels() * geom.out_c,
                 );
                 let pixels = geom.pixels();
-                let tasks = pixels.div_ceil(CONV_PIXELS_PER_TASK);
+                let blocks = weights.blocks.len();
+                let (per_task, blocks_per_task) = conv_split(pixels, blocks, par.threads());
+                let pixel_tasks = pixels.div_ceil(per_task);
+                let tasks = pixel_tasks * blocks.div_ceil(blocks_per_task);
                 for n in 0..*batch {
                     let input = &x(0)[n * img_in..(n + 1) * img_in];
                     let output = &mut y[n * img_out..(n + 1) * img_out];
                     let shared = SharedCodes(output.as_mut_ptr(), output.len());
                     par.for_each(tasks, |t| {
-                        let range =
-                            t * CONV_PIXELS_PER_TASK..((t + 1) * CONV_PIXELS_PER_TASK).min(pixels);
-                        // SAFETY: each task writes only the pixels of its range.
+                        let (p, b) = (t % pixel_tasks, t / pixel_tasks);
+                        let range = p * per_task..((p + 1) * per_task).min(pixels);
+                        let block_range =
+                            b * blocks_per_task..((b + 1) * blocks_per_task).min(blocks);
+                        // SAFETY: each task writes only the channels of its blocks in the pixels
+                        // of its range.
                         let out = unsafe { shared.whole() };
-                        conv2d_int8_nhwc(geom, input, weights, requant, out, geom.out_c, range);
+                        conv2d_int8_nhwc_blocks(
+                            geom,
+                            input,
+                            weights,
+                            requant,
+                            out,
+                            geom.out_c,
+                            range,
+                            block_range,
+                        );
                     });
                 }
             }
@@ -1371,8 +1518,9 @@ fn run_int8_op(
                     let input = &x(0)[n * img_in..(n + 1) * img_in];
                     let output = &mut y[n * img_out..(n + 1) * img_out];
                     let shared = SharedCodes(output.as_mut_ptr(), output.len());
-                    par.for_each(geom.out_h, |r| {
-                        // SAFETY: each task writes only its output row.
+                    let per_task = row_split(geom.out_h, par.threads());
+                    par.for_each(geom.out_h.div_ceil(per_task), |t| {
+                        // SAFETY: each task writes only its output rows.
                         let out = unsafe { shared.whole() };
                         depthwise_int8_nhwc(
                             geom,
@@ -1381,7 +1529,7 @@ fn run_int8_op(
                             requant,
                             out,
                             geom.out_c,
-                            r..r + 1,
+                            t * per_task..((t + 1) * per_task).min(geom.out_h),
                         );
                     });
                 }
@@ -1898,6 +2046,20 @@ mod tests {
         let add = chain(0.25, scalar(BinaryOperation::Add, 0.25), 1.0);
         let fused = add.then(chain(1.0, table, 0.01)).table();
         assert_eq!(fused.get(1), 29);
+    }
+
+    #[test]
+    fn conv_split_cuts_small_layers_over_channels() {
+        // One thread: the whole layer in one task.
+        assert_eq!(conv_split(12544, 2, 1), (12544, 2));
+        // 12544 pixels at 2 threads: 8 pixel tasks, channel blocks not split.
+        assert_eq!(conv_split(12544, 2, 2), (1568, 2));
+        // 7x7 = 49 pixels: one pixel task, the 20 blocks cut into 8 groups of at most 3.
+        assert_eq!(conv_split(49, 20, 2), (49, 3));
+        // 14x14 = 196 pixels: 4 pixel tasks of 49, blocks in 2 groups.
+        assert_eq!(conv_split(196, 5, 2), (49, 3));
+        // A 1-pixel classifier with 1 block cannot be split.
+        assert_eq!(conv_split(1, 1, 2), (1, 1));
     }
 
     #[test]

@@ -95,6 +95,11 @@ pub struct ConvParams {
     pub weights: Vec<f32>,
     /// `[out]`; empty means zero.
     pub bias: Vec<f32>,
+    /// Deconvolution only: the output size comes from the last input (`hasOutputShape`, MNN
+    /// reads its elements 1 and 2 as height and width).
+    pub has_output_shape: bool,
+    /// That size once known (filled in at load from the constant input).
+    pub output_size: Option<[usize; 2]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,6 +368,16 @@ pub enum OpKind {
     },
     Conv(Box<ConvParams>),
     Pool(PoolParams),
+    /// Pooling over depth, height and width of a 5-D NCDHW tensor, as MNN lowers it: a 2-D pool
+    /// over (H, W) of every depth slice (`hw`), then a pool over depth (`depth`, kernel along H of
+    /// an `[N, C, D, OH*OW]` view; averages exclude the padding there, as in MNN).
+    Pool3D {
+        hw: PoolParams,
+        depth: PoolParams,
+    },
+    /// MNN `Im2Col`: `[N, C, H, W]` to `[C*kh*kw, N*oh*ow]` (rows ordered (c, ky, kx), columns
+    /// (n, oy, ox)), zeros where the window reaches into padding. Weights are unused.
+    Im2Col(Box<ConvParams>),
     Binary {
         op: BinaryOperation,
         relu: bool,

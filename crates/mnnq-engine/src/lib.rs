@@ -12,8 +12,18 @@
 //!    ([`engine::Step`]), per-op prepared state (packed weights, pooling windows, resize
 //!    coordinates) and a liveness-based arena plan ([`engine::MemoryPlan`]).
 //!
+//! 4. `fuse`: chains of elementwise steps (BinaryOp with a constant scalar or per-channel operand,
+//!    UnaryOp, ReLU, ReLU6) are marked to run as one pass, bit-identical to the separate steps
+//!    (plain runs only; observed and fake-quantized runs keep every step; `MNNQ_FUSE=0` disables).
+//!
+//! A model whose shapes depend on input values (Range on run-time inputs) is prepared anew per
+//! run with the inputs as constants ([`Engine::is_value_dependent`], [`Engine::specialize`]).
+//!
 //! A [`Session`] owns the arena and a rayon pool; work is cut into pieces whose number depends on
-//! the problem only, so outputs are bit-identical for any thread count. Convolutions run on
+//! the problem only, so outputs are bit-identical for any thread count (with more than one thread,
+//! dense convolutions and small depthwise outputs are cut finer, which does not change any
+//! output's arithmetic). 3x3 stride-1 convolutions can run MNN's own Winograd arithmetic
+//! (`MNNQ_WINOGRAD=1`, off by default, see `ops::window`). Convolutions run on
 //! `mnnq-kernels` (f32 GEMM/depthwise), with the engine's own `backend` for grouped convolutions,
 //! deconvolutions and as a fallback (`MNNQ_ENGINE_KERNELS=own`).
 //!
@@ -35,6 +45,7 @@
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod fuse;
 pub mod import;
 pub mod int8;
 pub mod ir;

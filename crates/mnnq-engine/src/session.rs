@@ -20,7 +20,15 @@ pub struct Session<'e> {
     profile: Option<Vec<std::time::Duration>>,
     /// int8 codes of the slots a quantized model keeps in int8 (empty for float models).
     int8_codes: crate::int8::Int8Buffers,
+    /// Observers see float tensors in memory order (set only by `run_observed_unordered`).
+    observe_memory_order: bool,
+    /// Models whose shapes depend on input values: the last input values and the model
+    /// prepared for them.
+    specialized: Option<Specialized>,
 }
+
+/// Input values (by tensor) and the model prepared for them.
+type Specialized = (Vec<(usize, Value)>, Box<Engine>);
 
 /// Runs one op. Inputs and outputs are in the layouts the schedule chose.
 pub fn execute_node(
@@ -36,8 +44,29 @@ pub fn execute_node(
             conv.run(ins[0].data, outs[0].data, par);
             Ok(())
         }
-        (OpKind::Pool(_), Prepared::Pool(pool_type, w)) => {
-            window::pool(*pool_type, w, ins[0].shape, ins[0].data, outs[0].data, par);
+        (OpKind::Pool(_) | OpKind::Pool3D { .. }, Prepared::Pool(pool_type, w)) => {
+            // Channels-last [N, L, C] memory is an [N, L, 1, C] image.
+            let s = ins[0].shape;
+            let image = [s[0], s[1], s[2], s.get(3).copied().unwrap_or(1)];
+            window::pool(*pool_type, w, &image, ins[0].data, outs[0].data, par);
+            Ok(())
+        }
+        (OpKind::Pool3D { .. }, Prepared::Pool3D(pool_type, first, second)) => {
+            // Channels-last [N, D, H, W, C] memory: N*D images of H x W, then N images of
+            // D x (OH*OW) for the depth window.
+            let s = ins[0].shape;
+            let (n, c, d) = (s[0], s[1], s[2]);
+            let mut slices = vec![0.0f32; n * d * first.out_h * first.out_w * c];
+            window::pool(
+                *pool_type,
+                first,
+                &[n * d, c, s[3], s[4]],
+                ins[0].data,
+                &mut slices,
+                par,
+            );
+            let depth_image = [n, c, d, first.out_h * first.out_w];
+            window::pool(*pool_type, second, &depth_image, &slices, outs[0].data, par);
             Ok(())
         }
         (
@@ -56,7 +85,7 @@ pub fn execute_node(
             outs[0].data,
             par,
         ),
-        (OpKind::Conv(_) | OpKind::Pool(_) | OpKind::Interp(_), _) => {
+        (OpKind::Conv(_) | OpKind::Pool(_) | OpKind::Pool3D { .. } | OpKind::Interp(_), _) => {
             Err("window op was not prepared".into())
         }
         (OpKind::Binary { op, relu }, _) => {
@@ -197,6 +226,8 @@ impl<'e> Session<'e> {
             fake_quant: HashMap::new(),
             profile: None,
             int8_codes: crate::int8::Int8Buffers::for_engine(engine),
+            observe_memory_order: false,
+            specialized: None,
         })
     }
 
@@ -265,6 +296,22 @@ impl<'e> Session<'e> {
         self.run_impl(inputs, observer, true)
     }
 
+    /// As [`Session::run_observed`], but a float tensor's `view.data` is its storage in memory
+    /// order (channels-last tensors are not reordered to logical order): every logical element
+    /// exactly once, no padding, in an unspecified order. For statistics that do not depend on
+    /// element order (min/max, histograms), it saves a reordering copy per tensor. Integer
+    /// tensors, and the int8 path, still show row-major data.
+    pub fn run_observed_unordered(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+        observer: &mut dyn FnMut(usize, &TensorView),
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
+        self.observe_memory_order = true;
+        let result = self.run_impl(inputs, observer, true);
+        self.observe_memory_order = false;
+        result
+    }
+
     fn run_impl(
         &mut self,
         inputs: &[(&str, Tensor)],
@@ -272,6 +319,9 @@ impl<'e> Session<'e> {
         observing: bool,
     ) -> Result<Vec<(String, Tensor)>, EngineError> {
         let engine = self.engine;
+        if engine.is_value_dependent() {
+            return self.run_value_dependent(inputs);
+        }
         // Inputs.
         for &(t, s) in &engine.inputs {
             let name = engine.tensor_name(t);
@@ -341,6 +391,46 @@ impl<'e> Session<'e> {
         Ok(results)
     }
 
+    /// Runs a model whose shapes depend on input values: prepares it for these values (reused
+    /// while they repeat) and runs that.
+    fn run_value_dependent(
+        &mut self,
+        inputs: &[(&str, Tensor)],
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
+        let engine = self.engine;
+        let mut values = Vec::new();
+        for &(t, s) in &engine.inputs {
+            let name = engine.tensor_name(t);
+            let given = inputs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .or_else(|| (engine.inputs.len() == 1 && inputs.len() == 1).then(|| &inputs[0]))
+                .ok_or_else(|| EngineError::Run(format!("missing input '{name}'")))?;
+            let tensor = &given.1;
+            if tensor.data.len() != tensor.shape.iter().product::<usize>() {
+                return Err(EngineError::Run(format!(
+                    "input '{name}' data does not match its shape"
+                )));
+            }
+            let value = match engine.slots[s].dtype {
+                DType::I32 => {
+                    let ints: Vec<i32> = tensor.data.iter().map(|&v| v as i32).collect();
+                    Value::from_i32(tensor.shape.clone(), &ints)
+                }
+                DType::F32 => Value::from_f32(tensor.shape.clone(), tensor.data.clone()),
+            };
+            values.push((t, value));
+        }
+        let reuse = matches!(&self.specialized, Some((v, _)) if *v == values);
+        if !reuse {
+            let prepared = engine.specialize(&values)?;
+            self.specialized = Some((values, Box::new(prepared)));
+        }
+        let (_, prepared) = self.specialized.as_ref().expect("prepared above");
+        let mut session = Session::new(prepared, self.threads)?;
+        session.run(&[])
+    }
+
     fn run_steps(
         &mut self,
         pool: Option<&rayon::ThreadPool>,
@@ -349,8 +439,29 @@ impl<'e> Session<'e> {
     ) -> Result<(), EngineError> {
         let engine = self.engine;
         let par = Parallel { pool };
+        // Fused elementwise chains, unless every tensor has to be seen.
+        let fused: &[crate::fuse::FusedChain] = if observing || !self.fake_quant.is_empty() {
+            &[]
+        } else {
+            &engine.fused
+        };
+        let mut next_chain = 0;
+        let mut skip_until = 0;
         for (step_index, step) in engine.steps.iter().enumerate() {
+            if step_index < skip_until {
+                continue;
+            }
             let started = self.profile.is_some().then(step_clock);
+            if let Some(chain) = fused.get(next_chain).filter(|c| c.first == step_index) {
+                // SAFETY: the arena is this engine's.
+                unsafe { chain.run(engine, self.arena.as_mut_ptr(), &par) };
+                next_chain += 1;
+                skip_until = chain.last + 1;
+                if let (Some(start), Some(times)) = (started, self.profile.as_mut()) {
+                    times[step_index] += step_clock().saturating_sub(start);
+                }
+                continue;
+            }
             match step {
                 Step::Convert { from, to } => {
                     let (src, dst) = (&engine.slots[*from], &engine.slots[*to]);
@@ -415,14 +526,21 @@ impl<'e> Session<'e> {
         let engine = self.engine;
         let slot = &engine.slots[s];
         let input = slot_in(engine, self.arena.as_mut_ptr(), slot);
-        let data = input.to_row_major_f32();
+        let reordered;
+        let data: &[f32] = if self.observe_memory_order && slot.dtype == DType::F32 {
+            // A slot holds exactly `shape.product()` elements (no channel padding).
+            input.data
+        } else {
+            reordered = input.to_row_major_f32();
+            &reordered
+        };
         observer(
             slot.tensor,
             &TensorView {
                 name: engine.tensor_name(slot.tensor),
                 shape: &slot.shape,
                 dtype: slot.dtype,
-                data: &data,
+                data,
             },
         );
     }

@@ -107,7 +107,51 @@ pub fn conv_window(p: &ConvParams, in_h: usize, in_w: usize) -> ShapeResult<Wind
 }
 
 /// Deconvolution output size; `pad_top/left` are the pads cropped from the full output.
+/// The output size a deconvolution's output-shape input gives (its last input; MNN reads
+/// elements 1 and 2 as height and width).
+pub fn deconv_output_size(
+    p: &ConvParams,
+    consts: &[Option<&Value>],
+    inputs: usize,
+) -> ShapeResult<[usize; 2]> {
+    if !p.has_output_shape || inputs < 2 {
+        return Err("deconvolution without its output shape input".into());
+    }
+    let dims = need_const(consts, inputs - 1, "output shape")?.to_i64();
+    if dims.len() < 3 || dims[1] <= 0 || dims[2] <= 0 {
+        return Err(format!(
+            "deconvolution output shape {dims:?} has no height and width"
+        ));
+    }
+    Ok([dims[1] as usize, dims[2] as usize])
+}
+
 pub fn deconv_window(p: &ConvParams, in_h: usize, in_w: usize) -> ShapeResult<Window> {
+    if let Some([out_h, out_w]) = p.output_size {
+        // A given output size (MNN `hasOutputShape`): SAME pads by half of what the full
+        // output exceeds it by (kernel without dilation, as MNN), other modes keep their pads.
+        let (top, left) = if p.pad_mode == PadMode::Same {
+            let full_h = (in_h as i64 - 1) * p.stride_h as i64 + p.kernel_h as i64;
+            let full_w = (in_w as i64 - 1) * p.stride_w as i64 + p.kernel_w as i64;
+            ((full_h - out_h as i64) / 2, (full_w - out_w as i64) / 2)
+        } else {
+            match p.pads {
+                Some([t, l, _, _]) => (t as i64, l as i64),
+                None => (p.pad_y as i64, p.pad_x as i64),
+            }
+        };
+        if top < 0 || left < 0 {
+            return Err(format!(
+                "deconvolution output {out_h}x{out_w} is larger than the full output"
+            ));
+        }
+        return Ok(Window {
+            out_h,
+            out_w,
+            pad_top: top as usize,
+            pad_left: left as usize,
+        });
+    }
     let kh = effective(p.kernel_h, p.dilation_h) as i64;
     let kw = effective(p.kernel_w, p.dilation_w) as i64;
     let (ih, iw) = (in_h as i64, in_w as i64);
@@ -174,6 +218,23 @@ pub struct PoolWindow {
     pub pad_left: usize,
     /// Average pooling divides by the window clipped to the padded input instead of the valid part.
     pub count_include_pad: bool,
+}
+
+/// Height and width a pooling window slides over: a 3-D `[N, C, L]` input is an `L x 1` image.
+pub fn pool_spatial(shape: &[usize]) -> (usize, usize) {
+    (shape[2], shape.get(3).copied().unwrap_or(1))
+}
+
+/// The two pooling steps of a 3-D pool on `[N, C, D, H, W]`: over (H, W) of each depth slice,
+/// then over D of the `[N, C, D, OH*OW]` result.
+pub fn pool3d_windows(
+    hw: &PoolParams,
+    depth: &PoolParams,
+    shape: &[usize],
+) -> ShapeResult<(PoolWindow, PoolWindow)> {
+    let first = pool_window(hw, shape[3], shape[4])?;
+    let second = pool_window(depth, shape[2], first.out_h * first.out_w)?;
+    Ok((first, second))
 }
 
 pub fn pool_window(p: &PoolParams, in_h: usize, in_w: usize) -> ShapeResult<PoolWindow> {
@@ -258,12 +319,16 @@ pub fn pool_window(p: &PoolParams, in_h: usize, in_w: usize) -> ShapeResult<Pool
     })
 }
 
+/// Ends the message of a shape that depends on a value not known at load (the engine then
+/// prepares the model per run, see [`crate::Engine::is_value_dependent`]).
+pub const NOT_CONSTANT: &str = "must be a constant known at load time";
+
 fn need_const<'a>(consts: &[Option<&'a Value>], i: usize, what: &str) -> ShapeResult<&'a Value> {
     consts
         .get(i)
         .copied()
         .flatten()
-        .ok_or_else(|| format!("input {i} ({what}) must be a constant known at load time"))
+        .ok_or_else(|| format!("input {i} ({what}) {NOT_CONSTANT}"))
 }
 
 fn expect_inputs(inputs: &[&TensorInfo], n: usize) -> ShapeResult<()> {
@@ -670,7 +735,11 @@ pub fn infer(
                 ));
             }
             let win = if p.kind.is_deconvolution() {
-                deconv_window(p, x.shape[2], x.shape[3])?
+                let mut p = p.clone();
+                if p.has_output_shape {
+                    p.output_size = Some(deconv_output_size(&p, consts, inputs.len())?);
+                }
+                deconv_window(&p, x.shape[2], x.shape[3])?
             } else {
                 conv_window(p, x.shape[2], x.shape[3])?
             };
@@ -683,14 +752,72 @@ pub fn infer(
         OpKind::Pool(p) => {
             expect_inputs(inputs, 1)?;
             let x = inputs[0];
-            if x.shape.len() != 4 || x.format == MnnFormat::Nhwc {
-                return Err(format!("pooling needs a 4-D NCHW input, got {:?}", x.shape));
+            if !(3..=4).contains(&x.shape.len()) || x.format == MnnFormat::Nhwc {
+                return Err(format!(
+                    "pooling needs a 3-D or 4-D NCHW input, got {:?}",
+                    x.shape
+                ));
             }
-            let win = pool_window(p, x.shape[2], x.shape[3])?;
+            // A 3-D input [N, C, L] pools along L as an [N, C, L, 1] image.
+            let (in_h, in_w) = pool_spatial(&x.shape);
+            let win = pool_window(p, in_h, in_w)?;
+            let mut shape = vec![x.shape[0], x.shape[1], win.out_h, win.out_w];
+            if x.shape.len() == 3 {
+                if win.out_w != 1 {
+                    return Err("1-D pooling with a window across the missing width".into());
+                }
+                shape.pop();
+            }
             vec![TensorInfo {
-                shape: vec![x.shape[0], x.shape[1], win.out_h, win.out_w],
+                shape,
                 dtype: x.dtype,
                 format: x.format,
+            }]
+        }
+        OpKind::Pool3D { hw, depth } => {
+            expect_inputs(inputs, 1)?;
+            let x = inputs[0];
+            if hw.global && x.shape.len() == 4 && x.format != MnnFormat::Nhwc {
+                // MNN pools a 4-D input globally as 2-D.
+                return Ok(vec![TensorInfo {
+                    shape: vec![x.shape[0], x.shape[1], 1, 1],
+                    dtype: x.dtype,
+                    format: x.format,
+                }]);
+            }
+            if x.shape.len() != 5 || x.format == MnnFormat::Nhwc {
+                return Err(format!(
+                    "3-D pooling needs a 5-D NCDHW input, got {:?}",
+                    x.shape
+                ));
+            }
+            let (first, second) = pool3d_windows(hw, depth, &x.shape)?;
+            vec![TensorInfo {
+                shape: vec![
+                    x.shape[0],
+                    x.shape[1],
+                    second.out_h,
+                    first.out_h,
+                    first.out_w,
+                ],
+                dtype: x.dtype,
+                format: x.format,
+            }]
+        }
+        OpKind::Im2Col(p) => {
+            expect_inputs(inputs, 1)?;
+            let x = inputs[0];
+            if x.shape.len() != 4 || x.format == MnnFormat::Nhwc {
+                return Err(format!("Im2Col needs a 4-D NCHW input, got {:?}", x.shape));
+            }
+            let win = conv_window(p, x.shape[2], x.shape[3])?;
+            vec![TensorInfo {
+                shape: vec![
+                    x.shape[1] * p.kernel_h * p.kernel_w,
+                    x.shape[0] * win.out_h * win.out_w,
+                ],
+                dtype: x.dtype,
+                format: MnnFormat::Nchw,
             }]
         }
         OpKind::Binary { op, .. } => {

@@ -142,29 +142,7 @@ fn run_case(dir: &Path) -> Result<String, String> {
 
 /// Cases the engine does not support yet, with the reason. They are run and reported like the
 /// others, but do not fail the test; a listed case that starts passing does (keep the list true).
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    (
-        "avgpool1d_k3_s2",
-        "1-D pooling (3-D tensors) is not implemented",
-    ),
-    ("avgpool3d_k3_s1_p1", "3-D pooling is not implemented"),
-    (
-        "conv3d_k3_s1_p1",
-        "3-D convolution (MNN lowers it to Im2Col) is not implemented",
-    ),
-    (
-        "deconv_k3_s2_output_shape",
-        "deconvolution with an output-shape input is not implemented",
-    ),
-    (
-        "range_float_negative_step",
-        "Range on run-time inputs needs dynamic shapes",
-    ),
-    (
-        "range_float_positive_step",
-        "Range on run-time inputs needs dynamic shapes",
-    ),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 #[test]
 fn every_conformance_case_matches_mnn() {

@@ -8,11 +8,6 @@ use std::path::{Path, PathBuf};
 
 use mnnq_engine::{Engine, Session, Tensor};
 
-/// The target is 0.999 (project issue #6); today's runtime reaches 0.996-0.999 against MNN's
-/// int8 outputs (see the crate's int8 module docs for the open differences), so this is the bar
-/// that guards against regressions until they are closed.
-const MIN_COSINE: f64 = 0.995;
-
 struct Case {
     input_name: String,
     input: Tensor,
@@ -86,10 +81,13 @@ fn cases(golden_dir: &Path, int8_dir: &Path) -> Vec<Case> {
         .collect()
 }
 
-/// How our int8 outputs must agree with MNN's int8 outputs.
+/// How our int8 outputs must agree with MNN's int8 outputs (project issue #6 asks cosine >= 0.999;
+/// docs/int8-parity.md says which models meet it and why the others do not).
 #[derive(Clone, Copy)]
 enum Agreement {
     MinCosine(f64),
+    /// Every output value bit-identical to MNN's.
+    Exact,
 }
 
 /// Runs every case at 1 and 2 threads; checks equal bytes and agreement with MNN's int8 outputs,
@@ -129,8 +127,20 @@ fn check(model: &Path, cases: &[Case], agreement: Agreement) {
                 let (mcos, _, _) = common::compare(want, float);
                 println!("    vs MNN float: ours cosine {fcos:.6} (max abs err {ferr:.4}), MNN int8 cosine {mcos:.6}");
             }
-            let Agreement::MinCosine(min) = agreement;
-            assert!(cos >= min, "{name}: cosine {cos} < {min}");
+            match agreement {
+                Agreement::MinCosine(min) => assert!(cos >= min, "{name}: cosine {cos} < {min}"),
+                Agreement::Exact => {
+                    let same = t.data.len() == want.len()
+                        && t.data
+                            .iter()
+                            .zip(want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{name}: not bit-identical to MNN (cosine {cos}, max abs err {err})"
+                    );
+                }
+            }
         }
     }
 }
@@ -146,21 +156,29 @@ fn shared_model(model: &str, agreement: Agreement) {
 
 #[test]
 fn int8_efficientnet_lite0_matches_mnn() {
-    shared_model("efficientnet_lite0", Agreement::MinCosine(MIN_COSINE));
+    // Every op of this model runs with MNN x86's exact arithmetic (docs/int8-parity.md), so the
+    // logits are bit-identical; any change of the requantize order shows here first.
+    shared_model("efficientnet_lite0", Agreement::Exact);
 }
 
 #[test]
 fn int8_ppocr_cls_matches_mnn() {
-    shared_model("ppocr_cls_v2", Agreement::MinCosine(MIN_COSINE));
+    // Not MIN_COSINE on purpose: MNN's x86 int8 max pool compares `q + 128` bytes as signed, so
+    // at pool2d_9 (over negative hardswish values) it returns a wrong code in 65 % of the
+    // windows (docs/int8-parity.md). We pool correctly: golden sample 0 then agrees with MNN's
+    // *float* output at 1.000000 and with MNN's int8 output at 0.9964; the other two samples
+    // are 1.000000 either way.
+    shared_model("ppocr_cls_v2", Agreement::MinCosine(0.996));
 }
 
 #[test]
 fn int8_ppocr_det_matches_mnn() {
     // MNN's int8 det map is nearly all zeros (max 0.02-0.5 where the float map reaches 1; cosine
-    // vs float 0.03-0.06): its quantized model is broken, and ours reproduces that broken map
-    // (cosine vs float within 0.01 of MNN's), so cosine vs MNN's int8 map compares two noise
-    // fields of small values. This bar only guards that we keep reproducing MNN's map.
-    shared_model("ppocr_det_v4", Agreement::MinCosine(0.75));
+    // vs float 0.03-0.06): its KL scales kill the map at the final Sigmoid table. A cosine of two
+    // such maps says little, so the bar is bit-identity: every op (int8 convs, scalar-constant
+    // and SE-gate BinaryOps, tables, float Deconvolution/Interp) matches MNN's arithmetic
+    // (docs/int8-parity.md), and any drift shows here.
+    shared_model("ppocr_det_v4", Agreement::Exact);
 }
 
 /// The in-repo copy: needs no shared fixtures.
@@ -171,7 +189,7 @@ fn int8_ppocr_cls_in_repo() {
     check(
         &data.join("mnn_int8/KL_MAX_ABS.mnn"),
         &cases,
-        Agreement::MinCosine(MIN_COSINE),
+        Agreement::MinCosine(0.996),
     );
 }
 

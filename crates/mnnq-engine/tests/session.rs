@@ -83,6 +83,56 @@ fn channels_last_tensors_are_observed_in_logical_order() {
 }
 
 #[test]
+fn unordered_observation_shows_the_same_elements_without_reordering() {
+    // The channels-last convolution output is where memory order differs from logical order.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance/conv_k1x3_s1x2_rect/model.mnn");
+    if !path.is_file() {
+        println!("SKIPPED: {} not found", path.display());
+        return;
+    }
+    let engine = Engine::load(&path).unwrap();
+    let (name, x) = input(&engine);
+    let mut session = Session::new(&engine, 1).unwrap();
+    let mut ordered: Vec<(usize, Vec<f32>)> = Vec::new();
+    session
+        .run_observed(&[(name.as_str(), x.clone())], &mut |t, v| {
+            ordered.push((t, v.data.to_vec()))
+        })
+        .unwrap();
+    let mut unordered: Vec<(usize, Vec<f32>)> = Vec::new();
+    session
+        .run_observed_unordered(&[(name.as_str(), x.clone())], &mut |t, v| {
+            unordered.push((t, v.data.to_vec()))
+        })
+        .unwrap();
+    assert_eq!(ordered.len(), unordered.len());
+    let sorted_bits = |v: &[f32]| {
+        let mut bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+        bits.sort_unstable();
+        bits
+    };
+    let mut reordered_somewhere = false;
+    for ((t1, a), (t2, b)) in ordered.iter().zip(&unordered) {
+        assert_eq!(t1, t2, "same tensors in the same order");
+        assert_eq!(sorted_bits(a), sorted_bits(b), "tensor {t1}: same elements");
+        reordered_somewhere |= a != b;
+    }
+    assert!(
+        reordered_somewhere,
+        "the convolution output is channels-last in memory and should be shown unreordered"
+    );
+    // A later ordinary run shows logical order again.
+    let mut again: Vec<(usize, Vec<f32>)> = Vec::new();
+    session
+        .run_observed(&[(name.as_str(), x)], &mut |t, v| {
+            again.push((t, v.data.to_vec()))
+        })
+        .unwrap();
+    assert_eq!(again, ordered);
+}
+
+#[test]
 fn fake_quant_changes_the_quantized_tensor_only_when_set() {
     let Some(engine) = model() else { return };
     let (name, x) = input(&engine);

@@ -511,6 +511,10 @@ fn unpack_msb_first(packed: &[u8], count: usize, bits: u32) -> Vec<u8> {
 
 /// Packs values of `bits` bits each, most significant bit first.
 fn pack_msb_first(values: impl IntoIterator<Item = u8>, bits: u32) -> Vec<u8> {
+    if bits == 8 {
+        // One value per byte: the bit loop below would copy each byte unchanged.
+        return values.into_iter().collect();
+    }
     let mut packed = Vec::new();
     let mut bit = 0usize;
     for value in values {
@@ -820,6 +824,10 @@ mod tests {
             unpack_msb_first(&[0b1010_1011, 0b1000_0000], 3, 3),
             vec![5, 2, 7]
         );
+        // 8 bits: each value is its own byte.
+        let bytes = [0x00, 0xa5, 0x01, 0x80, 0xff];
+        assert_eq!(pack_msb_first(bytes, 8), bytes.to_vec());
+        assert_eq!(unpack_msb_first(&bytes, 5, 8), bytes.to_vec());
     }
 
     #[test]

@@ -148,7 +148,14 @@ fn main() {
         let w: Vec<i8> = (0..out_c * in_c * k * k)
             .map(|i| ((i * 91 % 255) as i32 - 127) as i8)
             .collect();
-        let rq = Requantize::for_conv(&vec![0.01; out_c], &vec![0.1; out_c], 0.05, 0.5, true);
+        let rq = Requantize::for_conv(
+            &vec![0.01; out_c],
+            &vec![0.1; out_c],
+            &vec![0; out_c],
+            0.05,
+            0.5,
+            true,
+        );
         let macs = (geom.pixels() * in_c * k * k * out_c) as f64;
         let mut out = vec![0i8; geom.pixels() * out_c];
         for isa in Isa::supported().into_iter().rev() {

@@ -62,7 +62,14 @@ impl Totals {
         let input = codes(g.in_h * g.in_w * g.in_c, 1);
         let w = codes(g.out_c * g.in_c * g.kernel_h * g.kernel_w, 2);
         let packed = PackedInt8Weights::pack_conv(&w, g.out_c, g.in_c, g.kernel_h, g.kernel_w);
-        let rq = Requantize::for_conv(&vec![0.01; g.out_c], &vec![0.1; g.out_c], 0.05, 0.5, true);
+        let rq = Requantize::for_conv(
+            &vec![0.01; g.out_c],
+            &vec![0.1; g.out_c],
+            &vec![0; g.out_c],
+            0.05,
+            0.5,
+            true,
+        );
         let mut out = vec![0i8; g.pixels() * g.out_c];
         let t = best_of(self.budget, || {
             conv2d_int8_nhwc(&g, &input, &packed, &rq, &mut out, g.out_c, 0..g.pixels())

@@ -2,7 +2,9 @@
 //! written here from MNN's formulas (not the library's im2col or packing).
 
 use mnnq_kernels::dispatch::Isa;
-use mnnq_kernels::int8::{conv2d_int8_nhwc, PackedInt8Weights, Requantize};
+use mnnq_kernels::int8::{
+    conv2d_int8_nhwc, conv2d_int8_nhwc_blocks, PackedInt8Weights, Requantize,
+};
 use mnnq_kernels::ConvGeometry;
 use proptest::prelude::*;
 
@@ -34,8 +36,8 @@ fn naive_conv(geom: &ConvGeometry, input: &[i8], w: &[i8], rq: &Requantize) -> V
                         }
                     }
                 }
-                // MNN §11.4, spelled out independently of `Requantize::apply`.
-                let y = acc as f32 * rq.multiplier[c] + rq.bias[c];
+                // MNN §11.4 (x86 order), spelled out independently of `Requantize::apply`.
+                let y = (acc + rq.offset[c]) as f32 * rq.alpha[c] * rq.ratio + rq.bias[c];
                 let y = y.max(rq.lo as f32).min(rq.hi as f32);
                 out[(oy * geom.out_w + ox) * geom.out_c + c] = y.round() as i8;
             }
@@ -68,6 +70,23 @@ fn run_all_isas(
         let split = split.min(pixels);
         conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, 0..split);
         conv2d_int8_nhwc(geom, input, &packed, rq, &mut out, ldc, split..pixels);
+        // The same outputs computed in two halves of the channel blocks (how the engine splits
+        // layers with few pixels over threads) into a second buffer.
+        let blocks = packed.blocks.len();
+        let mut by_blocks = vec![99i8; pixels * ldc];
+        for range in [0..blocks / 2, blocks / 2..blocks] {
+            conv2d_int8_nhwc_blocks(
+                geom,
+                input,
+                &packed,
+                rq,
+                &mut by_blocks,
+                ldc,
+                0..pixels,
+                range,
+            );
+        }
+        assert_eq!(by_blocks, out, "{isa}: split over channel blocks differs");
         for p in 0..pixels {
             assert_eq!(
                 &out[p * ldc..p * ldc + geom.out_c],
@@ -140,7 +159,10 @@ fn requant(out_c: usize, k: usize, seed: u64, relu: bool) -> Requantize {
         .collect();
     let s_in = 0.05;
     let s_out = 0.05 * 0.02 * (k as f32).sqrt() * 4.0;
-    Requantize::for_conv(&alpha, &bias, s_in, s_out, relu)
+    let sums: Vec<i32> = (0..out_c)
+        .map(|c| (c as i32 * 37).wrapping_add(seed as i32) % 2001 - 1000)
+        .collect();
+    Requantize::for_conv(&alpha, &bias, &sums, s_in, s_out, relu)
 }
 
 proptest! {
@@ -182,15 +204,48 @@ fn accumulators_beyond_f32_precision_round_identically() {
     input[in_c] = 126;
     input[2 * in_c] = -127;
     let w = vec![127i8; 20 * in_c];
-    let rq = Requantize::for_conv(&[1e-7; 20], &[0.0; 20], 0.5, 1.0, false);
+    let rq = Requantize::for_conv(&[1e-7; 20], &[0.0; 20], &[0; 20], 0.5, 1.0, false);
     run_all_isas(&geom, &input, &w, &rq, 20, 1);
+}
+
+#[test]
+fn huge_infinite_and_nan_values_clamp_like_the_reference() {
+    // Values beyond the i32 range convert to i32::MIN in SIMD; infinity times a zero accumulator
+    // or inf - inf gives NaN, which the reference's `max(lo)` turns into `lo`. Each channel
+    // exercises one case, with and without a fused ReLU, over 3 tile widths.
+    for out_c in [16, 40, 64] {
+        let geom = geometry(1, 9, 8, out_c, 1, 1, 1, 0).unwrap();
+        let input = codes(9 * 8, 5, -127);
+        let w = codes(out_c * 8, 6, -128);
+        let cases: [(f32, f32); 8] = [
+            (1e30, 0.0),
+            (-1e30, 0.0),
+            (f32::INFINITY, 0.0),
+            (f32::INFINITY, f32::NEG_INFINITY),
+            (0.0, f32::NAN),
+            (1.0, 3e9),
+            (1.0, -3e9),
+            (0.01, -127.49),
+        ];
+        for relu in [false, true] {
+            let rq = Requantize {
+                offset: vec![0; out_c],
+                alpha: (0..out_c).map(|c| cases[c % 8].0).collect(),
+                ratio: 1.0,
+                bias: (0..out_c).map(|c| cases[c % 8].1).collect(),
+                lo: if relu { 0 } else { -127 },
+                hi: 127,
+            };
+            run_all_isas(&geom, &input, &w, &rq, out_c, 4);
+        }
+    }
 }
 
 #[test]
 fn hand_computed_pointwise_case() {
     // One pixel, 2 channels in, 1 out: acc = 3*2 + (-1)*5 = 1; y = 1 * 2.5 + 0 = 2.5 -> 3.
     let geom = geometry(1, 1, 2, 1, 1, 1, 1, 0).unwrap();
-    let rq = Requantize::for_conv(&[2.5], &[0.0], 1.0, 1.0, false);
+    let rq = Requantize::for_conv(&[2.5], &[0.0], &[0], 1.0, 1.0, false);
     for isa in Isa::supported() {
         let packed = PackedInt8Weights::pack_conv_for(isa, &[2, 5], 1, 2, 1, 1);
         let mut out = [0i8];

@@ -8,8 +8,10 @@ use std::time::Instant;
 use mnnq_engine::ir::MnnFormat;
 use mnnq_engine::Engine;
 use mnnq_format::Model;
+use mnnq_preprocess::sequence::{load_sample, SequenceInput};
 use mnnq_preprocess::{
-    calibration_files, preprocess_image, Config, FeatureMethod, InputSpec, InputType, Layout,
+    calibration_files, image_samples_u8, normalize, preprocess_image, Config, FeatureMethod,
+    InputSpec, InputType, Layout,
 };
 
 use crate::plan::{layout_ops, tensor_names};
@@ -18,13 +20,19 @@ use crate::rewrite::{rewrite_net, RewriteOptions, RewriteSummary, WeightMethod};
 use crate::runner::{plan_from_engine, EngineRunner};
 use crate::scales::{feature_scales_with, unify, NoScaleReason, UnifyMode};
 use crate::stats::{
-    collect_histograms, collect_ranges, ForwardPass, HistogramKind, Images, Pass, SkippedImage,
+    collect_histograms, collect_ranges, ForwardPass, HistogramKind, Images, Pass, PassCache,
+    Sample, SkippedImage,
 };
 use crate::{scale_json, QuantizeError};
 
 /// Bins of the streaming ADMM histogram (exact integer sums per bin; 4096 keeps two workers'
 /// accumulators for a few hundred tensors well under 100 MB).
 pub const ADMM_BINS: usize = 4096;
+
+/// Bytes of decoded 8-bit images the range pass may keep for the histogram pass (which then
+/// skips decoding them). A constant, so memory does not grow with the number of images:
+/// 40 EfficientNet images (224 x 224 x 3) take 6 MB, 24 PP-OCR det images (640 x 640 x 3) 29 MB.
+pub const DECODED_IMAGE_BUDGET: usize = 32 << 20;
 
 /// Run settings that are not in the config.
 #[derive(Clone, Debug, Default)]
@@ -72,6 +80,9 @@ pub struct QuantizeReport {
     pub unify_mode: Option<UnifyMode>,
     /// Unification passes run (more than 2 means a chain needed propagation).
     pub unify_passes: usize,
+    /// Max pools over possibly negative inputs given an output scale one ulp above the input
+    /// scale, so MNN pools them in float (its x86 int8 max pool is wrong for negative codes).
+    pub float_max_pools: usize,
     pub rewrite: RewriteSummary,
     pub size_before: u64,
     pub size_after: u64,
@@ -137,6 +148,54 @@ fn progress_for(show: bool, label: &str, total: usize) -> (Box<dyn Progress>, Op
     }
 }
 
+/// The input name and preprocessing of image calibration: the model must have one input, and
+/// the config's size must match it. Warnings go to the report (and `on_warning`).
+fn image_input_spec(
+    engine: &Engine,
+    config: &Config,
+    config_path: &Path,
+    origin: &Path,
+    report: &mut QuantizeReport,
+    options: &QuantizeOptions,
+) -> Result<(String, InputSpec), QuantizeError> {
+    let (input_tensor, input_slot) = match engine.inputs[..] {
+        [one] => one,
+        _ => {
+            return Err(QuantizeError::Engine {
+                model: origin.display().to_string(),
+                message: format!(
+                    "image calibration needs exactly one model input, found {}",
+                    engine.inputs.len()
+                ),
+            })
+        }
+    };
+    let input_shape = engine.slots[input_slot].shape.clone();
+    let layout = match engine.infos[input_tensor].as_ref().map(|i| i.format) {
+        Some(MnnFormat::Nhwc) => Layout::Nhwc,
+        _ => Layout::Nchw,
+    };
+    let dims: Vec<i64> = input_shape.iter().map(|&d| d as i64).collect();
+    let input_name = engine.tensor_name(input_tensor).to_string();
+    let (spec, spec_warnings) = InputSpec::for_model_input(config, &input_name, layout, &dims)?;
+    report
+        .warnings
+        .extend(spec_warnings.iter().map(|w| w.to_string()));
+    if let Some(warn) = options.on_warning {
+        spec_warnings.iter().for_each(|w| warn(&w.to_string()));
+    }
+    if spec.shape()[..] != input_shape[..] {
+        return Err(QuantizeError::Usage(format!(
+            "{}: width x height {}x{} does not match the model input {input_name:?} of shape {input_shape:?}; \
+             the engine runs the model at its stored input size",
+            config_path.display(),
+            spec.width,
+            spec.height
+        )));
+    }
+    Ok((input_name, spec))
+}
+
 /// Quantizes `origin` into `quant` (and `<quant>.json`) as `quantized.out` does.
 pub fn quantize(
     origin: &Path,
@@ -173,12 +232,6 @@ pub fn quantize(
             )))
         }
     };
-    if config.input_type != InputType::Image {
-        return Err(QuantizeError::Usage(format!(
-            "{}: input_type \"sequence\" is not supported yet (image calibration only)",
-            config_path.display()
-        )));
-    }
     let weight_method = match config.weight_quantize_method {
         mnnq_preprocess::WeightMethod::MaxAbs => WeightMethod::MaxAbs,
         mnnq_preprocess::WeightMethod::Admm => WeightMethod::Admm,
@@ -195,41 +248,18 @@ pub fn quantize(
         model: origin.display().to_string(),
         message: e.to_string(),
     })?;
-    let (input_tensor, input_slot) = match engine.inputs[..] {
-        [one] => one,
-        _ => {
-            return Err(QuantizeError::Engine {
-                model: origin.display().to_string(),
-                message: format!(
-                    "image calibration needs exactly one model input, found {}",
-                    engine.inputs.len()
-                ),
-            })
-        }
+    // Image calibration: the one model input's preprocessing, from the config and the model.
+    let image_spec = match config.input_type {
+        InputType::Image => Some(image_input_spec(
+            &engine,
+            &config,
+            config_path,
+            origin,
+            &mut report,
+            options,
+        )?),
+        InputType::Sequence => None,
     };
-    let input_shape = engine.slots[input_slot].shape.clone();
-    let layout = match engine.infos[input_tensor].as_ref().map(|i| i.format) {
-        Some(MnnFormat::Nhwc) => Layout::Nhwc,
-        _ => Layout::Nchw,
-    };
-    let dims: Vec<i64> = input_shape.iter().map(|&d| d as i64).collect();
-    let input_name = engine.tensor_name(input_tensor).to_string();
-    let (spec, spec_warnings) = InputSpec::for_model_input(&config, &input_name, layout, &dims)?;
-    report
-        .warnings
-        .extend(spec_warnings.iter().map(|w| w.to_string()));
-    if let Some(warn) = options.on_warning {
-        spec_warnings.iter().for_each(|w| warn(&w.to_string()));
-    }
-    if spec.shape()[..] != input_shape[..] {
-        return Err(QuantizeError::Usage(format!(
-            "{}: width x height {}x{} does not match the model input {input_name:?} of shape {input_shape:?}; \
-             the engine runs the model at its stored input size",
-            config_path.display(),
-            spec.width,
-            spec.height
-        )));
-    }
     let files = calibration_files(&config)?;
     report.images_found = files.len();
     let threads = if options.threads == 0 {
@@ -245,7 +275,32 @@ pub fn quantize(
     report.tensors_tracked = plan.len();
     report.seconds.load = start.elapsed().as_secs_f64();
 
-    let load = |i: usize| preprocess_image(&files[i], &config, &spec).map_err(|e| e.to_string());
+    let sequence_inputs: Vec<SequenceInput> = engine
+        .input_shapes()
+        .into_iter()
+        .map(|(name, shape)| SequenceInput {
+            name,
+            shape: shape.iter().map(|&d| d as i64).collect(),
+        })
+        .collect();
+    // Decoded images of the range pass, kept for the histogram pass within a fixed budget.
+    let decoded: PassCache<Vec<u8>> = PassCache::new(DECODED_IMAGE_BUDGET);
+    let load = |i: usize| -> Result<Sample, String> {
+        match &image_spec {
+            Some((name, spec)) if spec.channels == config.format.channels() => decoded
+                .take_or_make(i, Vec::len, || {
+                    image_samples_u8(&files[i], &config, spec.width, spec.height)
+                })
+                .map(|samples| vec![(name.clone(), normalize(&samples, &config, spec))])
+                .map_err(|e| e.to_string()),
+            Some((name, spec)) => preprocess_image(&files[i], &config, spec)
+                .map(|data| vec![(name.clone(), data)])
+                .map_err(|e| e.to_string()),
+            None => load_sample(&files[i], &sequence_inputs)
+                .map(|tensors| tensors.into_iter().map(|t| (t.name, t.data)).collect())
+                .map_err(|e| e.to_string()),
+        }
+    };
     let images = Images {
         files: &files,
         load: &load,
@@ -306,7 +361,12 @@ pub fn quantize(
     })?;
     drop(histograms);
     let ops = layout_ops(&model.net, &config.skip_quant_op_names, true);
-    report.unify_passes = unify(&mut scales, &ops, true, options.unify);
+    let float_max_pools =
+        crate::plan::signed_max_pools(&model.net, &plan, &ranges, &config.skip_quant_op_names);
+    if options.unify == UnifyMode::UntilStable {
+        report.float_max_pools = float_max_pools.len();
+    }
+    report.unify_passes = unify(&mut scales, &ops, true, options.unify, &float_max_pools);
     report.max_threshold_tensors = scales.max_threshold;
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
@@ -314,8 +374,16 @@ pub fn quantize(
     if let Some(target) = quality.target_cosine {
         // A few calibration images are enough to rank the convolutions (each costs one run
         // per convolution).
+        if engine.inputs.len() != 1 {
+            return Err(QuantizeError::Usage(format!(
+                "{}: target_cosine needs a model with one input, this one has {}",
+                config_path.display(),
+                engine.inputs.len()
+            )));
+        }
         let inputs: Vec<Vec<f32>> = (0..files.len())
             .filter_map(|i| load(i).ok())
+            .filter_map(|mut sample| sample.pop().map(|(_, data)| data))
             .take(8)
             .collect();
         let fallback = crate::fallback::apply_fallback(
@@ -432,6 +500,12 @@ impl QuantizeReport {
             self.rewrite.unary_tables,
             self.rewrite.sigmoid_tanh_converted
         );
+        if self.float_max_pools > 0 {
+            s += &format!(
+                "max pools kept float in MNN (input can be negative; MNN's x86 int8 max pool is wrong there): {}\n",
+                self.float_max_pools
+            );
+        }
         if let Some(f) = &self.fallback {
             s += &format!(
                 "float fallback (target_cosine {}): output cosine {:.4} -> {:.4} on {} calibration image(s); {} conv output(s) left float ({}); int8 share of conv MACs {:.1}%\n",

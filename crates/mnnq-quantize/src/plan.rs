@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use mnnq_calibrate::RangeStats;
 use mnnq_calibrate::{LayoutOp, LayoutOpKind};
-use mnnq_format::{Net, OpParameter, OpType};
+use mnnq_format::{Net, OpParameter, OpType, PoolType};
 
 /// One tensor that gets statistics.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,6 +162,52 @@ pub fn layout_ops(net: &Net, skip: &[String], share_relu: bool) -> Vec<LayoutOp>
         }
     }
     ops
+}
+
+/// Max-pooling ops that MNN's x86 int8 kernel computes wrongly, as (data input, output)
+/// tensor ids: those whose input was seen negative during calibration.
+///
+/// MNN's x86 CPU backend stores int8 activations as `q + 128` in unsigned bytes, but its int8
+/// max-pool kernel (`MNNMaxPoolInt8_` in `x86_x64/FunctionDispatcher.cpp`) compares those bytes
+/// as *signed* int8, so it ranks codes 0 < 1 < ... < 127 < -127 < ... < -1: a window holding
+/// both a negative and a non-negative code returns the largest negative one (docs/quality.md,
+/// "PP-OCR cls v2"). Inputs that are never negative (after a ReLU) are pooled correctly.
+/// `ranges` is indexed like `plan.tensors`.
+pub fn signed_max_pools(
+    net: &Net,
+    plan: &CalibrationPlan,
+    ranges: &[RangeStats],
+    skip: &[String],
+) -> Vec<(u32, u32)> {
+    let mut pools = Vec::new();
+    for op in net.oplists.iter().flatten() {
+        let is_max = match (&op.type_, &op.main) {
+            (OpType::Pooling, Some(OpParameter::Pool(p))) => p.type_ == PoolType::Maxpool,
+            (OpType::Pooling3D, Some(OpParameter::Pool3D(p))) => p.type_ == PoolType::Maxpool,
+            _ => false,
+        };
+        if !is_max || op.name.as_ref().is_some_and(|n| skip.contains(n)) {
+            continue;
+        }
+        let input = op.input_indexes.iter().flatten().copied().find(|&i| i >= 0);
+        let output = op
+            .output_indexes
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&i| i >= 0);
+        let (Some(input), Some(output)) = (input, output) else {
+            continue;
+        };
+        let seen_negative = plan
+            .slot(input as usize)
+            .and_then(|slot| ranges.get(slot))
+            .is_some_and(|range| range.min < 0.0 && range.min <= range.max);
+        if seen_negative {
+            pools.push((input as u32, output as u32));
+        }
+    }
+    pools
 }
 
 /// Names of the tensors, for reports.

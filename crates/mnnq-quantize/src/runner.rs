@@ -8,7 +8,7 @@ use mnnq_engine::ir::MnnFormat;
 use mnnq_engine::{DType, Engine, Session, Tensor};
 
 use crate::plan::{CalibrationPlan, TrackedTensor};
-use crate::stats::ForwardPass;
+use crate::stats::{ForwardPass, Sample};
 
 /// Tensors MNN gives a scale (doc §4.1): the graph inputs, every float tensor an executed op
 /// reads or writes, and float constant operands of executed ops. Ops named in `skip` are not
@@ -59,22 +59,18 @@ pub fn plan_from_engine(engine: &Engine, skip: &[String]) -> CalibrationPlan {
 /// One float session (single-threaded) as a [`ForwardPass`].
 pub struct EngineRunner<'e> {
     session: Session<'e>,
-    input_name: String,
-    input_shape: Vec<usize>,
+    /// Name and shape of every model input.
+    inputs: Vec<(String, Vec<usize>)>,
 }
 
 impl<'e> EngineRunner<'e> {
     pub fn new(engine: &'e Engine, threads: usize) -> Result<Self, String> {
-        let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
-            return Err(format!(
-                "image calibration needs a model with exactly one input, this one has {}",
-                engine.inputs.len()
-            ));
-        };
+        if engine.inputs.is_empty() {
+            return Err("the model has no input to calibrate with".into());
+        }
         Ok(EngineRunner {
             session: Session::new(engine, threads).map_err(|e| e.to_string())?,
-            input_name: input_name.clone(),
-            input_shape: input_shape.clone(),
+            inputs: engine.input_shapes(),
         })
     }
 }
@@ -82,23 +78,33 @@ impl<'e> EngineRunner<'e> {
 impl ForwardPass for EngineRunner<'_> {
     fn forward(
         &mut self,
-        input: Vec<f32>,
+        mut sample: Sample,
         visit: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), String> {
-        let expected: usize = self.input_shape.iter().product();
-        if input.len() != expected {
-            return Err(format!(
-                "the preprocessed image has {} values, input {:?} needs {expected} ({:?})",
-                input.len(),
-                self.input_name,
-                self.input_shape
-            ));
+        let mut tensors = Vec::with_capacity(self.inputs.len());
+        for (name, shape) in &self.inputs {
+            let position = if self.inputs.len() == 1 && sample.len() == 1 {
+                Some(0)
+            } else {
+                sample.iter().position(|(n, _)| n == name)
+            };
+            let Some(position) = position else {
+                return Err(format!("no data for model input {name:?}"));
+            };
+            let (_, data) = sample.swap_remove(position);
+            let expected: usize = shape.iter().product();
+            if data.len() != expected {
+                return Err(format!(
+                    "input {name:?} needs {expected} values ({shape:?}), the sample has {}",
+                    data.len()
+                ));
+            }
+            // The engine runs at the stored input shapes; the data is in logical order.
+            tensors.push((name.as_str(), Tensor::new(shape.clone(), data)));
         }
-        let tensor = Tensor::new(self.input_shape.clone(), input);
+        // Calibration statistics do not depend on element order: skip the reordering copy.
         self.session
-            .run_observed(&[(self.input_name.as_str(), tensor)], &mut |t, view| {
-                visit(t, view.data)
-            })
+            .run_observed_unordered(&tensors, &mut |t, view| visit(t, view.data))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rayon::prelude::*;
+
 use mnnq_calibrate::{
     kl_feature_scale, small_tensor_uses_max, unify_scales, AdmmOptions, LayoutOp, RangeStats,
     ThresholdMethod, UnifyOptions,
@@ -57,33 +59,15 @@ pub fn feature_scales_with(
     clamp: f32,
     method: &(dyn Fn(u32) -> RangeMethod + Sync),
 ) -> Result<FeatureScales, QuantizeError> {
-    // Each tensor's scale depends on its own statistics only: compute them in parallel, then
-    // collect in tensor order.
-    let per_tensor: Vec<Result<TensorOutcome, QuantizeError>> = std::thread::scope(|scope| {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(plan.len().max(1));
-        let chunk = plan.len().div_ceil(threads.max(1)).max(1);
-        let handles: Vec<_> = (0..plan.len())
-            .step_by(chunk)
-            .map(|begin| {
-                let end = (begin + chunk).min(plan.len());
-                scope.spawn(move || {
-                    (begin..end)
-                        .map(|slot| {
-                            let m = method(plan.tensors[slot].id);
-                            tensor_scale(plan, slot, ranges, histograms, clamp, m)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("scale computation does not panic"))
-            .collect()
-    });
+    // Each tensor's scale depends on its own statistics only: compute them in parallel
+    // (rayon balances the uneven KL costs), collected in tensor order.
+    let per_tensor: Vec<Result<TensorOutcome, QuantizeError>> = (0..plan.len())
+        .into_par_iter()
+        .map(|slot| {
+            let m = method(plan.tensors[slot].id);
+            tensor_scale(plan, slot, ranges, histograms, clamp, m)
+        })
+        .collect();
     let mut out = FeatureScales::default();
     for (tensor, result) in plan.tensors.iter().zip(per_tensor) {
         let (scale, reason, used_max) = result?;
@@ -183,11 +167,19 @@ pub enum UnifyMode {
 
 /// Applies the unification rules (doc §4.6, plus standalone ReLU sharing its input's scale)
 /// in place. Returns the number of passes run.
+///
+/// `float_max_pools` (input, output) are max pools MNN's x86 int8 kernel gets wrong
+/// ([`crate::plan::signed_max_pools`]). Except in [`UnifyMode::MnnSinglePass`] (parity), each
+/// one's output gets the next float above its input scale: MNN runs a Pooling in int8 only
+/// when both scales are equal, so it pools in float instead, and requantizing `q * s` with
+/// `1 / next_up(s)` gives back exactly `q` for every |q| <= 127 (the codes are unchanged).
+/// Leaving the output without a scale would not do: MNN copies the input's quant info to it.
 pub fn unify(
     scales: &mut FeatureScales,
     ops: &[LayoutOp],
     share_relu: bool,
     mode: UnifyMode,
+    float_max_pools: &[(u32, u32)],
 ) -> usize {
     let mut map: HashMap<u32, f32> = scales.scales.iter().map(|(&k, &v)| (k, v)).collect();
     let max_passes = match mode {
@@ -204,6 +196,15 @@ pub fn unify(
                 share_relu_scales: share_relu,
             },
         );
+        if mode == UnifyMode::UntilStable {
+            for &(input, output) in float_max_pools {
+                if let Some(&scale) = map.get(&input) {
+                    if usable(scale) {
+                        map.insert(output, scale.next_up());
+                    }
+                }
+            }
+        }
         passes += 1;
         if map == before {
             break;
@@ -232,6 +233,43 @@ mod tests {
             graph_input,
             constant: None,
         }
+    }
+
+    #[test]
+    fn float_max_pool_outputs_get_the_next_scale_up_except_in_parity_mode() {
+        use mnnq_calibrate::LayoutOpKind;
+        // 0 -> maxpool -> 1 -> reshape -> 2: the reshape must follow the adjusted scale.
+        let ops = vec![
+            LayoutOp {
+                name: "pool".into(),
+                kind: LayoutOpKind::Pooling,
+                inputs: vec![0],
+                output: 1,
+            },
+            LayoutOp {
+                name: "reshape".into(),
+                kind: LayoutOpKind::Raster,
+                inputs: vec![1],
+                output: 2,
+            },
+        ];
+        let start = FeatureScales {
+            scales: [(0, 0.038_065), (1, 0.5), (2, 0.25)].into_iter().collect(),
+            ..Default::default()
+        };
+        let mut stable = start.clone();
+        unify(&mut stable, &ops, true, UnifyMode::UntilStable, &[(0, 1)]);
+        let up = 0.038_065f32.next_up();
+        assert_eq!(stable.scales[&1], up);
+        assert_eq!(stable.scales[&2], up);
+        // Dequantize then requantize with the reciprocal, as MNN's casts do: codes survive.
+        for q in -127i32..=127 {
+            let x = q as f32 * 0.038_065f32;
+            assert_eq!((x * (1.0 / up)).round() as i32, q);
+        }
+        let mut parity = start;
+        unify(&mut parity, &ops, true, UnifyMode::MnnSinglePass, &[(0, 1)]);
+        assert_eq!(parity.scales[&1], 0.038_065);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `w, w+T, ...`; every accumulator merges exactly (min/max, integer counts), so the result
 //! does not depend on `T`. Workers are still merged in a fixed order.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -14,13 +15,18 @@ use crate::plan::CalibrationPlan;
 use crate::progress::Progress;
 use crate::QuantizeError;
 
+/// One calibration entry as model inputs: `(input name, data)` per input, the data in the
+/// input's logical row-major order (an image gives one pair).
+pub type Sample = Vec<(String, Vec<f32>)>;
+
 /// One float forward pass that shows every tracked tensor it computes.
 pub trait ForwardPass {
-    /// Runs the model on one preprocessed input (the model's only input); calls `visit`
-    /// with `(tensor index, data in logical order)` for every computed tensor.
+    /// Runs the model on one calibration sample; calls `visit` with `(tensor index, data)`
+    /// for every computed tensor. `data` holds every element of the tensor exactly once, in
+    /// any order (the statistics here do not depend on it).
     fn forward(
         &mut self,
-        input: Vec<f32>,
+        sample: Sample,
         visit: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), String>;
 }
@@ -29,8 +35,58 @@ pub trait ForwardPass {
 pub type RunnerFactory<'a> =
     dyn Fn() -> Result<Box<dyn ForwardPass + 'a>, QuantizeError> + Sync + 'a;
 
-/// Turns calibration entry `i` into the model input, or says why it cannot be used.
-pub type ImageLoader<'a> = dyn Fn(usize) -> Result<Vec<f32>, String> + Sync + 'a;
+/// Turns calibration entry `i` (an image, or a sequence sample) into the model inputs, or
+/// says why it cannot be used.
+pub type ImageLoader<'a> = dyn Fn(usize) -> Result<Sample, String> + Sync + 'a;
+
+/// Keeps per-entry work of the first pass (decoded images) for the second, within a fixed
+/// byte budget, so memory stays bounded whatever the number of images. Each entry is made in
+/// pass 1 and taken (removed) in pass 2, so the cache empties as pass 2 goes. What gets
+/// cached only changes the time taken, never a result: a missing entry is made again.
+pub struct PassCache<T> {
+    budget: usize,
+    /// Bytes held, and the entries.
+    state: Mutex<(usize, HashMap<usize, T>)>,
+}
+
+impl<T: Clone> PassCache<T> {
+    pub fn new(budget_bytes: usize) -> Self {
+        PassCache {
+            budget: budget_bytes,
+            state: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// Entry `index`: taken out of the cache if it is there, else made with `make` (a copy is
+    /// kept when `bytes(&value)` fits in what is left of the budget).
+    pub fn take_or_make<E>(
+        &self,
+        index: usize,
+        bytes: impl Fn(&T) -> usize,
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(value) = state.1.remove(&index) {
+                state.0 -= bytes(&value);
+                return Ok(value);
+            }
+        }
+        let value = make()?;
+        let size = bytes(&value);
+        if let Ok(mut state) = self.state.lock() {
+            if state.0 + size <= self.budget {
+                state.0 += size;
+                state.1.insert(index, value.clone());
+            }
+        }
+        Ok(value)
+    }
+
+    /// Bytes currently held.
+    pub fn held_bytes(&self) -> usize {
+        self.state.lock().map(|s| s.0).unwrap_or(0)
+    }
+}
 
 /// A calibration entry that could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -277,4 +333,41 @@ pub fn collect_histograms(
         }
     };
     Ok(histograms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PassCache;
+
+    #[test]
+    fn pass_cache_keeps_within_budget_and_hands_each_entry_back_once() {
+        let cache: PassCache<Vec<u8>> = PassCache::new(25);
+        let made = std::cell::Cell::new(0);
+        let make = |i: usize| {
+            made.set(made.get() + 1);
+            Ok::<_, ()>(vec![i as u8; 10])
+        };
+        for i in 0..4 {
+            assert_eq!(
+                cache.take_or_make(i, Vec::len, || make(i)),
+                Ok(vec![i as u8; 10])
+            );
+        }
+        // Two entries of 10 bytes fit in 25.
+        assert_eq!(cache.held_bytes(), 20);
+        for i in 0..4 {
+            assert_eq!(
+                cache.take_or_make(i, Vec::len, || make(i)),
+                Ok(vec![i as u8; 10])
+            );
+        }
+        // Entries 0 and 1 came from the cache, 2 and 3 were made again (and cached then).
+        assert_eq!(made.get(), 6);
+        assert_eq!(cache.held_bytes(), 20);
+        // An error is passed on and nothing is kept.
+        assert_eq!(
+            cache.take_or_make(9, Vec::len, || Err::<Vec<u8>, _>(())),
+            Err(())
+        );
+    }
 }

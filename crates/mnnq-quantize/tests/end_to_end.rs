@@ -1,4 +1,4 @@
-//! End-to-end quantization of the PP-OCR direction classifier (in-repo model, shared
+//! End-to-end quantization of the PP-OCR direction classifier (in-repo model and
 //! calibration images), checked against MNN's own output for the same model and config.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,30 +9,10 @@ use mnnq_format::{Model, OpParameter, OpType};
 use mnnq_quantize::scales::UnifyMode;
 use mnnq_quantize::{quantize, QuantizeOptions};
 
-fn fixtures(test: &str) -> Option<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidates = match std::env::var_os("MNNQ_FIXTURES") {
-        Some(dir) => vec![PathBuf::from(dir)],
-        // The workspace's sibling `shared/` (main checkout), or one level up (a worktree
-        // under `wt/`).
-        None => vec![
-            manifest.join("../../../shared/fixtures"),
-            manifest.join("../../../../shared/fixtures"),
-        ],
-    };
-    match candidates
-        .iter()
-        .find(|d| d.join("images/textline").is_dir())
-    {
-        Some(dir) => Some(dir.clone()),
-        None => {
-            println!(
-                "SKIPPED: {test}: fixtures not found at {} (set MNNQ_FIXTURES)",
-                candidates[0].display()
-            );
-            None
-        }
-    }
+/// The in-repo copy of the cls model's data: config, its 32 calibration images and MNN's own
+/// quantization of it (see testdata/README.md), so these tests run in a fresh clone.
+fn cls_data() -> PathBuf {
+    repo().join("testdata/ppocr_cls_v2")
 }
 
 fn repo() -> PathBuf {
@@ -40,14 +20,10 @@ fn repo() -> PathBuf {
 }
 
 /// The shared cls config with an absolute image path, written into `dir`.
-fn write_config(dir: &Path, fixtures: &Path, feature: &str, weight: &str) -> PathBuf {
-    let text = std::fs::read_to_string(fixtures.join("configs/ppocr_cls_v2.json")).unwrap();
+fn write_config(dir: &Path, data: &Path, feature: &str, weight: &str) -> PathBuf {
+    let text = std::fs::read_to_string(data.join("config.json")).unwrap();
     let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
-    config["path"] = fixtures
-        .join("images/textline")
-        .display()
-        .to_string()
-        .into();
+    config["path"] = data.join("calib").display().to_string().into();
     config["feature_quantize_method"] = feature.into();
     config["weight_quantize_method"] = weight.into();
     let path = dir.join(format!("cls_{feature}_{weight}.json"));
@@ -57,12 +33,12 @@ fn write_config(dir: &Path, fixtures: &Path, feature: &str, weight: &str) -> Pat
 
 fn quantize_cls(
     dir: &Path,
-    fixtures: &Path,
+    data: &Path,
     threads: usize,
     unify: UnifyMode,
     name: &str,
 ) -> (PathBuf, mnnq_quantize::QuantizeReport) {
-    let config = write_config(dir, fixtures, "KL", "MAX_ABS");
+    let config = write_config(dir, data, "KL", "MAX_ABS");
     let out = dir.join(name);
     let options = QuantizeOptions {
         threads,
@@ -82,24 +58,10 @@ fn quantize_cls(
 
 #[test]
 fn cls_end_to_end_parity_and_determinism() {
-    let Some(fixtures) = fixtures("cls_end_to_end_parity_and_determinism") else {
-        return;
-    };
+    let data = cls_data();
     let dir = tempfile::tempdir().unwrap();
-    let (one, report) = quantize_cls(
-        dir.path(),
-        &fixtures,
-        1,
-        UnifyMode::MnnSinglePass,
-        "one.mnn",
-    );
-    let (three, _) = quantize_cls(
-        dir.path(),
-        &fixtures,
-        3,
-        UnifyMode::MnnSinglePass,
-        "three.mnn",
-    );
+    let (one, report) = quantize_cls(dir.path(), &data, 1, UnifyMode::MnnSinglePass, "one.mnn");
+    let (three, _) = quantize_cls(dir.path(), &data, 3, UnifyMode::MnnSinglePass, "three.mnn");
     println!("{}", report.summary());
 
     // Determinism: same bytes whatever the thread count.
@@ -123,11 +85,8 @@ fn cls_end_to_end_parity_and_determinism() {
 
     // KL parity with MNN's scale report for the same model, config and images.
     let ours: HashMap<u32, f32> = report.scales.iter().map(|(&k, &v)| (k, v)).collect();
-    let parity = mnnq_calibrate::compare_scales(
-        &ours,
-        &fixtures.join("mnn_int8/ppocr_cls_v2/KL_MAX_ABS.mnn.json"),
-    )
-    .unwrap();
+    let parity =
+        mnnq_calibrate::compare_scales(&ours, &data.join("mnn_int8/KL_MAX_ABS.mnn.json")).unwrap();
     println!(
         "KL parity ppocr_cls_v2: {}/{} MNN scales within 1% ({:.1}%), missing {:?}, mismatches {:?}",
         parity.within_tolerance,
@@ -247,12 +206,10 @@ fn cls_end_to_end_parity_and_determinism() {
 
 #[test]
 fn refuses_ema_and_overwriting_the_input() {
-    let Some(fixtures) = fixtures("refuses_ema_and_overwriting_the_input") else {
-        return;
-    };
+    let data = cls_data();
     let dir = tempfile::tempdir().unwrap();
     let model = repo().join("testdata/ppocr_cls_v2/model.mnn");
-    let ema = write_config(dir.path(), &fixtures, "EMA", "MAX_ABS");
+    let ema = write_config(dir.path(), &data, "EMA", "MAX_ABS");
     let error = quantize(
         &model,
         &dir.path().join("q.mnn"),
@@ -264,7 +221,7 @@ fn refuses_ema_and_overwriting_the_input() {
         error.to_string().contains("EMA\" is not supported"),
         "{error}"
     );
-    let kl = write_config(dir.path(), &fixtures, "KL", "MAX_ABS");
+    let kl = write_config(dir.path(), &data, "KL", "MAX_ABS");
     let error = quantize(&model, &model, &kl, &QuantizeOptions::default()).unwrap_err();
     assert!(error.to_string().contains("is the input model"), "{error}");
     assert!(!dir.path().join("q.mnn").exists());
@@ -272,26 +229,13 @@ fn refuses_ema_and_overwriting_the_input() {
 
 #[test]
 fn cls_unification_until_stable_leaves_no_inconsistent_pooling() {
-    let Some(fixtures) = fixtures("cls_unification_until_stable_leaves_no_inconsistent_pooling")
-    else {
-        return;
-    };
+    let data = cls_data();
     let dir = tempfile::tempdir().unwrap();
-    let (mnn_like, mnn_report) = quantize_cls(
-        dir.path(),
-        &fixtures,
-        2,
-        UnifyMode::MnnSinglePass,
-        "mnn.mnn",
-    );
-    let (stable, report) = quantize_cls(
-        dir.path(),
-        &fixtures,
-        2,
-        UnifyMode::UntilStable,
-        "stable.mnn",
-    );
-    let pooling_mismatches = |path: &Path, scales: &BTreeMap<u32, f32>| -> Vec<String> {
+    let (mnn_like, mnn_report) =
+        quantize_cls(dir.path(), &data, 2, UnifyMode::MnnSinglePass, "mnn.mnn");
+    let (stable, report) = quantize_cls(dir.path(), &data, 2, UnifyMode::UntilStable, "stable.mnn");
+    // (name, input scale, output scale) of every pooling op whose two scales differ.
+    let pooling_mismatches = |path: &Path, scales: &BTreeMap<u32, f32>| {
         let model = Model::load(path).unwrap();
         model
             .net
@@ -299,20 +243,34 @@ fn cls_unification_until_stable_leaves_no_inconsistent_pooling() {
             .unwrap()
             .iter()
             .filter(|op| matches!(op.type_, OpType::Pooling | OpType::Pooling3D))
-            .filter(|op| {
+            .filter_map(|op| {
                 let i = op.input_indexes.as_ref().unwrap()[0] as u32;
                 let o = op.output_indexes.as_ref().unwrap()[0] as u32;
-                scales.get(&i) != scales.get(&o)
+                let (si, so) = (scales.get(&i).copied(), scales.get(&o).copied());
+                (si != so).then(|| (op.name.clone().unwrap_or_default(), si, so))
             })
-            .map(|op| op.name.clone().unwrap_or_default())
-            .collect()
+            .collect::<Vec<_>>()
     };
     // MNN's single pass leaves pool2d_10 (fed by pool2d_9, processed later in name order)
     // with different scales; repeating the pass fixes it.
+    let names = |v: Vec<(String, Option<f32>, Option<f32>)>| -> Vec<String> {
+        v.into_iter().map(|(n, _, _)| n).collect()
+    };
     assert_eq!(
-        pooling_mismatches(&mnn_like, &mnn_report.scales),
+        names(pooling_mismatches(&mnn_like, &mnn_report.scales)),
         vec!["pool2d_10.tmp_0".to_string()]
     );
-    assert!(pooling_mismatches(&stable, &report.scales).is_empty());
+    assert_eq!(
+        mnn_report.float_max_pools, 0,
+        "parity mode writes MNN's scales"
+    );
+    // Until stable, the only difference left is deliberate: the 2x2 max pool over the
+    // hardswish output (which is negative down to -0.375) gets the next float above its input
+    // scale, so that MNN pools it in float instead of with its x86 int8 kernel.
+    let stable_mismatches = pooling_mismatches(&stable, &report.scales);
+    assert_eq!(names(stable_mismatches.clone()), vec!["pool2d_9.tmp_0"]);
+    let (_, input_scale, output_scale) = stable_mismatches[0];
+    assert_eq!(output_scale, input_scale.map(f32::next_up));
+    assert_eq!(report.float_max_pools, 1);
     assert!(report.unify_passes > 1 && report.unify_passes < 16);
 }

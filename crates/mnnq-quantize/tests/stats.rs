@@ -7,6 +7,7 @@ use mnnq_quantize::plan::{CalibrationPlan, TrackedTensor};
 use mnnq_quantize::progress::Silent;
 use mnnq_quantize::stats::{
     collect_histograms, collect_ranges, ForwardPass, HistogramKind, Histograms, Images, Pass,
+    Sample,
 };
 use mnnq_quantize::QuantizeError;
 
@@ -16,9 +17,10 @@ struct Toy;
 impl ForwardPass for Toy {
     fn forward(
         &mut self,
-        input: Vec<f32>,
+        mut sample: Sample,
         visit: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), String> {
+        let (_, input) = sample.remove(0);
         visit(0, &input);
         let doubled: Vec<f32> = input.iter().map(|x| 3.0 * x - 1.0).collect();
         visit(1, &doubled);
@@ -45,13 +47,14 @@ fn plan() -> CalibrationPlan {
     ])
 }
 
-fn image(i: usize) -> Result<Vec<f32>, String> {
+fn image(i: usize) -> Result<Sample, String> {
     if i == 3 {
         return Err("not an image".into());
     }
-    Ok((0..256)
+    let data = (0..256)
         .map(|k| (((k * 31 + i * 17) % 101) as f32 - 50.0) / (7.0 + i as f32))
-        .collect())
+        .collect();
+    Ok(vec![("x".to_string(), data)])
 }
 
 fn run(threads: usize) -> (Vec<mnnq_calibrate::RangeStats>, Histograms, Vec<usize>) {
@@ -97,7 +100,10 @@ fn same_statistics_for_any_thread_count() {
 #[test]
 fn ranges_match_a_direct_computation() {
     let (ranges, hist, _) = run(2);
-    let used: Vec<Vec<f32>> = (0..9).filter_map(|i| image(i).ok()).collect();
+    let used: Vec<Vec<f32>> = (0..9)
+        .filter_map(|i| image(i).ok())
+        .map(|mut sample| sample.remove(0).1)
+        .collect();
     let min0 = used.iter().flatten().copied().fold(f32::INFINITY, f32::min);
     let max0 = used
         .iter()

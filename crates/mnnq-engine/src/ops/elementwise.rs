@@ -457,11 +457,19 @@ pub fn unary(op: UnaryOperation, input: &In, out: &mut Out, par: &Parallel) {
         return;
     }
     match op {
-        UnaryOperation::HardSwish => map(input, out, par, |x| {
-            x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0)
-        }),
-        UnaryOperation::Sigmoid => map(input, out, par, |x| 1.0 / (1.0 + (-x).exp())),
+        UnaryOperation::HardSwish => map(input, out, par, |x| unary_value(op, x)),
+        UnaryOperation::Sigmoid => map(input, out, par, |x| unary_value(op, x)),
         _ => map(input, out, par, |x| unary_f32(op, x)),
+    }
+}
+
+/// A float UnaryOp on one value, exactly as [`unary`] computes it.
+#[inline(always)]
+pub fn unary_value(op: UnaryOperation, x: f32) -> f32 {
+    match op {
+        UnaryOperation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+        UnaryOperation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        _ => unary_f32(op, x),
     }
 }
 

@@ -138,6 +138,12 @@ unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
+    /// The base pointer (a method, so closures capture the whole `Sync` wrapper).
+    #[inline]
+    pub fn ptr(self) -> *mut f32 {
+        self.0
+    }
+
     /// # Safety
     /// The range must be inside the buffer and not written by another thread at the same time.
     #[inline]

@@ -396,6 +396,41 @@ pub fn run(kind: &OpKind, ins: &[In], outs: &mut [Out], consts: &[Option<&Value>
                 out.data.fill(v);
             }
         }
+        OpKind::Im2Col(p) => {
+            let s = ins[0].shape;
+            let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+            let win = crate::shape::conv_window(p, h, w)?;
+            let (oh, ow) = (win.out_h, win.out_w);
+            let x = ins[0].to_row_major_f32();
+            let cols = n * oh * ow;
+            let mut res = vec![0.0f32; c * p.kernel_h * p.kernel_w * cols];
+            for ci in 0..c {
+                for ky in 0..p.kernel_h {
+                    for kx in 0..p.kernel_w {
+                        let row = (ci * p.kernel_h + ky) * p.kernel_w + kx;
+                        for b in 0..n {
+                            for oy in 0..oh {
+                                let iy = (oy * p.stride_h + ky * p.dilation_h) as isize
+                                    - win.pad_top as isize;
+                                if iy < 0 || iy as usize >= h {
+                                    continue;
+                                }
+                                for ox in 0..ow {
+                                    let ix = (ox * p.stride_w + kx * p.dilation_w) as isize
+                                        - win.pad_left as isize;
+                                    if ix < 0 || ix as usize >= w {
+                                        continue;
+                                    }
+                                    res[row * cols + (b * oh + oy) * ow + ox] =
+                                        x[((b * c + ci) * h + iy as usize) * w + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            write_row_major(&res, out);
+        }
         OpKind::Range => {
             let start = ins[0].get_f32(0) as f64;
             let delta = ins[2].get_f32(0) as f64;

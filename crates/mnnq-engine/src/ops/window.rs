@@ -28,6 +28,9 @@ enum ConvPlan {
     Depthwise { weights: Vec<f32> },
     /// Dense group-1 convolution on `mnnq-kernels`' packed GEMM.
     SharedDense(Box<mnnq_kernels::f32::PackedWeights>),
+    /// 3x3 stride-1 group-1 convolution as MNN's CPU backend runs it: Winograd with MNN's tile
+    /// size, transforms and order of operations (opt-in, see [`mnn_winograd`]).
+    Winograd(Box<mnnq_kernels::f32::WinogradWeights>),
     /// Group-1 deconvolution on `mnnq-kernels`.
     SharedDeconv(Box<mnnq_kernels::f32::PackedWeights>),
     /// Depthwise convolution on `mnnq-kernels`.
@@ -35,6 +38,34 @@ enum ConvPlan {
     /// Per group, weights as a `cin_g x (kh * kw * cout_g)` matrix with columns ordered
     /// (ky, kx, co): the GEMM gives every input pixel's contribution to its output window.
     Deconv { packed: Vec<PackedMatrix> },
+}
+
+/// Output pixels per work item of a dense convolution. One thread: [`PIXEL_CHUNK`]. More: a
+/// number of items that is a multiple of the thread count (at least two per thread), so the late
+/// small layers (7x7 = 49 pixels would be a single item) split evenly. The outputs do not depend
+/// on the split (each pixel's sums are the same FMA chain).
+fn pixel_chunk(pixels: usize, threads: usize) -> usize {
+    if threads <= 1 {
+        return PIXEL_CHUNK;
+    }
+    let items = pixels
+        .div_ceil(PIXEL_CHUNK)
+        .max(2 * threads)
+        .next_multiple_of(threads);
+    pixels
+        .div_ceil(items)
+        .next_multiple_of(4)
+        .clamp(4, PIXEL_CHUNK)
+}
+
+/// Output rows per work item of a depthwise convolution: [`ROW_CHUNK`], or single rows when that
+/// leaves fewer than four items per thread.
+fn row_chunk(out_h: usize, threads: usize) -> usize {
+    if threads > 1 && out_h.div_ceil(ROW_CHUNK) < 4 * threads {
+        1
+    } else {
+        ROW_CHUNK
+    }
 }
 
 /// A convolution ready to run on `[N, H, W, C]` data.
@@ -119,6 +150,11 @@ impl PreparedConv {
             ConvPlan::SharedDeconv(Box::new(mnnq_kernels::f32::PackedWeights::pack_deconv(
                 w, in_c, out_c, kh, kw,
             )))
+        } else if let Some(winograd) = (!deconv && group == 1 && shared)
+            .then(|| mnn_winograd(p, in_c, out_h, out_w))
+            .flatten()
+        {
+            ConvPlan::Winograd(Box::new(winograd))
         } else if !deconv && group == 1 && shared {
             ConvPlan::SharedDense(Box::new(mnnq_kernels::f32::PackedWeights::pack_conv(
                 w, out_c, in_c, kh, kw,
@@ -201,7 +237,7 @@ impl PreparedConv {
             ConvPlan::Depthwise { .. } | ConvPlan::SharedDepthwise(_) => {
                 self.batch * self.out_h * self.out_w * self.out_c * taps
             }
-            ConvPlan::Dense { .. } | ConvPlan::SharedDense(_) => {
+            ConvPlan::Dense { .. } | ConvPlan::SharedDense(_) | ConvPlan::Winograd(_) => {
                 self.batch * self.out_h * self.out_w * self.out_c * taps * self.in_c / self.group
             }
             ConvPlan::Deconv { .. } | ConvPlan::SharedDeconv(_) => {
@@ -215,6 +251,10 @@ impl PreparedConv {
         let in_image = self.in_h * self.in_w * self.in_c;
         let out_image = self.out_h * self.out_w * self.out_c;
         assert!(input.len() >= self.batch * in_image && output.len() >= self.batch * out_image);
+        if let ConvPlan::Winograd(w) = &self.plan {
+            self.run_winograd(w, input, output, par);
+            return;
+        }
         for n in 0..self.batch {
             let x = &input[n * in_image..(n + 1) * in_image];
             let y = &mut output[n * out_image..(n + 1) * out_image];
@@ -225,6 +265,7 @@ impl PreparedConv {
                 ConvPlan::SharedDense(packed) => self.run_shared_dense(packed, x, y, par),
                 ConvPlan::SharedDepthwise(packed) => self.run_shared_depthwise(packed, x, y, par),
                 ConvPlan::SharedDeconv(packed) => self.run_shared_deconv(packed, x, y, par),
+                ConvPlan::Winograd(_) => unreachable!("runs the whole batch above"),
             }
         }
         let _ = self.kind;
@@ -261,12 +302,46 @@ impl PreparedConv {
         let pixels = self.out_h * self.out_w;
         let out = SharedMut(y.as_mut_ptr());
         let bias = &self.bias[..self.out_c];
-        par.for_each(pixels.div_ceil(PIXEL_CHUNK), |i| {
-            let p0 = i * PIXEL_CHUNK;
-            let p1 = (p0 + PIXEL_CHUNK).min(pixels);
+        let chunk = pixel_chunk(pixels, par.threads());
+        par.for_each(pixels.div_ceil(chunk), |i| {
+            let p0 = i * chunk;
+            let p1 = (p0 + chunk).min(pixels);
             // SAFETY: each piece writes its own output pixels.
             let o = unsafe { out.slice(p0 * self.out_c, (p1 - p0) * self.out_c) };
             mnnq_kernels::f32::conv2d_nhwc(&g, x, packed, bias, self.act, o, p0..p1);
+        });
+    }
+
+    fn run_winograd(
+        &self,
+        w: &mnnq_kernels::f32::WinogradWeights,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let batches = w.tile_batches(&g, self.batch);
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        // Two tile batches per work item: enough items to balance, few enough to amortize.
+        const PER_ITEM: usize = 2;
+        par.for_each(batches.div_ceil(PER_ITEM), |i| {
+            let b0 = i * PER_ITEM;
+            let b1 = (b0 + PER_ITEM).min(batches);
+            // SAFETY: `y` holds the whole batch's output and work items own disjoint tiles.
+            unsafe {
+                let out = out.ptr();
+                mnnq_kernels::f32::winograd_conv3x3_nhwc(
+                    &g,
+                    self.batch,
+                    x,
+                    w,
+                    bias,
+                    self.act,
+                    out,
+                    b0..b1,
+                )
+            };
         });
     }
 
@@ -303,9 +378,10 @@ impl PreparedConv {
         let row_len = self.out_w * self.out_c;
         let out = SharedMut(y.as_mut_ptr());
         let bias = &self.bias[..self.out_c];
-        par.for_each(self.out_h.div_ceil(ROW_CHUNK), |i| {
-            let oy0 = i * ROW_CHUNK;
-            let oy1 = (oy0 + ROW_CHUNK).min(self.out_h);
+        let rows = row_chunk(self.out_h, par.threads());
+        par.for_each(self.out_h.div_ceil(rows), |i| {
+            let oy0 = i * rows;
+            let oy1 = (oy0 + rows).min(self.out_h);
             // SAFETY: each piece writes its own output rows.
             let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
             mnnq_kernels::f32::depthwise_conv2d_nhwc(&g, x, packed, bias, self.act, o, oy0..oy1);
@@ -540,6 +616,35 @@ impl PreparedConv {
 
 /// Whether convolutions use `mnnq-kernels` (default) or the engine's own backend
 /// (`MNNQ_ENGINE_KERNELS=own`, kept for comparison and as a fallback).
+/// MNN's CPU backend runs a group-1 3x3 convolution with stride and dilation 1 as Winograd when
+/// its cost rule says so. `MNNQ_WINOGRAD=1` does the same with MNN's exact arithmetic
+/// ([`mnnq_kernels::f32::WinogradWeights`]): a single such convolution then gives MNN's output
+/// bytes. It is off by default: inside a network the convolution's input already differs from
+/// MNN's in the last bits, Winograd's rounding then no longer tracks MNN's, and the result is
+/// further from MNN's (PP-OCR det: max error 3.3e-3 against 1.9e-3 with the direct convolution).
+fn mnn_winograd(
+    p: &ConvParams,
+    in_c: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Option<mnnq_kernels::f32::WinogradWeights> {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| {
+        std::env::var("MNNQ_WINOGRAD")
+            .map(|v| v == "1")
+            .unwrap_or(false)
+    });
+    if !enabled
+        || (p.kernel_h, p.kernel_w) != (3, 3)
+        || (p.stride_h, p.stride_w) != (1, 1)
+        || (p.dilation_h, p.dilation_w) != (1, 1)
+    {
+        return None;
+    }
+    let unit = mnnq_kernels::f32::mnn_winograd_unit(out_h, out_w, in_c, p.out_channels)?;
+    mnnq_kernels::f32::WinogradWeights::pack(&p.weights, p.out_channels, in_c, unit)
+}
+
 fn use_shared_kernels() -> bool {
     static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SHARED.get_or_init(|| {

@@ -31,6 +31,7 @@ mod pack;
 mod pool;
 pub mod reference;
 mod simd;
+mod winograd;
 
 pub use conv::{conv2d_nhwc, deconv2d_nhwc};
 pub use depthwise::{depthwise_conv2d_nhwc, depthwise_conv2d_nhwc_isa, PackedDepthwise};
@@ -39,4 +40,7 @@ pub use pack::PackedWeights;
 pub use pool::{
     avg_pool2d_nhwc, global_avg_pool_nhwc, global_avg_pool_nhwc_isa, max_pool2d_nhwc,
     pool2d_nhwc_isa, PoolKind,
+};
+pub use winograd::{
+    mnn_winograd_unit, winograd_conv3x3_nhwc, WinogradWeights, WINOGRAD_TILE_BATCH,
 };

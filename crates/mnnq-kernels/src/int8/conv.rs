@@ -16,6 +16,7 @@ use crate::geometry::ConvGeometry;
 thread_local! {
     static IM2COL: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
     static WIDENED: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+    static ROW_COMPENSATION: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Rows of im2col scratch built at a time: enough to amortise the tile loop, small enough to stay
@@ -39,14 +40,43 @@ pub fn conv2d_int8_nhwc(
     ldc: usize,
     pixels: Range<usize>,
 ) {
+    let all = 0..weights.blocks.len();
+    conv2d_int8_nhwc_blocks(geom, input, weights, requant, output, ldc, pixels, all);
+}
+
+/// [`conv2d_int8_nhwc`] for the output channels of `weights.blocks[blocks]` only, so callers
+/// can split a layer with few pixels over its channels too. Each output is still one whole
+/// accumulation, so the bytes do not depend on the split.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_int8_nhwc_blocks(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedInt8Weights,
+    requant: &Requantize,
+    output: &mut [i8],
+    ldc: usize,
+    pixels: Range<usize>,
+    blocks: Range<usize>,
+) {
     check_arguments(geom, input, weights, requant, output, ldc, &pixels);
-    if pixels.is_empty() {
+    assert!(
+        blocks.end <= weights.blocks.len(),
+        "conv2d_int8_nhwc: block range {blocks:?} beyond {} blocks",
+        weights.blocks.len()
+    );
+    if pixels.is_empty() || blocks.is_empty() {
         return;
     }
+    let blocks = &weights.blocks[blocks];
     match weights.layout {
-        WeightLayout::Rows => portable(geom, input, weights, requant, output, ldc, pixels),
+        WeightLayout::Rows => {
+            let last = blocks[blocks.len() - 1];
+            let channels = blocks[0].first_channel
+                ..(last.first_channel + last.vectors * weights.layout.lanes()).min(geom.out_c);
+            portable(geom, input, weights, requant, output, ldc, pixels, channels)
+        }
         #[cfg(target_arch = "x86_64")]
-        _ => simd(geom, input, weights, requant, output, ldc, pixels),
+        _ => simd(geom, input, weights, requant, output, ldc, pixels, blocks),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("SIMD weight layouts are only packed on x86-64"),
     }
@@ -263,6 +293,7 @@ fn im2col(
 
 /// The portable kernel and the reference for every SIMD kernel: an i32 dot product per output
 /// and [`Requantize::apply`].
+#[allow(clippy::too_many_arguments)]
 fn portable(
     geom: &ConvGeometry,
     input: &[i8],
@@ -271,6 +302,7 @@ fn portable(
     output: &mut [i8],
     ldc: usize,
     pixels: Range<usize>,
+    channels: Range<usize>,
 ) {
     let k = weights.k;
     const ROWS: usize = 64;
@@ -282,7 +314,7 @@ fn portable(
         for r in 0..count {
             let row = &rows[r * k..(r + 1) * k];
             let p = first + r;
-            for c in 0..geom.out_c {
+            for c in channels.clone() {
                 let w = &weights.rows[c * k..(c + 1) * k];
                 let acc: i32 = row.iter().zip(w).map(|(&a, &b)| a as i32 * b as i32).sum();
                 output[p * ldc + c] = requant.apply(acc, c);
@@ -292,7 +324,8 @@ fn portable(
     }
 }
 
-/// Drive the SIMD micro-kernels over chunks of pixels and blocks of output channels.
+/// Drive the SIMD micro-kernels over chunks of pixels and the channel blocks `blocks`.
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
 fn simd(
     geom: &ConvGeometry,
@@ -302,6 +335,7 @@ fn simd(
     output: &mut [i8],
     ldc: usize,
     pixels: Range<usize>,
+    blocks: &[super::pack::ChannelBlock],
 ) {
     use super::x86;
     let layout = weights.layout;
@@ -334,10 +368,28 @@ fn simd(
                     lo: requant.lo as f32,
                     hi: requant.hi as f32,
                     ldc,
+                    ratio: requant.ratio,
                 };
                 match layout {
                     WeightLayout::Vnni16 => {
-                        for block in &weights.blocks {
+                        let comp = ROW_COMPENSATION.with_borrow_mut(|comp| {
+                            if comp.len() < rows {
+                                comp.resize(rows, 0);
+                            }
+                            // SAFETY: VNNI is supported (the weights were packed for it); `a8`
+                            // holds `rows` rows of `lda >= k` codes.
+                            unsafe {
+                                x86::vnni_row_compensation(
+                                    a8.as_ptr(),
+                                    lda,
+                                    k,
+                                    rows,
+                                    comp.as_mut_ptr(),
+                                )
+                            };
+                            comp.as_ptr()
+                        });
+                        for block in blocks {
                             // SAFETY: the weights were packed for VNNI, which `pack_conv_for`
                             // checked the CPU supports; pointers stay within the slices checked
                             // by `check_arguments` (rows beyond `rows` are never read).
@@ -351,6 +403,7 @@ fn simd(
                                     block,
                                     weights,
                                     requant,
+                                    comp,
                                     out_ptr.add(first * ldc),
                                 )
                             }
@@ -371,7 +424,7 @@ fn simd(
                             dst[src.len()..].fill(0);
                         }
                         let tile = x86::TileParams { k: lda16, ..tile };
-                        for block in &weights.blocks {
+                        for block in blocks {
                             // SAFETY: as above, for the AVX-512 or AVX2 i16 layout.
                             unsafe {
                                 let b = data.as_ptr().add(block.offset);
@@ -386,6 +439,7 @@ fn simd(
                                         block,
                                         weights,
                                         requant,
+                                        std::ptr::null(),
                                         out,
                                     )
                                 } else {
@@ -398,6 +452,7 @@ fn simd(
                                         block,
                                         weights,
                                         requant,
+                                        std::ptr::null(),
                                         out,
                                     )
                                 }

@@ -1,11 +1,17 @@
 //! Depthwise int8 convolution on NHWC codes with MNN's integer-bias epilogue (§11.5):
 //! `q = clamp(round((acc + B[c]) * m[c]), lo, hi)`.
 //!
-//! Vectorised over channels: each tap multiplies 16 (AVX-512) or 8 (AVX2) sign-extended input
-//! codes by the tap's weights stored as i32 whose upper 16 bits are zero, so `vpmaddwd` (or VNNI
-//! `vpdpwssd`) is an exact 16 x 16 -> 32 bit multiply(-add). Padding taps are skipped (code 0):
-//! each output pixel loops only over its valid tap rectangle, so interior pixels run the full
-//! kernel without per-tap checks and border pixels a smaller one.
+//! Vectorised over channels, four output pixels at a time where possible:
+//! * AVX-512 VNNI (`rows_vnni`): `vpdpbusd` of 64 input codes as `x + 128` (u8) with weight
+//!   vectors that hold one channel's weight per byte position, so each dword lane sums exactly
+//!   one product; no sign extension and no cross-lane shuffle. Padding taps count as code 0.
+//!   A last block of at most 32 channels uses the 32-channel kernel below.
+//! * AVX-512: 32 sign-extended i16 codes per tap times "even"/"odd" weight vectors (`vpmaddwd`,
+//!   or `vpdpwssd` for the VNNI tail), padding taps skipped.
+//! * AVX2: 8 codes per vector, weights stored as i32 with zero upper halves (`vpmaddwd`).
+//!
+//! All paths are exact integer accumulations followed by the same f32 epilogue, so they give the
+//! portable reference's bytes.
 
 use std::ops::Range;
 
@@ -30,6 +36,11 @@ pub struct PackedDepthwiseInt8 {
     /// the high 16 bits. `vpmaddwd` of 32 i16 input channels with them yields the even and odd
     /// channels' products separately (exact, no sign-extension shuffle per tap).
     even_odd: Vec<i32>,
+    /// VNNI layout: per tap, per block of 64 channels, four 64-byte vectors; vector `p` holds
+    /// the weight of channel `4j + p` of the block in byte `p` of dword `j`, zeros elsewhere.
+    vnni: Vec<i8>,
+    /// Per channel, the sum of its tap weights (the VNNI kernel's `+128` correction).
+    weight_sums: Vec<i32>,
 }
 
 impl PackedDepthwiseInt8 {
@@ -75,7 +86,26 @@ impl PackedDepthwiseInt8 {
                 }
             }
         }
+        let blocks64 = channels.div_ceil(64);
+        let mut vnni = vec![0i8; taps_n * blocks64 * 256];
+        for t in 0..taps_n {
+            for c in 0..channels {
+                let (b, within) = (c / 64, c % 64);
+                let (j, p) = (within / 4, within % 4);
+                vnni[(t * blocks64 + b) * 256 + p * 64 + 4 * j + p] = q_w[c * taps_n + t];
+            }
+        }
+        let weight_sums = (0..channels)
+            .map(|c| {
+                q_w[c * taps_n..(c + 1) * taps_n]
+                    .iter()
+                    .map(|&w| w as i32)
+                    .sum()
+            })
+            .collect();
         PackedDepthwiseInt8 {
+            vnni,
+            weight_sums,
             even_odd,
             isa,
             channels,
@@ -177,7 +207,7 @@ pub fn depthwise_int8_nhwc(
         // SAFETY: packing checked the CPU supports the ISA; every index stays within the slices
         // whose lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { rows_avx512_vnni(&job, output, rows) },
+        Isa::Avx512Vnni => unsafe { rows_vnni(&job, output, rows) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { rows_avx512(&job, output, rows) },
         #[cfg(target_arch = "x86_64")]
@@ -225,16 +255,184 @@ macro_rules! for_each_pixel {
 }
 use for_each_pixel;
 
+/// VNNI row loop: `vpdpbusd` of the input as `x + 128` (u8, one XOR per 64 channels) with the
+/// weights as s8, four accumulators per 64 channels, accumulator `p` holding channels `4j + p`
+/// (the packed weight vector `p` has tap weight `w[4j + p]` in byte `p` of dword `j`, zero in
+/// the other three bytes, so each dword sums exactly one product). This needs no sign
+/// extension and no cross-lane shuffle: the requantized codes of the four accumulators are put
+/// back in channel order by byte shifts and selects. The `+128` adds `128 * w` per tap, cancelled
+/// by the bias `B - 128 * sum_taps w`; padding taps therefore use `x = 0` (u8 128) like real
+/// zeros instead of being skipped, so that correction is the same for every pixel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_avx512_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
-    rows_avx512_body::<true>(job, output, rows)
+unsafe fn rows_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    let g = job.geom;
+    let c = job.weights.channels;
+    let blocks = c.div_ceil(64);
+    // A last block of at most 32 channels would waste half of every instruction: those
+    // channels go through the 32-channel kernel (same bytes).
+    let vnni_blocks = if !c.is_multiple_of(64) && c % 64 <= 32 {
+        rows_avx512_body::<true>(job, output, rows.clone(), c / 64 * 2);
+        c / 64
+    } else {
+        blocks
+    };
+    VNNI_REQUANT.with_borrow_mut(|(bias, mult)| {
+        // Bias and multiplier in accumulator order: index (block * 4 + p) * 16 + j is channel
+        // 64 * block + 4 * j + p; padding channels get 0.
+        bias.clear();
+        mult.clear();
+        bias.resize(blocks * 64, 0);
+        mult.resize(blocks * 64, 0.0);
+        for ch in 0..c {
+            let (block, within) = (ch / 64, ch % 64);
+            let at = (block * 4 + within % 4) * 16 + within / 4;
+            bias[at] = job.requant.bias[ch].wrapping_sub(128 * job.weights.weight_sums[ch]);
+            mult[at] = job.requant.multiplier[ch];
+        }
+        for block in 0..vnni_blocks {
+            for oy in rows.clone() {
+                let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+                let full_rows = ky.len() == g.kernel_h;
+                let mut ox = 0;
+                while ox < g.out_w {
+                    if g.out_w >= 4 {
+                        // Four pixels at a time (one pixel alone is latency bound: four
+                        // accumulator chains). The last group is moved left to end at the row
+                        // end; it recomputes up to three pixels with the same bytes.
+                        let start = ox.min(g.out_w - 4);
+                        let interior = full_rows
+                            && job.columns[start].len() == g.kernel_w
+                            && job.columns[start + 3].len() == g.kernel_w;
+                        if interior {
+                            vnni_pixels::<4, false>(job, output, bias, mult, oy, start, block);
+                        } else {
+                            vnni_pixels::<4, true>(job, output, bias, mult, oy, start, block);
+                        }
+                        ox = start + 4;
+                    } else {
+                        vnni_pixels::<1, true>(job, output, bias, mult, oy, ox, block);
+                        ox += 1;
+                    }
+                }
+            }
+        }
+    });
+}
+
+thread_local! {
+    /// Per-thread bias and multiplier of the VNNI depthwise kernel in accumulator order.
+    static VNNI_REQUANT: std::cell::RefCell<(Vec<i32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `PX` adjacent output pixels from `(oy, ox)`, channels `64 * block ..`; `CHECK`: some taps may
+/// fall in the padding (otherwise every tap of every pixel is inside the image).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
+    job: &Job,
+    output: &mut [i8],
+    bias: &[i32],
+    mult: &[f32],
+    oy: usize,
+    ox: usize,
+    block: usize,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let g = job.geom;
+    let c = job.weights.channels;
+    let blocks = c.div_ceil(64);
+    let valid = (c - block * 64).min(64);
+    let mask: __mmask64 = if valid == 64 {
+        u64::MAX
+    } else {
+        (1u64 << valid) - 1
+    };
+    let flip = _mm512_set1_epi8(-128);
+    let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let ix0 = (ox * g.stride_w) as isize - g.pad_left as isize;
+    let input = job.input.as_ptr().add(block * 64);
+    let weights = job.weights.vnni.as_ptr().add(block * 256);
+    let mut acc = [[_mm512_setzero_si512(); 4]; PX];
+    for ky in 0..g.kernel_h {
+        let iy = iy0 + (ky * g.dilation_h) as isize;
+        let row_ok = !CHECK || (iy >= 0 && (iy as usize) < g.in_h);
+        for kx in 0..g.kernel_w {
+            let w = weights.add((ky * g.kernel_w + kx) * blocks * 256);
+            let wv = [
+                _mm512_loadu_si512(w as *const _),
+                _mm512_loadu_si512(w.add(64) as *const _),
+                _mm512_loadu_si512(w.add(128) as *const _),
+                _mm512_loadu_si512(w.add(192) as *const _),
+            ];
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let ix = ix0 + ((j * g.stride_w) + kx * g.dilation_w) as isize;
+                let x = if !CHECK || (row_ok && ix >= 0 && (ix as usize) < g.in_w) {
+                    let src = input.add((iy as usize * g.in_w + ix as usize) * g.in_c);
+                    let raw = if valid == 64 {
+                        _mm512_loadu_si512(src as *const _)
+                    } else {
+                        _mm512_maskz_loadu_epi8(mask, src)
+                    };
+                    _mm512_xor_si512(raw, flip)
+                } else {
+                    // Padding: code 0, i.e. u8 128.
+                    flip
+                };
+                for p in 0..4 {
+                    acc[p] = _mm512_dpbusd_epi32(acc[p], x, wv[p]);
+                }
+            }
+        }
+    }
+    let lo = _mm512_set1_ps(job.requant.lo as f32);
+    let hi = _mm512_set1_ps(job.requant.hi as f32);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    let mut bias_v = [_mm512_setzero_si512(); 4];
+    let mut mult_v = [_mm512_setzero_ps(); 4];
+    for p in 0..4 {
+        bias_v[p] = _mm512_loadu_si512(bias.as_ptr().add((block * 4 + p) * 16) as *const _);
+        mult_v[p] = _mm512_loadu_ps(mult.as_ptr().add((block * 4 + p) * 16));
+    }
+    let low_byte = _mm512_set1_epi32(0xff);
+    let low_word = _mm512_set1_epi32(0xffff);
+    let low_three = _mm512_set1_epi32(0x00ff_ffff);
+    for (j, acc) in acc.iter().enumerate() {
+        let mut q = [_mm512_setzero_si512(); 4];
+        for p in 0..4 {
+            let y = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_add_epi32(acc[p], bias_v[p])),
+                mult_v[p],
+            );
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            // (y & sign) | 0.49999997 (truth table 0xEA = (A & B) | C).
+            let half = _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half);
+            q[p] = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
+        }
+        // Byte p of dword j takes the code of accumulator p: select (C ? B : A, table 0xD8
+        // with A the kept low bytes, B the shifted code, C the mask).
+        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<8>(q[1]), q[0], low_byte);
+        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<16>(q[2]), t, low_word);
+        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<24>(q[3]), t, low_three);
+        let dst = output
+            .as_mut_ptr()
+            .add((oy * g.out_w + ox + j) * job.ldc + block * 64);
+        if valid == 64 {
+            _mm512_storeu_si512(dst as *mut _, t);
+        } else {
+            _mm512_mask_storeu_epi8(dst, mask, t);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn rows_avx512(job: &Job, output: &mut [i8], rows: Range<usize>) {
-    rows_avx512_body::<false>(job, output, rows)
+    rows_avx512_body::<false>(job, output, rows, 0)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -310,10 +508,15 @@ fn pixel_portable(
 /// multiply-add latency and each weight vector serves 4 pixels.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows: Range<usize>) {
+unsafe fn rows_avx512_body<const VNNI: bool>(
+    job: &Job,
+    output: &mut [i8],
+    rows: Range<usize>,
+    first_block: usize,
+) {
     let g = job.geom;
     let blocks = g.in_c.div_ceil(32);
-    for chunk in (0..blocks).step_by(2) {
+    for chunk in (first_block..blocks).step_by(2) {
         let chunk = chunk..(chunk + 2).min(blocks);
         for oy in rows.clone() {
             let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
@@ -338,8 +541,80 @@ unsafe fn rows_avx512_body<const VNNI: bool>(job: &Job, output: &mut [i8], rows:
     }
 }
 
-/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps, reading the
-/// i8 input directly (sign-extended to i16 32 channels at a time).
+/// Mask of the valid channels of 32-channel block `b` (all ones for a full block).
+#[inline(always)]
+fn block_mask(channels: usize, b: usize) -> u32 {
+    let valid = channels - b * 32;
+    if valid >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << valid) - 1
+    }
+}
+
+/// Requantize and store the even/odd accumulators of `PX` pixels (output offsets `out`,
+/// `out + ldc`, ...) for blocks `b0..b0 + nb`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_even_odd<const PX: usize, const NB: usize>(
+    job: &Job,
+    output: &mut [i8],
+    out: usize,
+    even: &[[std::arch::x86_64::__m512i; NB]; PX],
+    odd: &[[std::arch::x86_64::__m512i; NB]; PX],
+    b0: usize,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let requant = job.requant;
+    let c = job.weights.channels;
+    let lo = _mm512_set1_ps(requant.lo as f32);
+    let hi = _mm512_set1_ps(requant.hi as f32);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
+    // Lane j of "even" holds channel 2j of the block, of "odd" channel 2j + 1: interleave them
+    // back into channels 0..15 and 16..31 (index 16 + j picks lane j of the second operand).
+    let first_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let second_half =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for b in 0..NB {
+        for half in 0..2 {
+            let ch = (b0 + b) * 32 + 16 * half;
+            if ch >= c {
+                break;
+            }
+            let valid = (c - ch).min(16);
+            let mask: __mmask16 = if valid == 16 {
+                0xffff
+            } else {
+                ((1u32 << valid) - 1) as __mmask16
+            };
+            let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
+            let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
+            let order = if half == 0 { first_half } else { second_half };
+            for j in 0..PX {
+                let acc = _mm512_permutex2var_epi32(even[j][b], order, odd[j][b]);
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
+                let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+                // (y & sign) | 0.49999997 (truth table 0xEA = (A & B) | C).
+                let half_away =
+                    _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half);
+                let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half_away)));
+                let dst = output.as_mut_ptr().add(out + j * job.ldc + ch);
+                let bytes = _mm512_cvtsepi32_epi8(q);
+                // A masked store is much slower than a plain one on Zen: only partial vectors.
+                if valid == 16 {
+                    _mm_storeu_si128(dst as *mut __m128i, bytes);
+                } else {
+                    _mm_mask_storeu_epi8(dst, mask, bytes);
+                }
+            }
+        }
+    }
+}
+
+/// `PX` adjacent output pixels starting at `pixel`, all with `pixel`'s valid taps, channel blocks
+/// `block_range`, in passes of up to `4 / PX` blocks (at most 16 accumulators).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
@@ -348,115 +623,74 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
     pixel: &Pixel,
     block_range: Range<usize>,
 ) {
-    use super::requant::ALMOST_HALF;
-    use std::arch::x86_64::*;
-    let (geom, weights, requant) = (job.geom, job.weights, job.requant);
-    let c = weights.channels;
-    let blocks = c.div_ceil(32);
-    let pixel_step = geom.stride_w * geom.in_c;
-    let lo = _mm512_set1_ps(requant.lo as f32);
-    let hi = _mm512_set1_ps(requant.hi as f32);
-    let sign = _mm512_set1_epi32(i32::MIN);
-    let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
-    // Channel order from the (even, odd) unpacks back to 0..15 and 16..31.
-    let first_half = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-    let second_half =
-        _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-    let eo = weights.even_odd.as_ptr();
-    // Blocks of 32 channels per pass: 2 for four pixels (16 accumulators), 4 for one.
-    const fn per_pass(px: usize) -> usize {
-        if px == 1 {
-            4
-        } else {
-            2
-        }
-    }
+    let per_pass = if PX == 1 { 4 } else { 2 };
     let mut b0 = block_range.start;
     while b0 < block_range.end {
-        let nb = per_pass(PX).min(block_range.end - b0);
-        let mut even = [[_mm512_setzero_si512(); 4]; PX];
-        let mut odd = [[_mm512_setzero_si512(); 4]; PX];
-        let mut masks = [0 as __mmask32; 4];
-        for (b, m) in masks.iter_mut().enumerate().take(nb) {
-            let valid = c - (b0 + b) * 32;
-            *m = if valid >= 32 {
-                u32::MAX
-            } else {
-                (1u32 << valid) - 1
-            };
-        }
-        for ky in pixel.ky.clone() {
-            for kx in pixel.kx.clone() {
-                let at = job
-                    .input
-                    .as_ptr()
-                    .add(pixel.input_offset(geom, ky, kx) + b0 * 32);
-                let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
-                for b in 0..per_pass(PX) {
-                    if b >= nb {
-                        break;
-                    }
-                    let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
-                    let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
-                    for j in 0..PX {
-                        // A masked load costs an extra ALU uop on the ports the multiply-adds
-                        // need: only the last, partial block uses one.
-                        let src = at.add(j * pixel_step + 32 * b);
-                        let x = _mm512_cvtepi8_epi16(if masks[b] == u32::MAX {
-                            _mm256_loadu_si256(src as *const __m256i)
-                        } else {
-                            _mm256_maskz_loadu_epi8(masks[b], src)
-                        });
-                        if VNNI {
-                            even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
-                            odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
-                        } else {
-                            even[j][b] = _mm512_add_epi32(even[j][b], _mm512_madd_epi16(x, we));
-                            odd[j][b] = _mm512_add_epi32(odd[j][b], _mm512_madd_epi16(x, wo));
-                        }
-                    }
-                }
-            }
-        }
-        for b in 0..per_pass(PX) {
-            if b >= nb {
-                break;
-            }
-            for half in 0..2 {
-                let ch = (b0 + b) * 32 + 16 * half;
-                if ch >= c {
-                    break;
-                }
-                let valid = (c - ch).min(16);
-                let mask: __mmask16 = if valid == 16 {
-                    0xffff
-                } else {
-                    ((1u32 << valid) - 1) as __mmask16
-                };
-                let bias = _mm512_maskz_loadu_epi32(mask, requant.bias.as_ptr().add(ch));
-                let mult = _mm512_maskz_loadu_ps(mask, requant.multiplier.as_ptr().add(ch));
-                let order = if half == 0 { first_half } else { second_half };
-                for j in 0..PX {
-                    let low = _mm512_unpacklo_epi32(even[j][b], odd[j][b]);
-                    let high = _mm512_unpackhi_epi32(even[j][b], odd[j][b]);
-                    let acc = _mm512_permutex2var_epi32(low, order, high);
-                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
-                    let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-                    let half_away = _mm512_or_si512(
-                        _mm512_and_si512(_mm512_castps_si512(y), sign),
-                        almost_half,
-                    );
-                    let q = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half_away)));
-                    _mm_mask_storeu_epi8(
-                        output.as_mut_ptr().add(pixel.out + j * job.ldc + ch),
-                        mask,
-                        _mm512_cvtsepi32_epi8(q),
-                    );
-                }
-            }
+        let nb = per_pass.min(block_range.end - b0);
+        match nb {
+            1 => pass_avx512::<VNNI, PX, 1>(job, output, pixel, b0),
+            2 => pass_avx512::<VNNI, PX, 2>(job, output, pixel, b0),
+            3 => pass_avx512::<VNNI, 1, 3>(job, output, pixel, b0),
+            _ => pass_avx512::<VNNI, 1, 4>(job, output, pixel, b0),
         }
         b0 += nb;
     }
+}
+
+/// One pass of [`pixels_avx512`]: `PX` pixels x `NB` blocks from block `b0`, reading the i8
+/// input directly (sign-extended to i16 32 channels at a time). Accumulator arrays have exactly
+/// the sizes used, so they stay in registers.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pass_avx512<const VNNI: bool, const PX: usize, const NB: usize>(
+    job: &Job,
+    output: &mut [i8],
+    pixel: &Pixel,
+    b0: usize,
+) {
+    use std::arch::x86_64::*;
+    let (geom, weights) = (job.geom, job.weights);
+    let c = weights.channels;
+    let blocks = c.div_ceil(32);
+    let pixel_step = geom.stride_w * geom.in_c;
+    let eo = weights.even_odd.as_ptr();
+    let mut even = [[_mm512_setzero_si512(); NB]; PX];
+    let mut odd = [[_mm512_setzero_si512(); NB]; PX];
+    let mut masks = [0 as __mmask32; NB];
+    for (b, m) in masks.iter_mut().enumerate() {
+        *m = block_mask(c, b0 + b);
+    }
+    for ky in pixel.ky.clone() {
+        for kx in pixel.kx.clone() {
+            let at = job
+                .input
+                .as_ptr()
+                .add(pixel.input_offset(geom, ky, kx) + b0 * 32);
+            let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
+            for b in 0..NB {
+                let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
+                let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
+                for j in 0..PX {
+                    // A masked load costs an extra ALU uop on the ports the multiply-adds
+                    // need: only the last, partial block uses one.
+                    let src = at.add(j * pixel_step + 32 * b);
+                    let x = _mm512_cvtepi8_epi16(if masks[b] == u32::MAX {
+                        _mm256_loadu_si256(src as *const __m256i)
+                    } else {
+                        _mm256_maskz_loadu_epi8(masks[b], src)
+                    });
+                    if VNNI {
+                        even[j][b] = _mm512_dpwssd_epi32(even[j][b], x, we);
+                        odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], x, wo);
+                    } else {
+                        even[j][b] = _mm512_add_epi32(even[j][b], _mm512_madd_epi16(x, we));
+                        odd[j][b] = _mm512_add_epi32(odd[j][b], _mm512_madd_epi16(x, wo));
+                    }
+                }
+            }
+        }
+    }
+    store_even_odd::<PX, NB>(job, output, pixel.out, &even, &odd, b0);
 }
 
 /// Only called from functions that enable AVX2.

@@ -199,8 +199,15 @@ pub fn binary_int8_with(
         .filter(|&l| l != n)
         .max()
         .unwrap_or(n);
+    // Work in chunks of whole periods of at least ~4096 elements, so that a scalar or a short
+    // per-channel operand does not cost one call per element or per pixel.
+    let chunk_len = if period == n {
+        n
+    } else {
+        (period * (4096 / period).max(1)).min(n)
+    };
     let expanded = |x: &[i8]| -> Option<Vec<i8>> {
-        if x.len() == n || x.len() == period {
+        if x.len() == n {
             return None;
         }
         assert!(
@@ -209,31 +216,22 @@ pub fn binary_int8_with(
             a.len(),
             b.len()
         );
-        Some(x.iter().copied().cycle().take(period).collect())
+        Some(x.iter().copied().cycle().take(chunk_len).collect())
     };
     let (a_rep, b_rep) = (expanded(a), expanded(b));
-    fn chunk_of<'s>(
-        x: &'s [i8],
-        rep: &'s Option<Vec<i8>>,
-        i: usize,
-        n: usize,
-        period: usize,
-    ) -> &'s [i8] {
-        match rep {
-            Some(v) => v,
-            None if x.len() == n => &x[i * period..(i + 1) * period],
-            None => x,
-        }
-    }
-    for (i, chunk) in out.chunks_mut(period).enumerate() {
-        binary_chunk_with(
-            isa,
-            op,
-            scales,
-            chunk_of(a, &a_rep, i, n, period),
-            chunk_of(b, &b_rep, i, n, period),
-            chunk,
-        );
+    // `n` and `chunk_len` are multiples of `period`, so every chunk (the last one too) starts
+    // at a period boundary and the repeated operands line up.
+    for (i, chunk) in out.chunks_mut(chunk_len).enumerate() {
+        let (start, len) = (i * chunk_len, chunk.len());
+        let pa = match &a_rep {
+            Some(v) => &v[..len],
+            None => &a[start..start + len],
+        };
+        let pb = match &b_rep {
+            Some(v) => &v[..len],
+            None => &b[start..start + len],
+        };
+        binary_chunk_with(isa, op, scales, pa, pb, chunk);
     }
 }
 

@@ -30,7 +30,7 @@ pub mod requant;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use conv::conv2d_int8_nhwc;
+pub use conv::{conv2d_int8_nhwc, conv2d_int8_nhwc_blocks};
 pub use depthwise::{depthwise_int8_nhwc, PackedDepthwiseInt8};
 pub use elementwise::{
     binary_channel_values_int8, binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales,

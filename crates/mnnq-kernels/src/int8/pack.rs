@@ -6,8 +6,11 @@
 //! block is stored contiguously, k-group by k-group, so a micro-kernel streams it linearly:
 //!
 //! * VNNI (`vpdpbusd`, u8 x s8 -> i32 over 4 consecutive k): per k-group of 4, per vector, 16
-//!   lanes (channels) x 4 bytes (k). Activations are fed as `q + 128` (u8), so each channel's
-//!   accumulator starts at `-128 * sum_k W[k][c]` (the `accumulator_init` vector).
+//!   lanes (channels) x 4 bytes (k). The *weights* are the unsigned operand, stored as `w + 128`
+//!   (`w ^ 0x80`), and the activations the signed one: `vpdpbusd` can then take the activation
+//!   quad straight from memory as an embedded broadcast (no broadcast or sign-flip instruction
+//!   per row and k-group). Each row's accumulators start at `-128 * sum_k A[row][k]`, computed
+//!   once per row and shared by every channel block.
 //! * i16 (`vpmaddwd`, i16 x i16 -> i32 over 2 consecutive k; AVX-512 without VNNI and AVX2): per
 //!   k-group of 2, per vector, 16 (AVX-512) or 8 (AVX2) lanes x 2 sign-extended i16. Activations
 //!   are sign-extended too, so there is no shift and no compensation. Products and pair sums fit
@@ -94,9 +97,8 @@ pub struct PackedInt8Weights {
     pub k_padded: usize,
     pub blocks: Vec<ChannelBlock>,
     lines: Vec<CacheLine>,
-    /// Initial accumulator per channel (padded to whole vectors): `-128 * sum_k W[k][c]` for the
-    /// VNNI layout, 0 otherwise.
-    pub accumulator_init: Vec<i32>,
+    /// Output channels rounded up to whole vectors.
+    padded_channels: usize,
     /// The weights as `[c][k]` rows (k in im2col order), kept for the portable kernel and tests.
     pub rows: Vec<i8>,
 }
@@ -168,7 +170,8 @@ impl PackedInt8Weights {
                     for kg in (0..k_padded).step_by(4) {
                         for lane in 0..vectors * lanes {
                             for j in 0..4 {
-                                bytes.push(weight(first_channel + lane, kg + j) as u8);
+                                // `w + 128` as u8: the unsigned operand of `vpdpbusd`.
+                                bytes.push(weight(first_channel + lane, kg + j) as u8 ^ 0x80);
                             }
                         }
                     }
@@ -196,13 +199,6 @@ impl PackedInt8Weights {
         for (line, chunk) in lines.iter_mut().zip(bytes.chunks(64)) {
             line.0[..chunk.len()].copy_from_slice(chunk);
         }
-        let mut accumulator_init = vec![0i32; total_vectors * lanes];
-        if layout == WeightLayout::Vnni16 {
-            for (c, init) in accumulator_init.iter_mut().enumerate().take(out_c) {
-                let sum: i32 = rows[c * k..(c + 1) * k].iter().map(|&w| w as i32).sum();
-                *init = -128 * sum;
-            }
-        }
         PackedInt8Weights {
             isa,
             layout,
@@ -214,7 +210,7 @@ impl PackedInt8Weights {
             k_padded,
             blocks,
             lines,
-            accumulator_init,
+            padded_channels: total_vectors * lanes,
             rows,
         }
     }
@@ -227,8 +223,8 @@ impl PackedInt8Weights {
         }
     }
 
-    /// Output channels rounded up to whole vectors (the length of `accumulator_init`).
+    /// Output channels rounded up to whole vectors.
     pub fn padded_channels(&self) -> usize {
-        self.accumulator_init.len()
+        self.padded_channels
     }
 }

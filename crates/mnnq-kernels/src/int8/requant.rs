@@ -2,8 +2,9 @@
 //!
 //! Every kernel, whatever its instruction set, turns an accumulator into a code with the same f32
 //! operations in the same order, so the output bytes are identical across ISAs:
-//! dense `y = (acc as f32) * multiplier[c] + bias[c]` (a separate multiply and add, never a fused
-//! multiply-add), then `y.max(lo).min(hi)`, then round half away from zero.
+//! dense `y = ((acc + offset[c]) as f32 * alpha[c]) * ratio + bias[c]` (separate multiplies and
+//! add, never a fused multiply-add; the order is MNN x86's, see [`Requantize`]), then
+//! `y.max(lo).min(hi)`, then round half away from zero.
 
 /// Smallest feature code. MNN clamps features to `[-127, 127]` (never -128).
 pub const CODE_MIN: i8 = -127;
@@ -33,46 +34,71 @@ pub fn round_half_away(x: f32) -> f32 {
     (x + ALMOST_HALF.copysign(x)).trunc()
 }
 
-/// Per-output-channel requantization of a dense (group 1) int8 convolution, MNN §11.4:
-/// `y = acc * multiplier[c] + bias[c]`, `q = round(clamp(y, lo, hi))`.
+/// Per-output-channel requantization of a dense (group 1) int8 convolution, MNN §11.4, in the
+/// exact f32 arithmetic of MNN 3.6.1's x86 kernels (AVX-512 VNNI `GemmInt8_VNNI.cpp`, checked
+/// bit for bit on EfficientNet-Lite0, docs/int8-parity.md). MNN x86 feeds the GEMM `q + 128`
+/// (uint8), so its accumulator is `acc_u = acc + 128 * sum_k w[c][k]`, and it removes the offset
+/// in the float bias instead of in the integers:
+/// `y = (acc_u as f32 * alpha[c]) * (s_in / s_out) + (b[c] - (sum_k w[c][k] * alpha[c]) * 128 * s_in) / s_out`,
+/// `q = round(clamp(y, lo, hi))`. The large cancelling terms make its rounding differ from the
+/// mathematically equal `acc * alpha * s_in / s_out + b / s_out` by one code in ~0.01-1 % of the
+/// outputs; reproducing the order removes that.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Requantize {
-    /// `alpha[c] * (s_in / s_out)` with `s_in / s_out` computed once.
-    pub multiplier: Vec<f32>,
-    /// `b[c] / s_out`.
+    /// `128 * sum_k w[c][k]`, added to the signed accumulator (MNN's uint8 accumulator).
+    pub offset: Vec<i32>,
+    /// The weight scale `alpha[c]`.
+    pub alpha: Vec<f32>,
+    /// `s_in / s_out`, computed once.
+    pub ratio: f32,
+    /// `(b[c] - (sum_k w[c][k] * alpha[c]) * 128 * s_in) / s_out`.
     pub bias: Vec<f32>,
     pub lo: i8,
     pub hi: i8,
 }
 
 impl Requantize {
-    /// Build MNN's per-channel factors from the weight scales `alpha`, the float bias, the input
-    /// and output tensor scales and whether a ReLU/ReLU6 is fused.
-    pub fn for_conv(alpha: &[f32], bias: &[f32], s_in: f32, s_out: f32, relu_fused: bool) -> Self {
-        assert_eq!(
+    /// Build MNN's per-channel factors from the weight scales `alpha`, the float bias, the sum of
+    /// each output channel's int8 weights, the input and output tensor scales and whether a
+    /// ReLU/ReLU6 is fused.
+    pub fn for_conv(
+        alpha: &[f32],
+        bias: &[f32],
+        weight_sums: &[i32],
+        s_in: f32,
+        s_out: f32,
+        relu_fused: bool,
+    ) -> Self {
+        assert!(
+            alpha.len() == bias.len() && alpha.len() == weight_sums.len(),
+            "Requantize::for_conv: {} weight scales, {} bias values, {} weight sums",
             alpha.len(),
             bias.len(),
-            "Requantize::for_conv: {} weight scales but {} bias values",
-            alpha.len(),
-            bias.len()
+            weight_sums.len()
         );
-        let ratio = s_in / s_out;
         Requantize {
-            multiplier: alpha.iter().map(|&a| a * ratio).collect(),
-            bias: bias.iter().map(|&b| b / s_out).collect(),
+            offset: weight_sums.iter().map(|&s| 128 * s).collect(),
+            alpha: alpha.to_vec(),
+            ratio: s_in / s_out,
+            bias: bias
+                .iter()
+                .zip(alpha)
+                .zip(weight_sums)
+                .map(|((&b, &a), &sum)| (b - (sum as f32 * a) * 128.0 * s_in) / s_out)
+                .collect(),
             lo: lower_bound(relu_fused),
             hi: CODE_MAX,
         }
     }
 
     pub fn channels(&self) -> usize {
-        self.multiplier.len()
+        self.alpha.len()
     }
 
-    /// The reference epilogue for one accumulator of channel `c`.
+    /// The reference epilogue for one signed accumulator `sum q_in * w` of channel `c`.
     #[inline(always)]
     pub fn apply(&self, acc: i32, c: usize) -> i8 {
-        let y = acc as f32 * self.multiplier[c] + self.bias[c];
+        let y = acc.wrapping_add(self.offset[c]) as f32 * self.alpha[c] * self.ratio + self.bias[c];
         let y = y.max(self.lo as f32).min(self.hi as f32);
         y.round() as i8
     }
@@ -173,22 +199,54 @@ mod tests {
 
     #[test]
     fn dense_epilogue_follows_mnn_order_and_rounds_half_away() {
-        // multiplier 0.5, bias 0: acc 5 -> 2.5 -> 3; acc -5 -> -2.5 -> -3; acc 3 -> 1.5 -> 2.
-        let rq = Requantize::for_conv(&[1.0], &[0.0], 0.5, 1.0, false);
-        assert_eq!(rq.multiplier, vec![0.5]);
+        // alpha 1, ratio 0.5, no weights summed, bias 0: acc 5 -> 2.5 -> 3; -5 -> -3; 3 -> 2.
+        let rq = Requantize::for_conv(&[1.0], &[0.0], &[0], 0.5, 1.0, false);
+        assert_eq!(rq.ratio, 0.5);
         assert_eq!(rq.apply(5, 0), 3);
         assert_eq!(rq.apply(-5, 0), -3);
         assert_eq!(rq.apply(3, 0), 2);
         assert_eq!(rq.apply(1000, 0), 127);
         assert_eq!(rq.apply(-1000, 0), -127, "codes never reach -128");
-        let relu = Requantize::for_conv(&[1.0], &[0.0], 0.5, 1.0, true);
+        let relu = Requantize::for_conv(&[1.0], &[0.0], &[0], 0.5, 1.0, true);
         assert_eq!(relu.apply(-5, 0), 0);
         // Bias term b / s_out: 0.25 / 0.5 = 0.5, so acc 0 gives 0.5 -> 1.
-        let biased = Requantize::for_conv(&[2.0], &[0.25], 0.25, 0.5, false);
+        let biased = Requantize::for_conv(&[2.0], &[0.25], &[0], 0.25, 0.5, false);
         assert_eq!(biased.bias, vec![0.5]);
-        assert_eq!(biased.multiplier, vec![1.0]);
         assert_eq!(biased.apply(0, 0), 1);
         assert_eq!(biased.apply(-1, 0), -1, "-1 + 0.5 = -0.5 rounds away to -1");
+    }
+
+    #[test]
+    fn dense_epilogue_works_on_the_uint8_accumulator_like_mnn_x86() {
+        // Weights summing to 3: offset 384 and the bias carries -3 * alpha * 128 * s_in / s_out.
+        let rq = Requantize::for_conv(&[0.5], &[1.0], &[3], 0.25, 0.5, false);
+        assert_eq!(rq.offset, vec![384]);
+        assert_eq!(rq.bias, vec![(1.0 - 1.5 * 128.0 * 0.25) / 0.5]);
+        // Mathematically acc * 0.5 * 0.5 + 2: acc 10 -> 4.5 -> 5, acc -10 -> -0.5 -> -1.
+        assert_eq!(rq.apply(10, 0), 5);
+        assert_eq!(rq.apply(-10, 0), -1);
+        // Where the two orders differ in f32, the MNN one is what `apply` computes.
+        let (alpha, s_in, s_out, b, sum) = (
+            0.000_311_7_f32,
+            0.367_242_f32,
+            0.047_233_f32,
+            0.91_f32,
+            -5170,
+        );
+        let rq = Requantize::for_conv(&[alpha], &[b], &[sum], s_in, s_out, false);
+        let mut orders_differ = 0;
+        for acc in -200_000..200_000 {
+            let mnn = ((acc + 128 * sum) as f32 * alpha) * (s_in / s_out)
+                + (b - (sum as f32 * alpha) * 128.0 * s_in) / s_out;
+            let naive = acc as f32 * (alpha * (s_in / s_out)) + b / s_out;
+            let code = |y: f32| y.clamp(-127.0, 127.0).round() as i8;
+            assert_eq!(rq.apply(acc, 0), code(mnn));
+            orders_differ += usize::from(code(mnn) != code(naive));
+        }
+        assert!(
+            orders_differ > 0,
+            "the range must contain a case the order decides"
+        );
     }
 
     #[test]
