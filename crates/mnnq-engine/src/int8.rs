@@ -20,19 +20,21 @@
 //! * BinaryOp Add/Sub/Mul/Max/Min when every operand has a scale and the same shape and layout
 //!   as the output, is a scalar, or holds one value per channel of a channels-last output
 //!   (shape [1, C, 1, 1]: the squeeze-excite multiply), with MNN's formula (§11.7);
-//! * elementwise functions of one int8 tensor, as one exact 256-entry table ([`CodeTable`]):
-//!   UnaryOp (its `tableInt8`, else the float function at each code, requantized), ReLU
-//!   (any slope) and ReLU6/clamp between any two scales, and a BinaryOp with a scalar
-//!   constant operand. Chains of these whose intermediate tensors have no other reader are
-//!   composed into one table (`MNNQ_INT8_NO_FUSE=1` turns that off so every tensor can be
-//!   observed); composition is exact, so the bytes equal the step-by-step int8 run.
-//!   Deliberate differences from MNN: MNN runs ReLU6 with different in/out scales, and a
-//!   BinaryOp whose constant operand has no int8 form, in float with casts around them; the
-//!   table gives `clamp(round(f(q * s_in) / s_out))` of the float function, which is what
-//!   that float detour yields up to the f32 rounding of the two casts;
-//! * a per-channel BinaryOp whose short operand comes from such a chain (the squeeze-excite
-//!   `x * hardsigmoid(..)`) takes the chain's float values directly (no rounding of the
-//!   excitation vector);
+//! * elementwise functions of one int8 tensor, as one exact 256-entry table ([`CodeTable`]),
+//!   each MNN's own per-op int8 function: UnaryOp (its `tableInt8`, else the float function at
+//!   each code, requantized: MNN's float detour between casts), ReLU (any slope) and ReLU6/clamp
+//!   between any two scales (`clamp(round(f(q * s_in) / s_out))`, the float op between casts,
+//!   or MNN's int8 ReLU where the scales are equal), and a BinaryOp with a scalar constant (the
+//!   constant quantized with its own tensor scale, then §11.7's int8 formula at each code, as
+//!   [`binary_int8`] computes it; a constant without scale: the float detour). Chains of these
+//!   whose intermediate tensors have no other reader are composed table-then-table into one
+//!   table (`MNNQ_INT8_NO_FUSE=1` turns that off so every tensor can be observed); composition
+//!   is exact, so the bytes equal the step-by-step int8 run, i.e. MNN's;
+//! * `MNNQ_INT8_PRECISE=1` (opt-in, not MNN's bytes, slightly better fidelity): a fused chain is
+//!   computed in float across its joints (no rounding of intermediate tensors, scalar
+//!   constants unquantized), and a per-channel BinaryOp whose short operand comes from such a
+//!   chain (the squeeze-excite `x * hardsigmoid(..)`) takes the chain's float values directly
+//!   (no rounding of the excitation vector);
 //! * Interp nearest (row copies; a table when the scales differ) and bilinear (the float
 //!   kernel's weights on the codes, requantized);
 //! * Concat (an input of another scale requantized by a table first) and layout/shape-only
@@ -257,8 +259,10 @@ impl Stage {
 
 /// Elementwise stages from one int8 tensor (scale `s_in`) to another (`s_out`): its table is
 /// `clamp(round(f(q * s_in) * (1 / s_out)), -127, 127)`, `f` the stages in order in f32. A single
-/// stage is MNN's dequantize-compute-requantize of that op (§11.7); a fused chain rounds only
-/// where a stage is itself a table, like the float ops between casts that it replaces.
+/// stage is MNN's per-op form (a table stage: MNN's int8 table or int8 formula; a float stage:
+/// the float op between casts). By default chains are joined with [`Chain::compose`] (rounded
+/// at every joint, MNN's bytes); under `MNNQ_INT8_PRECISE` with [`Chain::then`] (float across
+/// the joints).
 #[derive(Clone, Debug)]
 pub struct Chain {
     pub s_in: f32,
@@ -2000,6 +2004,10 @@ mod tests {
         let first = chain(0.5, scalar(BinaryOperation::Mul, 0.5), 1.0);
         let second = chain(1.0, scalar(BinaryOperation::Add, 0.25), 0.25);
         let stepwise = first.table().then(&second.table());
+        // The default (MNN's bytes) composes the rounded tables; MNNQ_INT8_PRECISE does not.
+        let composed = first.compose(&second);
+        assert_eq!((composed.s_in, composed.s_out), (0.5, 0.25));
+        assert_eq!(composed.table(), stepwise);
         let fused = first.then(second).table();
         assert_eq!(fused.get(1), 2);
         assert_eq!(stepwise.get(1), 1);
