@@ -18,14 +18,33 @@
 //! * Pooling / Pooling3D (max, average) with equal in/out scales; the average uses MNN's x86
 //!   formula ([`average_pool_x86_row`]);
 //! * BinaryOp Add/Sub/Mul/Max/Min when every operand has a scale and the same shape and layout
-//!   as the output, or is a scalar (a scalar constant is quantized with its own scale, as MNN
-//!   does), or is a per-channel `[1, C, 1, 1]` operand of a channels-last output (SE gates);
-//! * UnaryOp carrying `tableInt8`; ReLU (slope 0) between equal scales;
-//! * data movement between equal scales (Concat, Reshape, ConvertTensor, Squeeze, Unsqueeze,
-//!   ExpandDims, Flatten, Permute, Transpose, Identity): MNN's Raster byte copy.
+//!   as the output, is a scalar, or holds one value per channel of a channels-last output
+//!   (shape [1, C, 1, 1]: the squeeze-excite multiply), with MNN's formula (§11.7);
+//! * elementwise functions of one int8 tensor, as one exact 256-entry table ([`CodeTable`]),
+//!   each MNN's own per-op int8 function: UnaryOp (its `tableInt8`, else the float function at
+//!   each code, requantized: MNN's float detour between casts), ReLU (any slope) and ReLU6/clamp
+//!   between any two scales (`clamp(round(f(q * s_in) / s_out))`, the float op between casts,
+//!   or MNN's int8 ReLU where the scales are equal), and a BinaryOp with a scalar constant (the
+//!   constant quantized with its own tensor scale, then §11.7's int8 formula at each code, as
+//!   [`binary_int8`] computes it; a constant without scale: the float detour). Chains of these
+//!   whose intermediate tensors have no other reader are composed table-then-table into one
+//!   table (`MNNQ_INT8_NO_FUSE=1` turns that off so every tensor can be observed); composition
+//!   is exact, so the bytes equal the step-by-step int8 run, i.e. MNN's;
+//! * `MNNQ_INT8_PRECISE=1` (opt-in, not MNN's bytes, slightly better fidelity): a fused chain is
+//!   computed in float across its joints (no rounding of intermediate tensors, scalar
+//!   constants unquantized), and a per-channel BinaryOp whose short operand comes from such a
+//!   chain (the squeeze-excite `x * hardsigmoid(..)`) takes the chain's float values directly
+//!   (no rounding of the excitation vector);
+//! * Interp nearest (row copies; a table when the scales differ) and bilinear (the float
+//!   kernel's weights on the codes, requantized);
+//! * Concat (an input of another scale requantized by a table first) and layout/shape-only
+//!   ops between equal scales (MNN's Raster byte copy): strided byte copies
+//!   ([`copy_strided_i8`]); Permute/Transpose and channels-last reshapes move exactly widened
+//!   codes through the float op.
 //!
 //! Diagnostics: `MNNQ_INT8_FLOAT_OPS=Type1,Type2` keeps those op types float (to bisect
-//! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load.
+//! differences), `MNNQ_INT8_TRACE=1` prints each op's decision at load, `MNNQ_INT8_PROFILE=1`
+//! per-category times of each run (`=ops`: per int8 op).
 //!
 //! Agreement with MNN 3.6.1 (x86, AVX-512 VNNI; docs/int8-parity.md): dense convolutions use
 //! MNN x86's exact requantize order ([`Requantize`]); depthwise, casts, unary tables and
@@ -38,9 +57,10 @@ use std::collections::HashMap;
 
 use mnnq_format::{Convolution2D, Net, OpParameter};
 use mnnq_kernels::int8::{
-    binary_int8, conv2d_int8_nhwc_blocks, depthwise_int8_nhwc, float_to_int8, int8_to_float,
-    pool_int8_nhwc, BinaryInt8, BinaryScales, DepthwiseRequantize, PackedDepthwiseInt8,
-    PackedInt8Weights, PoolKind, Requantize,
+    binary_channel_values_int8, binary_int8, conv2d_int8_nhwc_blocks, copy_strided_i8,
+    depthwise_int8_nhwc, float_to_int8, int8_to_float, lookup_int8, pool_int8_nhwc, BinaryInt8,
+    BinaryScales, CodeTable, DepthwiseRequantize, PackedDepthwiseInt8, PackedInt8Weights, PoolKind,
+    Requantize,
 };
 use mnnq_kernels::ConvGeometry;
 
@@ -49,6 +69,12 @@ use crate::error::EngineError;
 use crate::ir::{BinaryOperation, ConvKind, OpKind, PoolType};
 use crate::ops::{In, Out, Parallel};
 use crate::tensor::Value;
+
+/// Codes per work item of a table lookup (independent of the thread count).
+const LOOKUP_CHUNK: usize = 1 << 16;
+
+/// Longest period a broadcast BinaryOp operand is tiled to.
+const BINARY_PERIOD: usize = 4096;
 
 /// Smallest number of output pixels per work item of a dense int8 convolution when it is split
 /// over threads: a multiple of every micro-kernel's row count. Every output is one whole
@@ -118,13 +144,198 @@ pub enum Int8Op {
         op: BinaryInt8,
         scales: BinaryScales,
     },
-    /// `out = table[in + 127]` (UnaryOp with `tableInt8`).
-    Table(Box<[i8; 255]>),
-    /// ReLU between tensors of equal scale: `max(q, 0)`, exactly what the float path gives.
-    Relu,
-    /// Pure data movement between tensors of one scale (MNN's Raster int8 byte copy): Concat,
-    /// Reshape, ConvertTensor, ... The codes are moved by the float op on exactly widened values.
+    /// Any elementwise int8 -> int8 function of one tensor as a 256-entry table (exact): UnaryOp
+    /// (MNN's `tableInt8`, or the float function requantized), ReLU/ReLU6/clamp between any
+    /// scales, a BinaryOp with a scalar constant, and chains of these fused into one table.
+    Lookup(Box<CodeTable>),
+    /// Binary op of a full tensor (scale `s0`) with a per-channel operand written by a chain
+    /// that nothing else reads (the squeeze-excite multiply): the operand's codes are the
+    /// chain's input codes, turned into float values by `values` (the chain without its final
+    /// rounding), so the excitation is never rounded to its own tensor's scale.
+    ChannelBinary {
+        op: BinaryInt8,
+        s0: f32,
+        values: Box<[f32; 256]>,
+        channel_first: bool,
+        s_out: f32,
+        relu: bool,
+    },
+    /// A [`Chain`] while the plan is built; turned into a `Lookup` when pushed.
+    Chain(Box<Chain>),
+    /// Concat along `axis` (logical): byte copies; an input whose scale differs from the
+    /// output's is first requantized by its table (MNN runs such a concat in float).
+    Concat {
+        axis: usize,
+        tables: Vec<Option<Box<CodeTable>>>,
+    },
+    /// The same elements in another memory order or shape (ConvertTensor, Reshape of row-major
+    /// tensors, Squeeze, ...) between equal scales: one strided byte copy.
+    Copy,
+    /// Nearest-neighbour Interp (NHWC): row copies, then `table` when the scales differ.
+    InterpNearest {
+        plan: crate::shape::InterpPlan,
+        round: bool,
+        table: Option<Box<CodeTable>>,
+    },
+    /// Bilinear Interp (NHWC) on codes: the float kernel's arithmetic on `q * s_in`, requantized.
+    InterpBilinear {
+        plan: crate::shape::InterpPlan,
+        s_in: f32,
+        s_out: f32,
+    },
+    /// Pure data movement between tensors of one scale (MNN's Raster int8 byte copy) that has no
+    /// direct form above (Permute, Transpose, channels-last Reshape): the float op runs on
+    /// exactly widened codes.
     Move,
+}
+
+/// One elementwise stage of a chain, on float values.
+#[derive(Clone, Debug)]
+pub enum Stage {
+    /// `op(x, c)` (or `op(c, x)` when the constant comes first), then `max(., 0)` for a fused
+    /// ReLU.
+    Scalar {
+        op: BinaryOperation,
+        c: f32,
+        const_first: bool,
+        relu: bool,
+    },
+    Unary(crate::ir::UnaryOperation),
+    /// `x > 0 ? x : x * slope` (ReLU for slope 0).
+    Leaky(f32),
+    /// `min(max(x, lo), hi)` (ReLU6, clamp).
+    Clamp(f32, f32),
+    /// MNN's int8 table between its own scales: FloatToInt8 with `s_in`, look up, Int8ToFloat
+    /// with `s_out`. `function` is the float function it tabulates (UnaryOp's operation).
+    Table {
+        s_in: f32,
+        table: Box<CodeTable>,
+        s_out: f32,
+        function: Option<crate::ir::UnaryOperation>,
+    },
+}
+
+impl Stage {
+    fn eval(&self, x: f32) -> f32 {
+        match self {
+            Stage::Scalar {
+                op,
+                c,
+                const_first,
+                relu,
+            } => {
+                let v = if *const_first {
+                    crate::ops::elementwise::binary_f32(*op, *c, x)
+                } else {
+                    crate::ops::elementwise::binary_f32(*op, x, *c)
+                };
+                if *relu {
+                    v.max(0.0)
+                } else {
+                    v
+                }
+            }
+            Stage::Unary(u) => crate::ops::elementwise::unary_f32(*u, x),
+            Stage::Leaky(slope) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x * slope
+                }
+            }
+            Stage::Clamp(lo, hi) => x.max(*lo).min(*hi),
+            Stage::Table {
+                s_in, table, s_out, ..
+            } => {
+                let inv = mnnq_kernels::int8::elementwise::reciprocal_scale(*s_in);
+                // max/min rather than clamp: NaN becomes -127 like the casts, never a panic.
+                #[allow(clippy::manual_clamp)]
+                let q = (x * inv).max(-127.0).min(127.0).round() as i8;
+                table.get(q) as f32 * s_out
+            }
+        }
+    }
+}
+
+/// Elementwise stages from one int8 tensor (scale `s_in`) to another (`s_out`): its table is
+/// `clamp(round(f(q * s_in) * (1 / s_out)), -127, 127)`, `f` the stages in order in f32. A single
+/// stage is MNN's per-op form (a table stage: MNN's int8 table or int8 formula; a float stage:
+/// the float op between casts). By default chains are joined with [`Chain::compose`] (rounded
+/// at every joint, MNN's bytes); under `MNNQ_INT8_PRECISE` with [`Chain::then`] (float across
+/// the joints).
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub s_in: f32,
+    pub stages: Vec<Stage>,
+    pub s_out: f32,
+}
+
+impl Chain {
+    /// The plan op of one stage.
+    fn single(s_in: f32, stage: Stage, s_out: f32) -> Int8Op {
+        Int8Op::Chain(Box::new(Chain {
+            s_in,
+            stages: vec![stage],
+            s_out,
+        }))
+    }
+
+    /// `self` then `next`, without rounding between them. Inside a fused chain a table stage
+    /// whose float function is known is computed in float (the hardswish of PP-OCR's
+    /// `x * relu6(x + 3) / 6` blocks): its input and output tensors are never materialised, so
+    /// their rounding would only lose precision.
+    pub fn then(mut self, next: Chain) -> Chain {
+        self.stages.extend(next.stages);
+        self.s_out = next.s_out;
+        for stage in &mut self.stages {
+            if let Stage::Table {
+                function: Some(u), ..
+            } = stage
+            {
+                *stage = Stage::Unary(*u);
+            }
+        }
+        self
+    }
+
+    /// `self` then `next`, each rounded at its own output scale: the composition of the two
+    /// tables, so exactly the bytes of running them one after the other.
+    pub fn compose(&self, next: &Chain) -> Chain {
+        Chain {
+            s_in: self.s_in,
+            stages: vec![Stage::Table {
+                s_in: self.s_in,
+                table: Box::new(self.table().then(&next.table())),
+                s_out: next.s_out,
+                function: None,
+            }],
+            s_out: next.s_out,
+        }
+    }
+
+    /// The chain's float value at each input code (`[q as u8]`), before the output rounding.
+    pub fn values(&self) -> [f32; 256] {
+        std::array::from_fn(|byte| {
+            let x = byte as u8 as i8 as f32 * self.s_in;
+            self.stages.iter().fold(x, |v, stage| stage.eval(v))
+        })
+    }
+
+    /// The chain over all 256 input codes.
+    pub fn table(&self) -> CodeTable {
+        // A lone table between its own scales is itself (no round trip through float).
+        if let [Stage::Table {
+            s_in, table, s_out, ..
+        }] = self.stages.as_slice()
+        {
+            if s_in.to_bits() == self.s_in.to_bits() && s_out.to_bits() == self.s_out.to_bits() {
+                return (**table).clone();
+            }
+        }
+        CodeTable::requantized(self.s_in, self.s_out, -127, |x| {
+            self.stages.iter().fold(x, |v, stage| stage.eval(v))
+        })
+    }
 }
 
 /// Sees `(tensor index, values)` of every computed tensor.
@@ -138,20 +349,34 @@ impl Int8Op {
             Int8Op::Depthwise { .. } => "Depthwise",
             Int8Op::Pool { .. } => "Pool",
             Int8Op::Binary { .. } => "Binary",
-            Int8Op::Table(_) => "Table",
-            Int8Op::Relu => "Relu",
+            Int8Op::Lookup(_) => "Lookup",
+            Int8Op::Chain(_) => "Chain",
+            Int8Op::ChannelBinary { .. } => "ChannelBinary",
+            Int8Op::Concat { .. } => "Concat",
+            Int8Op::Copy => "Copy",
+            Int8Op::InterpNearest { .. } => "InterpNearest",
+            Int8Op::InterpBilinear { .. } => "InterpBilinear",
             Int8Op::Move => "Move",
         }
     }
 }
 
-/// One step of the int8 schedule.
+/// One step of the int8 schedule. (Steps are built once per model; their size does not matter.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum QStep {
     /// Run step `step` of the float schedule on float slots.
     Float(usize),
-    /// Run the op of float-schedule step `step` on the i8 twins of its slots.
-    Int8 { step: usize, op: Int8Op },
+    /// Run the op of float-schedule step `step` on the i8 twins of slots `inputs` (the step's
+    /// own, or for a fused chain of lookups the chain's input) writing the twin of `output`.
+    Int8 {
+        step: usize,
+        op: Int8Op,
+        inputs: Vec<usize>,
+        output: usize,
+    },
+    /// A step folded into a later one (removed before the plan is returned).
+    Fused,
     /// FloatToInt8 of slot `slot` into its twin.
     Quantize { slot: usize, scale: f32 },
     /// Int8ToFloat of the twin of `slot` into the slot.
@@ -256,6 +481,19 @@ struct Builder<'e> {
     /// Float-schedule conversion producing each slot: (step, source slot).
     convert_source: HashMap<usize, (usize, usize)>,
     steps: Vec<QStep>,
+    /// Per slot: how many float-schedule steps read it, plus one if it is a graph output.
+    readers: Vec<usize>,
+    /// Per slot: the index in `steps` of the elementwise chain that wrote it, if one did.
+    chain_writer: HashMap<usize, usize>,
+    /// The chain of each such step.
+    chains: HashMap<usize, Chain>,
+    /// Whether chains of lookups are fused (off under `MNNQ_INT8_NO_FUSE`, so every tensor
+    /// stays observable).
+    fuse: bool,
+    /// `MNNQ_INT8_PRECISE`: fused chains computed in float across their joints, scalar
+    /// constants used unquantized, and the squeeze-excite excitation kept in float. Off by
+    /// default, so every table is MNN's per-op int8 function and the bytes are MNN's.
+    precise: bool,
 }
 
 impl Builder<'_> {
@@ -300,8 +538,129 @@ impl Builder<'_> {
         self.has_i8[s] = true;
     }
 
+    /// Appends int8 step `si`. An elementwise chain whose input was written by a chain that
+    /// nothing else reads extends that chain: one table from the first chain's input, computed
+    /// in float across the joint (the intermediate tensor is never rounded).
+    fn push_int8(&mut self, si: usize, op: Int8Op, inputs: &[usize], output: usize) {
+        if let Int8Op::Binary {
+            op: kernel_op,
+            scales,
+        } = op
+        {
+            let out_len = self.slot(output).len();
+            // The short operand of a per-channel binary, if a chain nothing else reads wrote it.
+            let folded = (0..2).find_map(|k| {
+                if !self.precise {
+                    return None;
+                }
+                let s = inputs[k];
+                let k_chain = self.chain_writer.get(&s).copied()?;
+                (self.fuse && self.readers[s] == 1 && self.slot(s).len() != out_len)
+                    .then_some((k, k_chain))
+            });
+            if let Some((k, k_chain)) = folded {
+                let QStep::Int8 {
+                    inputs: chain_inputs,
+                    ..
+                } = std::mem::replace(&mut self.steps[k_chain], QStep::Fused)
+                else {
+                    unreachable!("chain_writer only records chains");
+                };
+                let chain = self.chains.remove(&k_chain).expect("chains are recorded");
+                let full = inputs[1 - k];
+                self.steps.push(QStep::Int8 {
+                    step: si,
+                    op: Int8Op::ChannelBinary {
+                        op: kernel_op,
+                        s0: if k == 0 { scales.s1 } else { scales.s0 },
+                        values: Box::new(chain.values()),
+                        channel_first: k == 0,
+                        s_out: scales.s_out,
+                        relu: scales.relu,
+                    },
+                    inputs: vec![full, chain_inputs[0]],
+                    output,
+                });
+                return;
+            }
+        }
+        let Int8Op::Chain(chain) = op else {
+            self.steps.push(QStep::Int8 {
+                step: si,
+                op,
+                inputs: inputs.to_vec(),
+                output,
+            });
+            return;
+        };
+        let input = inputs
+            .iter()
+            .copied()
+            .find(|&i| !matches!(self.slot(i).location, Location::Const(_)))
+            .expect("a chain reads one tensor");
+        let earlier = self
+            .chain_writer
+            .get(&input)
+            .copied()
+            .filter(|_| self.fuse && self.readers[input] == 1);
+        let (chain, chain_input) = match earlier {
+            Some(k) => {
+                let QStep::Int8 {
+                    inputs: first_inputs,
+                    ..
+                } = std::mem::replace(&mut self.steps[k], QStep::Fused)
+                else {
+                    unreachable!("chain_writer only records chains");
+                };
+                let first = self.chains.remove(&k).expect("chains are recorded");
+                let joined = if self.precise {
+                    first.then(*chain)
+                } else {
+                    first.compose(&chain)
+                };
+                (joined, first_inputs[0])
+            }
+            None => (*chain, input),
+        };
+        let k = self.steps.len();
+        self.chain_writer.insert(output, k);
+        self.steps.push(QStep::Int8 {
+            step: si,
+            op: Int8Op::Lookup(Box::new(chain.table())),
+            inputs: vec![chain_input],
+            output,
+        });
+        self.chains.insert(k, chain);
+    }
+
     /// The int8 form of float-schedule step `step` (node `node`), or None when it runs float.
     fn decide(
+        &self,
+        net: &Net,
+        node: usize,
+        inputs: &[usize],
+        outputs: &[usize],
+        prepared: &Prepared,
+    ) -> Option<Int8Op> {
+        let op = self.decide_op(net, node, inputs, outputs, prepared)?;
+        // A table maps memory position to memory position: the tensor read and the tensor
+        // written must hold the same elements in the same order.
+        if let Int8Op::Chain(_) = op {
+            let out = self.slot(outputs[0]);
+            let input = inputs
+                .iter()
+                .map(|&i| self.slot(i))
+                .find(|s| !matches!(s.location, Location::Const(_)))?;
+            let order = |s: &Slot| s.layout.strides(&s.shape);
+            if input.shape != out.shape || order(input) != order(out) {
+                return None;
+            }
+        }
+        Some(op)
+    }
+
+    /// [`Self::decide`] before the layout check of tables.
+    fn decide_op(
         &self,
         net: &Net,
         node: usize,
@@ -441,7 +800,10 @@ impl Builder<'_> {
                 };
                 let kind = match pool_type {
                     PoolType::Max => PoolKind::Max,
-                    PoolType::Average => PoolKind::Average,
+                    PoolType::Average if w.kernel_h * w.kernel_w <= MAX_AVERAGE_TAPS => {
+                        PoolKind::Average
+                    }
+                    PoolType::Average => return None,
                 };
                 Some(Int8Op::Pool {
                     kind,
@@ -450,17 +812,87 @@ impl Builder<'_> {
                 })
             }
             (OpKind::Binary { op, relu }, _) => {
-                let op = match op {
-                    BinaryOperation::Add => BinaryInt8::Add,
-                    BinaryOperation::Sub => BinaryInt8::Sub,
-                    BinaryOperation::Mul => BinaryInt8::Mul,
-                    BinaryOperation::Max => BinaryInt8::Max,
-                    BinaryOperation::Min => BinaryInt8::Min,
-                    _ => return None,
-                };
                 if inputs.len() != 2 {
                     return None;
                 }
+                let s_out = s_out?;
+                let lo = if *relu { 0 } else { -127 };
+                // One operand a scalar constant: an elementwise function of the other's codes,
+                // so an exact table. The constant is used in float (MNN would need it quantized
+                // with quant info of its own, or run the op float).
+                let const_scalar = |s: usize| -> Option<f32> {
+                    let slot = self.slot(s);
+                    match slot.location {
+                        Location::Const(i)
+                            if slot.len() == 1 && slot.dtype == crate::tensor::DType::F32 =>
+                        {
+                            engine.const_buffers[i].first().copied()
+                        }
+                        _ => None,
+                    }
+                };
+                let op = *op;
+                let scalar = |c: f32, const_first: bool| Stage::Scalar {
+                    op,
+                    c,
+                    const_first,
+                    relu: lo == 0,
+                };
+                let kernel_op = match op {
+                    BinaryOperation::Add => Some(BinaryInt8::Add),
+                    BinaryOperation::Sub => Some(BinaryInt8::Sub),
+                    BinaryOperation::Mul => Some(BinaryInt8::Mul),
+                    BinaryOperation::Max => Some(BinaryInt8::Max),
+                    BinaryOperation::Min => Some(BinaryInt8::Min),
+                    _ => None,
+                };
+                // MNN's int8 form of a scalar-constant op: the constant quantized with its own
+                // tensor scale, then §11.7's formula, tabulated over the 256 input codes. Without
+                // a constant scale (or for another op) MNN runs it float between casts, which
+                // the requantized float function reproduces.
+                let exact = |c: f32, const_at: usize, s_in: f32| -> Option<Stage> {
+                    let (kernel_op, s_c) = (kernel_op?, self.scale_of_slot(inputs[const_at])?);
+                    if self.precise {
+                        return None;
+                    }
+                    let mut qc = [0i8];
+                    float_to_int8(&[c], s_c, &mut qc);
+                    let scales = |s0, s1| BinaryScales {
+                        s0,
+                        s1,
+                        s_out,
+                        relu: lo == 0,
+                    };
+                    let table = CodeTable::from_fn(|q| {
+                        let mut y = [0i8];
+                        if const_at == 0 {
+                            binary_int8(kernel_op, scales(s_c, s_in), &qc, &[q], &mut y);
+                        } else {
+                            binary_int8(kernel_op, scales(s_in, s_c), &[q], &qc, &mut y);
+                        }
+                        y[0]
+                    });
+                    Some(Stage::Table {
+                        s_in,
+                        table: Box::new(table),
+                        s_out,
+                        function: None,
+                    })
+                };
+                match (const_scalar(inputs[0]), const_scalar(inputs[1])) {
+                    (None, Some(c)) => {
+                        let s_in = self.scale_of_slot(inputs[0])?;
+                        let stage = exact(c, 1, s_in).unwrap_or_else(|| scalar(c, false));
+                        return Some(Chain::single(s_in, stage, s_out));
+                    }
+                    (Some(c), None) => {
+                        let s_in = self.scale_of_slot(inputs[1])?;
+                        let stage = exact(c, 0, s_in).unwrap_or_else(|| scalar(c, true));
+                        return Some(Chain::single(s_in, stage, s_out));
+                    }
+                    _ => {}
+                }
+                let kernel_op = kernel_op?;
                 let o = self.slot(out);
                 // Same shape and layout, or a scalar: the kernel's element order is then the
                 // tensors' memory order. A constant operand must be a scalar: MNN quantizes it
@@ -491,31 +923,123 @@ impl Builder<'_> {
                 let s0 = self.scale_of_slot(inputs[0])?;
                 let s1 = self.scale_of_slot(inputs[1])?;
                 Some(Int8Op::Binary {
-                    op,
+                    op: kernel_op,
                     scales: BinaryScales {
                         s0,
                         s1,
-                        s_out: s_out?,
+                        s_out,
                         relu: *relu,
                     },
                 })
             }
-            (OpKind::Unary(_), _) => {
-                self.scale_of_slot(inputs[0])?;
-                s_out?;
+            (OpKind::Unary(u), _) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                let s_out = s_out?;
                 let op = net.oplists.as_deref()?.get(node)?;
-                let Some(OpParameter::UnaryOp(u)) = op.main.as_ref() else {
+                let Some(OpParameter::UnaryOp(param)) = op.main.as_ref() else {
                     return None;
                 };
-                let table: [i8; 255] = u.table_int8.as_deref()?.try_into().ok()?;
-                Some(Int8Op::Table(Box::new(table)))
+                if let Some(table) = param.table_int8.as_deref() {
+                    let table: &[i8; 255] = table.try_into().ok()?;
+                    let table = Box::new(CodeTable::from_mnn_table(table));
+                    return Some(Chain::single(
+                        s_in,
+                        Stage::Table {
+                            s_in,
+                            table,
+                            s_out,
+                            function: Some(*u),
+                        },
+                        s_out,
+                    ));
+                }
+                // No table in the file: the float function (MNN runs these float).
+                Some(Chain::single(s_in, Stage::Unary(*u), s_out))
             }
-            (OpKind::Relu { slope }, _) if *slope == 0.0 => {
-                scale_eq(self.scale_of_slot(inputs[0]), s_out).then_some(Int8Op::Relu)
+            (OpKind::Relu { slope }, _) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                Some(Chain::single(s_in, Stage::Leaky(*slope), s_out?))
+            }
+            (OpKind::Relu6 { min, max }, _) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                Some(Chain::single(s_in, Stage::Clamp(*min, *max), s_out?))
             }
             (
-                OpKind::Concat { .. }
-                | OpKind::Reshape { .. }
+                OpKind::Interp(_),
+                Prepared::Interp {
+                    resize_type, plan, ..
+                },
+            ) => {
+                let s_in = self.scale_of_slot(inputs[0])?;
+                let s_out = s_out?;
+                if self.slot(inputs[0]).shape.len() != 4 {
+                    return None;
+                }
+                match resize_type {
+                    1 | 4 => Some(Int8Op::InterpNearest {
+                        plan: *plan,
+                        round: *resize_type == 4,
+                        table: (!scale_eq(Some(s_in), Some(s_out)))
+                            .then(|| Box::new(CodeTable::requantized(s_in, s_out, -127, |x| x))),
+                    }),
+                    2 => Some(Int8Op::InterpBilinear {
+                        plan: *plan,
+                        s_in,
+                        s_out,
+                    }),
+                    _ => None,
+                }
+            }
+            (OpKind::Concat { axis }, _) => {
+                let s_out = s_out?;
+                let rank = self.slot(out).shape.len() as i32;
+                let axis = if *axis < 0 { axis + rank } else { *axis };
+                if !(0..rank).contains(&axis) {
+                    return None;
+                }
+                let mut tables = Vec::new();
+                for &i in inputs {
+                    let s = self.slot(i);
+                    let s_in = self.scale_of_slot(i)?;
+                    if matches!(s.location, Location::Const(_)) || s.shape.len() != rank as usize {
+                        return None;
+                    }
+                    tables.push(
+                        (!scale_eq(Some(s_in), Some(s_out)))
+                            .then(|| Box::new(CodeTable::requantized(s_in, s_out, -127, |x| x))),
+                    );
+                }
+                Some(Int8Op::Concat {
+                    axis: axis as usize,
+                    tables,
+                })
+            }
+            (
+                OpKind::Reshape { .. }
+                | OpKind::ConvertTensor { .. }
+                | OpKind::Squeeze { .. }
+                | OpKind::Unsqueeze { .. }
+                | OpKind::ExpandDims { .. }
+                | OpKind::Flatten { .. }
+                | OpKind::Identity,
+                _,
+            ) if !inputs.is_empty()
+                && !matches!(self.slot(inputs[0]).location, Location::Const(_))
+                && scale_eq(self.scale_of_slot(inputs[0]), s_out) =>
+            {
+                let (a, o) = (self.slot(inputs[0]), self.slot(out));
+                // The same logical shape (a layout change), or a reshape of row-major data.
+                let same_shape = a.shape == o.shape;
+                let row_major =
+                    |s: &Slot| s.layout.for_rank(s.shape.len()) == crate::tensor::Layout::RowMajor;
+                if (same_shape || (row_major(a) && row_major(o))) && a.len() == o.len() {
+                    Some(Int8Op::Copy)
+                } else {
+                    Some(Int8Op::Move)
+                }
+            }
+            (
+                OpKind::Reshape { .. }
                 | OpKind::ConvertTensor { .. }
                 | OpKind::Squeeze { .. }
                 | OpKind::Unsqueeze { .. }
@@ -571,7 +1095,21 @@ impl Int8Plan {
             has_twin: vec![false; n],
             convert_source: HashMap::new(),
             steps: Vec::new(),
+            readers: vec![0; n],
+            chain_writer: HashMap::new(),
+            chains: HashMap::new(),
+            fuse: std::env::var_os("MNNQ_INT8_NO_FUSE").is_none(),
+            precise: std::env::var_os("MNNQ_INT8_PRECISE").is_some(),
         };
+        for step in &engine.steps {
+            match step {
+                Step::Convert { from, .. } => b.readers[*from] += 1,
+                Step::Node { inputs, .. } => inputs.iter().for_each(|&i| b.readers[i] += 1),
+            }
+        }
+        for &(_, s) in &engine.outputs {
+            b.readers[s] += 1;
+        }
         for &(_, s) in &engine.inputs {
             b.has_f32[s] = true;
         }
@@ -600,7 +1138,7 @@ impl Int8Plan {
                             b.has_i8[o] = true;
                             b.has_twin[o] = true;
                         }
-                        b.steps.push(QStep::Int8 { step: si, op });
+                        b.push_int8(si, op, inputs, outputs[0]);
                         node_is_int8.push((*node, true));
                     }
                     None => {
@@ -619,6 +1157,7 @@ impl Int8Plan {
         for &(_, s) in &engine.outputs {
             b.ensure_f32(s);
         }
+        b.steps.retain(|s| !matches!(s, QStep::Fused));
         if std::env::var_os("MNNQ_INT8_TRACE").is_some() {
             for &(node, q) in &node_is_int8 {
                 let n = &engine.ir.nodes[node];
@@ -662,6 +1201,8 @@ impl Int8Plan {
         }
         // Diagnostic: per-category time of this run on stderr.
         let profiling = std::env::var_os("MNNQ_INT8_PROFILE").is_some();
+        // `MNNQ_INT8_PROFILE=ops`: one line per int8 op instead of per kind.
+        let per_op = std::env::var("MNNQ_INT8_PROFILE").is_ok_and(|v| v == "ops");
         let mut totals: std::collections::BTreeMap<String, f64> = Default::default();
         for step in &self.steps {
             let started = profiling.then(std::time::Instant::now);
@@ -673,7 +1214,13 @@ impl Int8Plan {
                         }
                         Step::Convert { .. } => "float layout convert".into(),
                     },
-                    QStep::Int8 { op, .. } => format!("int8 {}", op.name()),
+                    QStep::Int8 { op, step, .. } => match (&engine.steps[*step], per_op) {
+                        (Step::Node { node, .. }, true) => {
+                            format!("int8 {} {}", op.name(), engine.ir.nodes[*node].name)
+                        }
+                        _ => format!("int8 {}", op.name()),
+                    },
+                    QStep::Fused => "fused".into(),
                     QStep::Quantize { .. } => "cast FloatToInt8".into(),
                     QStep::Dequantize { .. } => "cast Int8ToFloat".into(),
                     QStep::Convert { .. } => "int8 layout convert".into(),
@@ -710,17 +1257,17 @@ impl Int8Plan {
                     copy_layout(&a.shape, a.layout, &src, b.layout, &mut twins[*to]);
                     twins[*from] = src;
                 }
-                QStep::Int8 { step, op } => {
-                    let Step::Node {
-                        node,
-                        inputs,
-                        outputs,
-                        ..
-                    } = &engine.steps[*step]
-                    else {
+                QStep::Fused => {}
+                QStep::Int8 {
+                    step,
+                    op,
+                    inputs,
+                    output,
+                } => {
+                    let Step::Node { node, .. } = &engine.steps[*step] else {
                         return Err(EngineError::Run("int8 step is not an op".into()));
                     };
-                    run_int8_op(engine, *node, op, inputs, outputs[0], arena, twins, par).map_err(
+                    run_int8_op(engine, *node, op, inputs, *output, arena, twins, par).map_err(
                         |m| {
                             let n = &engine.ir.nodes[*node];
                             EngineError::Op {
@@ -731,12 +1278,10 @@ impl Int8Plan {
                         },
                     )?;
                     if let Some(obs) = observer.as_mut() {
-                        let slot = &engine.slots[outputs[0]];
+                        let slot = &engine.slots[*output];
                         let scale = self.scales[slot.tensor].unwrap_or(0.0);
-                        let values: Vec<f32> = twins[outputs[0]]
-                            .iter()
-                            .map(|&q| q as f32 * scale)
-                            .collect();
+                        let values: Vec<f32> =
+                            twins[*output].iter().map(|&q| q as f32 * scale).collect();
                         observe(engine, slot, &values, &mut **obs);
                     }
                 }
@@ -1013,16 +1558,164 @@ fn run_int8_op(
                     });
                 }
             }
-            Int8Op::Binary { op, scales } => binary_int8(*op, *scales, x(0), x(1), &mut y),
-            Int8Op::Table(table) => {
-                for (o, &q) in y.iter_mut().zip(x(0)) {
-                    *o = table[(q as i32 + 127).clamp(0, 254) as usize];
+            Int8Op::Binary { op, scales } => {
+                let (mut a, mut b, n) = (x(0), x(1), y.len());
+                // A short per-channel operand is tiled to a longer period first, so the kernel
+                // runs long vectors instead of one short call per pixel.
+                let tiled;
+                if a.len() != n || b.len() != n {
+                    let short = if a.len() != n { a } else { b };
+                    let mut repeat = 1;
+                    while short.len() * repeat * 2 <= BINARY_PERIOD
+                        && n.is_multiple_of(short.len() * repeat * 2)
+                    {
+                        repeat *= 2;
+                    }
+                    if repeat > 1 {
+                        tiled = short.repeat(repeat);
+                        if a.len() != n {
+                            a = &tiled;
+                        } else {
+                            b = &tiled;
+                        }
+                    }
+                }
+                // Chunks hold whole repetitions of a broadcast operand (its length divides n).
+                let period = [a.len(), b.len()]
+                    .into_iter()
+                    .filter(|&l| l != n)
+                    .max()
+                    .unwrap_or(1);
+                let chunk = (LOOKUP_CHUNK / period).max(1) * period;
+                let part = |v: &'_ [i8], k: usize| -> std::ops::Range<usize> {
+                    if v.len() == n {
+                        k * chunk..((k + 1) * chunk).min(n)
+                    } else {
+                        0..v.len()
+                    }
+                };
+                let shared = SharedCodes(y.as_mut_ptr(), n);
+                par.for_each(n.div_ceil(chunk), |k| {
+                    // SAFETY: each task writes only its own chunk.
+                    let out = unsafe { shared.whole() };
+                    let range = k * chunk..((k + 1) * chunk).min(n);
+                    binary_int8(
+                        *op,
+                        *scales,
+                        &a[part(a, k)],
+                        &b[part(b, k)],
+                        &mut out[range],
+                    );
+                });
+            }
+            Int8Op::Lookup(table) => {
+                let input = x(0);
+                let chunks = y.len().div_ceil(LOOKUP_CHUNK);
+                let shared = SharedCodes(y.as_mut_ptr(), y.len());
+                par.for_each(chunks, |k| {
+                    let range = k * LOOKUP_CHUNK..((k + 1) * LOOKUP_CHUNK).min(input.len());
+                    // SAFETY: each task writes only its own chunk.
+                    let out = unsafe { shared.whole() };
+                    lookup_int8(table, &input[range.clone()], &mut out[range]);
+                });
+            }
+            Int8Op::Concat { axis, tables } => {
+                let o = &engine.slots[out];
+                let out_strides = strides_of(o);
+                let mut offset = 0usize;
+                for (&i, table) in inputs.iter().zip(tables) {
+                    let s = &engine.slots[i];
+                    let requantized;
+                    let codes: &[i8] = match table {
+                        Some(t) => {
+                            let mut v = vec![0i8; twins[i].len()];
+                            lookup_int8(t, &twins[i], &mut v);
+                            requantized = v;
+                            &requantized
+                        }
+                        None => &twins[i],
+                    };
+                    copy_strided_i8(
+                        &s.shape,
+                        codes,
+                        &strides_of(s),
+                        &mut y,
+                        offset * out_strides[*axis],
+                        &out_strides,
+                    );
+                    offset += s.shape[*axis];
                 }
             }
-            Int8Op::Relu => {
-                for (o, &q) in y.iter_mut().zip(x(0)) {
-                    *o = q.max(0);
+            Int8Op::Copy => {
+                let (a, o) = (&engine.slots[inputs[0]], &engine.slots[out]);
+                if a.shape == o.shape {
+                    copy_strided_i8(&a.shape, x(0), &strides_of(a), &mut y, 0, &strides_of(o));
+                } else {
+                    // Row-major on both sides: the same bytes.
+                    y.copy_from_slice(x(0));
                 }
+            }
+            Int8Op::InterpNearest { plan, round, table } => {
+                interp_nearest_i8(
+                    plan,
+                    *round,
+                    &engine.slots[inputs[0]].shape,
+                    x(0),
+                    &mut y,
+                    par,
+                );
+                if let Some(table) = table {
+                    let codes = y.clone();
+                    lookup_int8(table, &codes, &mut y);
+                }
+            }
+            Int8Op::InterpBilinear { plan, s_in, s_out } => interp_bilinear_i8(
+                plan,
+                (*s_in, *s_out),
+                &engine.slots[inputs[0]].shape,
+                x(0),
+                &mut y,
+                par,
+            ),
+            Int8Op::Chain(_) => return Err("an unbuilt elementwise chain".into()),
+            Int8Op::ChannelBinary {
+                op,
+                s0,
+                values,
+                channel_first,
+                s_out,
+                relu,
+            } => {
+                let (a, codes, n) = (x(0), x(1), y.len());
+                if codes.is_empty() || !n.is_multiple_of(codes.len()) {
+                    return Err("per-channel operand does not divide the output".into());
+                }
+                // Channel values, tiled to a longer period as for Binary.
+                let channel: Vec<f32> = codes.iter().map(|&q| values[q as u8 as usize]).collect();
+                let mut repeat = 1;
+                while channel.len() * repeat * 2 <= BINARY_PERIOD
+                    && n.is_multiple_of(channel.len() * repeat * 2)
+                {
+                    repeat *= 2;
+                }
+                let channel = channel.repeat(repeat);
+                let chunk = (LOOKUP_CHUNK / channel.len()).max(1) * channel.len();
+                let shared = SharedCodes(y.as_mut_ptr(), n);
+                par.for_each(n.div_ceil(chunk), |k| {
+                    let range = k * chunk..((k + 1) * chunk).min(n);
+                    // SAFETY: each task writes only its own chunk.
+                    let out = unsafe { shared.whole() };
+                    binary_channel_values_int8(
+                        *op,
+                        &a[range.clone()],
+                        *s0,
+                        &channel,
+                        *channel_first,
+                        *s_out,
+                        *relu,
+                        &mut out[range],
+                    );
+                });
             }
             Int8Op::Move => {
                 // Codes are small integers, exact in f32: run the float op on widened codes.
@@ -1095,15 +1788,107 @@ fn run_int8_op(
     result
 }
 
+/// Memory strides (elements) of each logical dim of a slot.
+fn strides_of(s: &Slot) -> Vec<usize> {
+    s.layout
+        .strides(&s.shape)
+        .into_iter()
+        .map(|v| v as usize)
+        .collect()
+}
+
+/// Nearest-neighbour resize of NHWC codes (logical input `shape` [N, C, H, W]) with the float
+/// kernel's source-index rule: every output pixel copies one input pixel's channels.
+fn interp_nearest_i8(
+    plan: &crate::shape::InterpPlan,
+    round: bool,
+    shape: &[usize],
+    input: &[i8],
+    output: &mut [i8],
+    par: &Parallel,
+) {
+    use crate::ops::window::nearest_source;
+    let (batch, c, in_h, in_w) = (shape[0], shape[1], shape[2], shape[3]);
+    let (out_h, out_w) = (plan.out_h, plan.out_w);
+    let xs: Vec<usize> = (0..out_w)
+        .map(|ox| nearest_source(ox, plan.width_scale, plan.width_offset, in_w, round))
+        .collect();
+    let row = out_w * c;
+    let shared = SharedCodes(output.as_mut_ptr(), output.len());
+    par.for_each(batch * out_h, |r| {
+        let (n, oy) = (r / out_h, r % out_h);
+        let iy = nearest_source(oy, plan.height_scale, plan.height_offset, in_h, round);
+        let src = &input[(n * in_h + iy) * in_w * c..][..in_w * c];
+        // SAFETY: each task writes only its own output row.
+        let dst = &mut unsafe { shared.whole() }[r * row..][..row];
+        if c == 1 {
+            for (d, &ix) in dst.iter_mut().zip(&xs) {
+                *d = src[ix];
+            }
+        } else {
+            for (d, &ix) in dst.chunks_exact_mut(c).zip(&xs) {
+                d.copy_from_slice(&src[ix * c..][..c]);
+            }
+        }
+    });
+}
+
+/// Bilinear resize of NHWC codes: the float kernel's weights and operation order on the codes,
+/// then `round(v * (s_in * (1 / s_out)))` clamped to [-127, 127] (with equal scales the float
+/// kernel's value over the scale, up to f32 rounding of the interpolation).
+fn interp_bilinear_i8(
+    plan: &crate::shape::InterpPlan,
+    (s_in, s_out): (f32, f32),
+    shape: &[usize],
+    input: &[i8],
+    output: &mut [i8],
+    par: &Parallel,
+) {
+    use crate::ops::window::bilinear_source;
+    let (batch, c, in_h, in_w) = (shape[0], shape[1], shape[2], shape[3]);
+    let (out_h, out_w) = (plan.out_h, plan.out_w);
+    let xs: Vec<_> = (0..out_w)
+        .map(|ox| bilinear_source(ox, plan.width_scale, plan.width_offset, in_w))
+        .collect();
+    let factor = s_in * mnnq_kernels::int8::elementwise::reciprocal_scale(s_out);
+    let row = out_w * c;
+    let shared = SharedCodes(output.as_mut_ptr(), output.len());
+    par.for_each(batch * out_h, |r| {
+        let (n, oy) = (r / out_h, r % out_h);
+        let (y0, y1, fy) = bilinear_source(oy, plan.height_scale, plan.height_offset, in_h);
+        let image = &input[n * in_h * in_w * c..][..in_h * in_w * c];
+        // SAFETY: each task writes only its own output row.
+        let dst = &mut unsafe { shared.whole() }[r * row..][..row];
+        for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(c).zip(&xs) {
+            let px = |y: usize, x: usize| &image[(y * in_w + x) * c..][..c];
+            let (a, b, cc, e) = (px(y0, x0), px(y0, x1), px(y1, x0), px(y1, x1));
+            for ch in 0..c {
+                let top = a[ch] as f32 * (1.0 - fx) + b[ch] as f32 * fx;
+                let bottom = cc[ch] as f32 * (1.0 - fx) + e[ch] as f32 * fx;
+                let v = (top * (1.0 - fy) + bottom * fy) * factor;
+                // max/min rather than clamp: NaN becomes -127, never a panic.
+                #[allow(clippy::manual_clamp)]
+                let q = v.max(-127.0).min(127.0).round() as i8;
+                d[ch] = q;
+            }
+        }
+    });
+}
+
+/// Largest average-pooling window whose offset sums (`255` per tap) fit i32.
+const MAX_AVERAGE_TAPS: usize = i32::MAX as usize / 255;
+
 /// MNN's x86 int8 average pooling for output row `oy`: its SSE/AVX kernels hold codes as
 /// `q + 128` in uint8, so the floor of `(sum * floor(2^24 / n)) >> 24` is taken on offset values
 /// and the offset removed afterwards: `avg = (((sum(q) + 128 n) * floor(2^24 / n)) >> 24) - 128`.
 /// This differs from the signed formula (`mnnq_kernels::int8::pool`, MNN's ARM result) by up to
 /// one code; e.g. a window of 49 zeros averages to -1 here (observed in MNN 3.6.1's x86 global
-/// pooling of EfficientNet-Lite0). i64 because the offset sum times the factor exceeds i32.
+/// pooling of EfficientNet-Lite0). The offset sums are at most `255 n` and fit i32 for windows
+/// below [`MAX_AVERAGE_TAPS`] (checked when the plan is built); the product with the factor
+/// needs i64.
 fn average_pool_x86_row(geom: &ConvGeometry, input: &[i8], out: &mut [i8], oy: usize) {
     let c = geom.in_c;
-    let mut sums = vec![0i64; c];
+    let mut sums = vec![0i32; c];
     for ox in 0..geom.out_w {
         sums.iter_mut().for_each(|s| *s = 0);
         let mut n = 0i64;
@@ -1124,14 +1909,14 @@ fn average_pool_x86_row(geom: &ConvGeometry, input: &[i8], out: &mut [i8], oy: u
                 n += 1;
                 let px = &input[(iy * geom.in_w + ix) * c..][..c];
                 for (s, &q) in sums.iter_mut().zip(px) {
-                    *s += q as i64 + 128;
+                    *s += q as i32 + 128;
                 }
             }
         }
         let factor = (1i64 << 24) / n.max(1);
         let row = &mut out[(oy * geom.out_w + ox) * c..][..c];
         for (o, &s) in row.iter_mut().zip(&sums) {
-            *o = (((s * factor) >> 24) - 128).clamp(-128, 127) as i8;
+            *o = (((s as i64 * factor) >> 24) - 128).clamp(-128, 127) as i8;
         }
     }
 }
@@ -1157,6 +1942,118 @@ mod tests {
             pad_top: 0,
             pad_left: 0,
         }
+    }
+
+    fn scalar(op: BinaryOperation, c: f32) -> Stage {
+        Stage::Scalar {
+            op,
+            c,
+            const_first: false,
+            relu: false,
+        }
+    }
+
+    fn chain(s_in: f32, stage: Stage, s_out: f32) -> Chain {
+        Chain {
+            s_in,
+            stages: vec![stage],
+            s_out,
+        }
+    }
+
+    #[test]
+    fn one_stage_is_mnns_requantized_formula() {
+        // x * 3 with s_in 0.5, s_out 0.25: q -> round(q * 0.5 * 3 * 4) = 6q, clamped.
+        let t = chain(0.5, scalar(BinaryOperation::Mul, 3.0), 0.25).table();
+        assert_eq!(t.get(1), 6);
+        assert_eq!(t.get(-7), -42);
+        assert_eq!(t.get(30), 127);
+        assert_eq!(t.get(-30), -127);
+        // 2 - x (constant first) with s_in = s_out = 0.5: q -> 4 - q.
+        let sub = Stage::Scalar {
+            op: BinaryOperation::Sub,
+            c: 2.0,
+            const_first: true,
+            relu: false,
+        };
+        let t = chain(0.5, sub, 0.5).table();
+        assert_eq!(t.get(1), 3);
+        assert_eq!(t.get(10), -6);
+        // A fused ReLU: x - 1 with s 1 -> max(q - 1, 0).
+        let relu = Stage::Scalar {
+            op: BinaryOperation::Sub,
+            c: 1.0,
+            const_first: false,
+            relu: true,
+        };
+        let t = chain(1.0, relu, 1.0).table();
+        assert_eq!((t.get(5), t.get(0), t.get(-5)), (4, 0, 0));
+        // ReLU6 as a clamp between scales 0.1 and 6/127: 1.0 -> 21.17 -> 21; 12.7 -> 6 -> 127.
+        let t = chain(0.1, Stage::Clamp(0.0, 6.0), 6.0 / 127.0).table();
+        assert_eq!((t.get(10), t.get(127), t.get(-3)), (21, 127, 0));
+        // Leaky ReLU, slope 0.5, equal scales: -5 -> -2.5 -> -3 (half away from zero).
+        let t = chain(1.0, Stage::Leaky(0.5), 1.0).table();
+        assert_eq!((t.get(-5), t.get(5)), (-3, 5));
+    }
+
+    #[test]
+    fn a_fused_chain_does_not_round_the_intermediate_tensor() {
+        // x * 0.5 (into scale 1.0), then + 0.25 (into 0.25). Code 1: 0.5 * 0.5 = 0.25, + 0.25 =
+        // 0.5, / 0.25 = 2. Step by step the intermediate code is round(0.25 / 1.0) = 0, so the
+        // second step gives (0 + 0.25) / 0.25 = 1.
+        let first = chain(0.5, scalar(BinaryOperation::Mul, 0.5), 1.0);
+        let second = chain(1.0, scalar(BinaryOperation::Add, 0.25), 0.25);
+        let stepwise = first.table().then(&second.table());
+        // The default (MNN's bytes) composes the rounded tables; MNNQ_INT8_PRECISE does not.
+        let composed = first.compose(&second);
+        assert_eq!((composed.s_in, composed.s_out), (0.5, 0.25));
+        assert_eq!(composed.table(), stepwise);
+        let fused = first.then(second).table();
+        assert_eq!(fused.get(1), 2);
+        assert_eq!(stepwise.get(1), 1);
+        // Both are the same function where no rounding is lost: code 4 -> 1.0 + 0.25 -> 5.
+        assert_eq!((fused.get(4), stepwise.get(4)), (5, 5));
+    }
+
+    #[test]
+    fn a_table_stage_rounds_at_its_own_scales() {
+        // MNN's table doubles codes (saturating) between scales 0.5 and 0.25 (so it is the
+        // identity on values); before it, + 0.3 in float.
+        let doubled = CodeTable::from_fn(|q| (q as i32 * 2).clamp(-127, 127) as i8);
+        let table = Stage::Table {
+            s_in: 0.5,
+            table: Box::new(doubled.clone()),
+            s_out: 0.25,
+            function: None,
+        };
+        // A lone table between its own scales is the table itself.
+        assert_eq!(chain(0.5, table.clone(), 0.25).table(), doubled);
+        // Code 1 at scale 0.5: 0.5 + 0.3 = 0.8 -> table input round(1.6) = 2 -> 4 * 0.25 = 1.0
+        // -> output scale 0.25: 4.
+        let fused = chain(0.5, scalar(BinaryOperation::Add, 0.3), 0.5)
+            .then(chain(0.5, table, 0.25))
+            .table();
+        assert_eq!(fused.get(1), 4);
+    }
+
+    #[test]
+    fn a_fused_table_with_a_known_function_is_computed_in_float() {
+        // Hardswish tabulated coarsely (scale 1.0 in and out), after + 0.25 (s_in 0.25: code
+        // 1 -> 0.5). Through the table 0.5 would become input code 1, hswish(1) = 0.667 code 1,
+        // 1.0 / 0.01 = 100. Fused, the float function is used: hswish(0.5) / 0.01 = 29.17 -> 29.
+        let hswish = crate::ir::UnaryOperation::HardSwish;
+        let coarse = CodeTable::requantized(1.0, 1.0, -127, |x| {
+            crate::ops::elementwise::unary_f32(hswish, x)
+        });
+        let table = Stage::Table {
+            s_in: 1.0,
+            table: Box::new(coarse),
+            s_out: 1.0,
+            function: Some(hswish),
+        };
+        let add = chain(0.25, scalar(BinaryOperation::Add, 0.25), 1.0);
+        let fused = add.then(chain(1.0, table, 0.01)).table();
+        assert_eq!(fused.get(1), 29);
     }
 
     #[test]

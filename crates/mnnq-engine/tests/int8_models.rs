@@ -192,3 +192,30 @@ fn int8_ppocr_cls_in_repo() {
         Agreement::MinCosine(0.996),
     );
 }
+
+/// PP-OCR det's hardswish/affine chains, squeeze-excite, FPN adds, upsampling and concat (here
+/// with unequal scales, requantized by tables) all have int8 forms (issue #6): only the two
+/// Deconvolutions (float in MNN too) stay float.
+#[test]
+fn int8_ppocr_det_runs_all_but_deconvolution_int8() {
+    let Some(root) = common::fixtures("ppocr_det_v4") else {
+        return;
+    };
+    let model = root.join("mnn_int8/ppocr_det_v4/KL_MAX_ABS.mnn");
+    let engine = Engine::load(&model).unwrap_or_else(|e| panic!("{e}"));
+    let plan = engine.int8.as_deref().expect("quantized");
+    let float_ops: Vec<String> = plan
+        .node_is_int8
+        .iter()
+        .filter(|(_, int8)| !int8)
+        .map(|(n, _)| {
+            let node = &engine.ir.nodes[*n];
+            format!("{} {}", node.type_name, node.name)
+        })
+        .collect();
+    assert!(
+        float_ops.iter().all(|t| t.starts_with("Deconvolution ")),
+        "ops left float: {float_ops:?}"
+    );
+    assert_eq!(float_ops.len(), 2, "{float_ops:?}");
+}

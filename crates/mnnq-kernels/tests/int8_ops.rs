@@ -2,7 +2,9 @@
 //! references written here from MNN's formulas, plus hand-computed rounding cases.
 
 use mnnq_kernels::dispatch::Isa;
-use mnnq_kernels::int8::elementwise::{binary_int8_with, float_to_int8_with, int8_to_float_with};
+use mnnq_kernels::int8::elementwise::{
+    binary_channel_values_int8_with, binary_int8_with, float_to_int8_with, int8_to_float_with,
+};
 use mnnq_kernels::int8::pool::{average_code, pool_int8_nhwc_with};
 use mnnq_kernels::int8::{
     depthwise_int8_nhwc, BinaryInt8, BinaryScales, DepthwiseRequantize, PackedDepthwiseInt8,
@@ -300,4 +302,78 @@ fn binary_hand_computed_halves_and_relu() {
         binary_int8_with(isa, BinaryInt8::Add, relu, &[3, -3], &[2], &mut out);
         assert_eq!(out, [3, 0], "{isa}: scalar broadcast, relu");
     }
+}
+
+/// The formula of `binary_channel_values_int8`, one element at a time with `f32::round`.
+fn naive_channel_values(
+    op: BinaryInt8,
+    a: &[i8],
+    s0: f32,
+    channel: &[f32],
+    channel_first: bool,
+    s_out: f32,
+    relu: bool,
+) -> Vec<i8> {
+    let inv = if s_out == 0.0 { 0.0 } else { 1.0 / s_out };
+    a.iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let x = q as f32 * s0;
+            let c = channel[i % channel.len()];
+            let (l, r) = if channel_first { (c, x) } else { (x, c) };
+            let v = match op {
+                BinaryInt8::Add => l + r,
+                BinaryInt8::Sub => l - r,
+                BinaryInt8::Mul => l * r,
+                BinaryInt8::Max => l.max(r),
+                BinaryInt8::Min => l.min(r),
+            };
+            let lo = if relu { 0.0 } else { -127.0 };
+            (v * inv).max(lo).min(127.0).round() as i8
+        })
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn channel_values_binary_every_isa_matches_formula(
+        op_index in 0usize..5,
+        channels in 1usize..40,
+        pixels in 1usize..20,
+        seed in any::<u64>(),
+        s0 in 0.01f32..1.0,
+        s_out in 0.01f32..1.0,
+        channel_first in any::<bool>(),
+        relu in any::<bool>(),
+        values in prop::collection::vec(-3.0f32..3.0, 40),
+    ) {
+        let op = [BinaryInt8::Add, BinaryInt8::Sub, BinaryInt8::Mul, BinaryInt8::Max, BinaryInt8::Min][op_index];
+        let a = codes(channels * pixels, seed, -127);
+        let channel = &values[..channels];
+        let want = naive_channel_values(op, &a, s0, channel, channel_first, s_out, relu);
+        for isa in Isa::supported() {
+            let mut got = vec![0i8; a.len()];
+            binary_channel_values_int8_with(isa, op, &a, s0, channel, channel_first, s_out, relu, &mut got);
+            prop_assert_eq!(&got, &want, "isa {}", isa);
+        }
+    }
+}
+
+#[test]
+fn channel_values_binary_hand_computed() {
+    // Mul by per-channel 0.5 and 0.25, s0 1, s_out 0.5: codes 3, 3 -> 1.5 / 0.5 = 3 and
+    // 0.75 / 0.5 = 1.5 -> 2 (half away from zero); -3 -> -1.5 -> -2.
+    let mut out = [0i8; 4];
+    binary_channel_values_int8_with(
+        Isa::Portable,
+        BinaryInt8::Mul,
+        &[3, 3, 5, -3],
+        1.0,
+        &[0.5, 0.25],
+        false,
+        0.5,
+        false,
+        &mut out,
+    );
+    assert_eq!(out, [3, 2, 5, -2]);
 }

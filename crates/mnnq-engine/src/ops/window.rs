@@ -744,6 +744,27 @@ pub fn pool(
     }
 }
 
+/// The source index of output index `o` of a nearest-neighbour resize: `floor(o * scale +
+/// offset)` (or rounded, `floor(. + 0.499)`, for MNN's resize type 4), clamped to `[0, n)`.
+pub fn nearest_source(o: usize, scale: f32, offset: f32, n: usize, round: bool) -> usize {
+    let s = o as f32 * scale + offset;
+    let v = if round {
+        (s + 0.499).floor()
+    } else {
+        s.floor()
+    };
+    (v as i64).clamp(0, n as i64 - 1) as usize
+}
+
+/// The two source indices (clamped to `[0, n)`) and the weight of the second for output index
+/// `o` of a bilinear resize.
+pub fn bilinear_source(o: usize, scale: f32, offset: f32, n: usize) -> (usize, usize, f32) {
+    let s = o as f32 * scale + offset;
+    let f = s.floor();
+    let clamp = |v: i64| v.clamp(0, n as i64 - 1) as usize;
+    (clamp(f as i64), clamp(f as i64 + 1), s - f)
+}
+
 /// Resize on NHWC data with MNN's coordinate rule `src = dst * scale + offset`.
 pub fn interp(
     resize_type: i32,
@@ -757,15 +778,7 @@ pub fn interp(
     let (batch, c, in_h, in_w) = (shape[0], shape[1], shape[2], shape[3]);
     let (out_h, out_w) = (plan.out_h, plan.out_w);
     let clamp = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
-    let nearest = |o: usize, scale: f32, offset: f32, n: usize, round: bool| {
-        let s = o as f32 * scale + offset;
-        let v = if round {
-            (s + 0.499).floor()
-        } else {
-            s.floor()
-        };
-        clamp(v as i64, n)
-    };
+    let nearest = nearest_source;
     let in_image = in_h * in_w * c;
     let out_image = out_h * out_w * c;
     let row_len = out_w * c;
@@ -794,12 +807,7 @@ pub fn interp(
                 });
             }
             2 => {
-                let coord = |o: usize, scale: f32, offset: f32, n: usize| {
-                    let s = o as f32 * scale + offset;
-                    let f = s.floor();
-                    let frac = s - f;
-                    (clamp(f as i64, n), clamp(f as i64 + 1, n), frac)
-                };
+                let coord = bilinear_source;
                 let xs: Vec<_> = (0..out_w)
                     .map(|ox| coord(ox, plan.width_scale, plan.width_offset, in_w))
                     .collect();

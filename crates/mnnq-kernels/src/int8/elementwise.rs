@@ -235,6 +235,130 @@ pub fn binary_int8_with(
     }
 }
 
+/// Binary op of int8 codes `a` (scale `s0`) with per-channel float values `channel` (repeating
+/// along the innermost axis: `out.len()` is a multiple of `channel.len()`): `v = f(q0 * s0, c)`
+/// (or `f(c, q0 * s0)` when `channel_first`), `q = clamp(round(v * (1 / s_out)), lo, 127)`. The
+/// squeeze-excite multiply with its excitation kept in float. One f32 operation sequence on
+/// every ISA (the vector builds are the same loop compiled with wider registers; Rust never
+/// fuses the multiply and add), rounding half away from zero.
+#[allow(clippy::too_many_arguments)]
+pub fn binary_channel_values_int8(
+    op: BinaryInt8,
+    a: &[i8],
+    s0: f32,
+    channel: &[f32],
+    channel_first: bool,
+    s_out: f32,
+    relu: bool,
+    out: &mut [i8],
+) {
+    binary_channel_values_int8_with(
+        active_isa(),
+        op,
+        a,
+        s0,
+        channel,
+        channel_first,
+        s_out,
+        relu,
+        out,
+    )
+}
+
+/// [`binary_channel_values_int8`] for `isa`.
+#[allow(clippy::too_many_arguments)]
+pub fn binary_channel_values_int8_with(
+    isa: Isa,
+    op: BinaryInt8,
+    a: &[i8],
+    s0: f32,
+    channel: &[f32],
+    channel_first: bool,
+    s_out: f32,
+    relu: bool,
+    out: &mut [i8],
+) {
+    assert!(
+        isa.is_supported(),
+        "binary_channel_values_int8: {isa} is not supported by this CPU"
+    );
+    assert_eq!(
+        a.len(),
+        out.len(),
+        "binary_channel_values_int8: length mismatch"
+    );
+    assert!(
+        !channel.is_empty() && out.len().is_multiple_of(channel.len()),
+        "binary_channel_values_int8: {} channel values do not divide {} elements",
+        channel.len(),
+        out.len()
+    );
+    let args = ChannelArgs {
+        op,
+        s0,
+        channel_first,
+        inv: reciprocal_scale(s_out),
+        lo: if relu { 0.0 } else { -127.0 },
+    };
+    match isa {
+        // SAFETY: the ISA is supported.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { channel_values_avx512(args, a, channel, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { channel_values_avx2(args, a, channel, out) },
+        _ => channel_values_body(args, a, channel, out),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ChannelArgs {
+    op: BinaryInt8,
+    s0: f32,
+    channel_first: bool,
+    inv: f32,
+    lo: f32,
+}
+
+#[inline(always)]
+fn channel_values_body(args: ChannelArgs, a: &[i8], channel: &[f32], out: &mut [i8]) {
+    macro_rules! apply {
+        ($f:expr) => {
+            for (o_row, a_row) in out
+                .chunks_exact_mut(channel.len())
+                .zip(a.chunks_exact(channel.len()))
+            {
+                for ((o, &q), &c) in o_row.iter_mut().zip(a_row).zip(channel) {
+                    let x = q as f32 * args.s0;
+                    let (l, r) = if args.channel_first { (c, x) } else { (x, c) };
+                    let y = round_half_away(($f(l, r) * args.inv).max(args.lo).min(127.0));
+                    // SAFETY: `y` is finite and within [-127, 127] (`max` turns NaN into `lo`),
+                    // so the unchecked conversion is exact; it vectorises, `as i8` does not.
+                    *o = unsafe { y.to_int_unchecked::<i32>() } as i8;
+                }
+            }
+        };
+    }
+    match args.op {
+        BinaryInt8::Add => apply!(|x: f32, y: f32| x + y),
+        BinaryInt8::Sub => apply!(|x: f32, y: f32| x - y),
+        BinaryInt8::Mul => apply!(|x: f32, y: f32| x * y),
+        BinaryInt8::Max => apply!(|x: f32, y: f32| if x > y { x } else { y }),
+        BinaryInt8::Min => apply!(|x: f32, y: f32| if x < y { x } else { y }),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn channel_values_avx512(args: ChannelArgs, a: &[i8], channel: &[f32], out: &mut [i8]) {
+    channel_values_body(args, a, channel, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn channel_values_avx2(args: ChannelArgs, a: &[i8], channel: &[f32], out: &mut [i8]) {
+    channel_values_body(args, a, channel, out)
+}
+
 /// Explicit AVX-512 and AVX2 loops with the reference's operations in the reference's order.
 /// Tails are copied through a full-width buffer so they take the same vector path.
 #[cfg(target_arch = "x86_64")]

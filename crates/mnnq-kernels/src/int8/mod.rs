@@ -13,6 +13,8 @@
 //!   [`DepthwiseRequantize`]) with MNN's truncated integer bias.
 //! * Pooling ([`pool_int8_nhwc`]), casts ([`float_to_int8`], [`int8_to_float`]) and binary ops
 //!   ([`binary_int8`]).
+//! * Elementwise int8 -> int8 functions as exact 256-entry tables ([`CodeTable`],
+//!   [`lookup_int8`]) and strided byte copies ([`copy_strided_i8`]).
 //!
 //! Work is split by the caller over output pixels or rows; K is never split, so the bytes do not
 //! depend on the thread count. Kernels keep their scratch in thread-locals.
@@ -20,6 +22,8 @@
 pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
+pub mod lut;
+pub mod movement;
 pub mod pack;
 pub mod pool;
 pub mod requant;
@@ -28,7 +32,11 @@ mod x86;
 
 pub use conv::{conv2d_int8_nhwc, conv2d_int8_nhwc_blocks};
 pub use depthwise::{depthwise_int8_nhwc, PackedDepthwiseInt8};
-pub use elementwise::{binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales};
+pub use elementwise::{
+    binary_channel_values_int8, binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales,
+};
+pub use lut::{lookup_int8, CodeTable};
+pub use movement::copy_strided_i8;
 pub use pack::{PackedInt8Weights, WeightLayout};
 pub use pool::{pool_int8_nhwc, PoolKind};
 pub use requant::{DepthwiseRequantize, Requantize};
