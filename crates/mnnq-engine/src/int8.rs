@@ -139,6 +139,10 @@ pub enum Int8Op {
         kind: PoolKind,
         geom: ConvGeometry,
         batch: usize,
+        /// `MNNQ_INT8_MNN_MAX_POOL`: order codes as MNN 3.6.1's x86 int8 max pool does (it
+        /// compares the `q + 128` bytes as signed, so every non-negative code ranks below every
+        /// negative one; docs/int8-parity.md). Off by default: we pool correctly.
+        mnn_byte_order: bool,
     },
     Binary {
         op: BinaryInt8,
@@ -494,6 +498,8 @@ struct Builder<'e> {
     /// constants used unquantized, and the squeeze-excite excitation kept in float. Off by
     /// default, so every table is MNN's per-op int8 function and the bytes are MNN's.
     precise: bool,
+    /// `MNNQ_INT8_MNN_MAX_POOL`: max pools reproduce MNN x86's byte-order bug.
+    mnn_max_pool: bool,
 }
 
 impl Builder<'_> {
@@ -809,6 +815,7 @@ impl Builder<'_> {
                     kind,
                     geom,
                     batch: shape[0],
+                    mnn_byte_order: self.mnn_max_pool && kind == PoolKind::Max,
                 })
             }
             (OpKind::Binary { op, relu }, _) => {
@@ -1100,6 +1107,7 @@ impl Int8Plan {
             chains: HashMap::new(),
             fuse: std::env::var_os("MNNQ_INT8_NO_FUSE").is_none(),
             precise: std::env::var_os("MNNQ_INT8_PRECISE").is_some(),
+            mnn_max_pool: std::env::var_os("MNNQ_INT8_MNN_MAX_POOL").is_some(),
         };
         for step in &engine.steps {
             match step {
@@ -1538,13 +1546,27 @@ fn run_int8_op(
                     });
                 }
             }
-            Int8Op::Pool { kind, geom, batch } => {
+            Int8Op::Pool {
+                kind,
+                geom,
+                batch,
+                mnn_byte_order,
+            } => {
                 let (img_in, img_out) = (
                     geom.in_h * geom.in_w * geom.in_c,
                     geom.pixels() * geom.out_c,
                 );
+                // MNN's order is the signed order of `q ^ 0x80`: flipping the top bit before and
+                // after a correct max pool gives its result (a bijection on codes).
+                let flipped: Vec<i8>;
+                let source = if *mnn_byte_order {
+                    flipped = x(0).iter().map(|&q| q ^ i8::MIN).collect();
+                    &flipped[..]
+                } else {
+                    x(0)
+                };
                 for n in 0..*batch {
-                    let input = &x(0)[n * img_in..(n + 1) * img_in];
+                    let input = &source[n * img_in..(n + 1) * img_in];
                     let output = &mut y[n * img_out..(n + 1) * img_out];
                     let shared = SharedCodes(output.as_mut_ptr(), output.len());
                     par.for_each(geom.out_h, |r| {
@@ -1556,6 +1578,9 @@ fn run_int8_op(
                             pool_int8_nhwc(*kind, geom, input, out, geom.out_c, r..r + 1);
                         }
                     });
+                }
+                if *mnn_byte_order {
+                    y.iter_mut().for_each(|q| *q ^= i8::MIN);
                 }
             }
             Int8Op::Binary { op, scales } => {

@@ -193,6 +193,40 @@ fn int8_ppocr_cls_in_repo() {
     );
 }
 
+/// With `MNNQ_INT8_MNN_MAX_POOL` (read when the int8 plan is built, so it runs in a child
+/// process), our max pool orders codes as MNN's x86 kernel does, and the in-repo cls model then
+/// gives MNN's int8 bytes exactly, including golden sample 0 (0.9964 with the correct pool).
+#[test]
+fn int8_ppocr_cls_in_repo_with_mnn_max_pool_order_is_exact() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "mnn_max_pool_order_child",
+            "--test-threads=1",
+        ])
+        .env("MNNQ_INT8_MNN_MAX_POOL", "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child test failed: {status}");
+}
+
+#[test]
+#[ignore = "run by int8_ppocr_cls_in_repo_with_mnn_max_pool_order_is_exact with its variable set"]
+fn mnn_max_pool_order_child() {
+    assert!(
+        std::env::var_os("MNNQ_INT8_MNN_MAX_POOL").is_some(),
+        "run through int8_ppocr_cls_in_repo_with_mnn_max_pool_order_is_exact"
+    );
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ppocr_cls_v2");
+    let cases = cases(&data.join("golden"), &data.join("mnn_int8"));
+    check(
+        &data.join("mnn_int8/KL_MAX_ABS.mnn"),
+        &cases,
+        Agreement::Exact,
+    );
+}
+
 /// PP-OCR det's hardswish/affine chains, squeeze-excite, FPN adds, upsampling and concat (here
 /// with unequal scales, requantized by tables) all have int8 forms (issue #6): only the two
 /// Deconvolutions (float in MNN too) stay float.
