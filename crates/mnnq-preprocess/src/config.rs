@@ -83,12 +83,16 @@ pub struct InputDecl {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
     pub message: String,
+    /// The config key this version does not know, when that is the remark (so a later stage
+    /// that reads the key itself can drop the warning).
+    pub unknown_key: Option<String>,
 }
 
 impl Warning {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Warning {
             message: message.into(),
+            unknown_key: None,
         }
     }
 }
@@ -482,18 +486,21 @@ impl Config {
 
         let mut extra = BTreeMap::new();
         for (key, value) in std::mem::take(&mut r.object) {
-            let message = if IGNORED_KEYS.contains(&key.as_str()) {
-                format!(
+            let warning = if IGNORED_KEYS.contains(&key.as_str()) {
+                Warning::new(format!(
                     "config {}: key \"{key}\" is not read by the quantizer; ignored",
                     source.display()
-                )
+                ))
             } else {
-                format!(
-                    "config {}: unknown key \"{key}\"; ignored",
-                    source.display()
-                )
+                Warning {
+                    unknown_key: Some(key.clone()),
+                    ..Warning::new(format!(
+                        "config {}: unknown key \"{key}\"; ignored",
+                        source.display()
+                    ))
+                }
             };
-            r.warnings.push(Warning::new(message));
+            r.warnings.push(warning);
             extra.insert(key, value);
         }
 

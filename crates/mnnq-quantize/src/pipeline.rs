@@ -224,10 +224,9 @@ pub fn quantize(
     let (config, mut config_warnings) = Config::from_file(config_path)?;
     // The config reader does not know mnnq's own quality keys: they are read below.
     config_warnings.retain(|w| {
-        let text = w.to_string();
-        !crate::range_method::QUALITY_KEYS
-            .iter()
-            .any(|key| text.contains(&format!("unknown key \"{key}\"")))
+        !w.unknown_key
+            .as_deref()
+            .is_some_and(|key| crate::range_method::QUALITY_KEYS.contains(&key))
     });
     if let Some(warn) = options.on_warning {
         config_warnings.iter().for_each(|w| warn(&w.to_string()));
