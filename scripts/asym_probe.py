@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Does MNN 3.6.1's CPU int8 runtime honour non-zero feature zero points? (docs/int8-parity.md)
 
-Builds a small ONNX model (conv+ReLU6 -> depthwise+ReLU6 with padding -> 1x1 conv; avg pool with padding
+Builds a small ONNX model (conv+ReLU6 -> depthwise+ReLU6 with padding -> 3x3 conv; avg pool with padding
 and max pool of the depthwise output, add, concat), converts it with MNN's converter, quantizes it with
 `mnnq quantize` (bias correction and float head off, so the arithmetic is plain), rewrites the
 ReLU/ReLU6 outputs and the tensors that share their quantization to asymmetric codes with the
@@ -54,7 +54,7 @@ def build_onnx(path: Path, rng: np.random.Generator) -> dict:
         "b1": rng.normal(0.5, 0.5, C_MID).astype(np.float32),
         "w2": rng.normal(0, 0.4, (C_MID, 1, 3, 3)).astype(np.float32),
         "b2": rng.normal(0.3, 0.5, C_MID).astype(np.float32),
-        "w3": rng.normal(0, 0.2, (C_IN, C_MID, 1, 1)).astype(np.float32),
+        "w3": rng.normal(0, 0.1, (C_IN, C_MID, 3, 3)).astype(np.float32),
         "b3": rng.normal(0, 0.2, C_IN).astype(np.float32),
     }
     lo, hi = numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(
@@ -71,7 +71,7 @@ def build_onnx(path: Path, rng: np.random.Generator) -> dict:
                          name="maxpool"),
         helper.make_node("Add", ["avg", "r1"], ["sum"], name="add"),
         helper.make_node("Concat", ["sum", "mx"], ["cat"], axis=1, name="concat"),
-        helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], name="conv3"),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], pads=[1, 1, 1, 1], name="conv3"),
     ]
     graph = helper.make_graph(
         nodes, "asym_probe",
@@ -257,7 +257,7 @@ def check(model: Path, float_model: Path, x: np.ndarray, weights: dict) -> None:
         c_in = codes(rec["y"]["in"][0], "r2")
         qo = quant.get("y")
         if qo:
-            report("conv3 (1x1, no act)", codes(rec["y"]["out"], "y"),
+            report("conv3 (dense 3x3 pad 1, no act)", codes(rec["y"]["out"], "y"),
                    expect_conv(c_in, "r2", "y", weights["w3"], weights["b3"], 1, False))
 
 
