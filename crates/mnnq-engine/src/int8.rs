@@ -58,9 +58,9 @@ use std::collections::HashMap;
 use mnnq_format::{Convolution2D, Net, OpParameter};
 use mnnq_kernels::int8::{
     binary_channel_values_int8, binary_int8, conv2d_int8_nhwc_blocks, copy_strided_i8,
-    depthwise_int8_nhwc, float_to_int8, int8_to_float, lookup_int8, pool_int8_nhwc, BinaryInt8,
-    BinaryScales, CodeTable, DepthwiseRequantize, PackedDepthwiseInt8, PackedInt8Weights, PoolKind,
-    Requantize,
+    depthwise_int8_nhwc, float_to_int8, float_to_int8_zero_point, int8_to_float_zero_point,
+    lookup_int8, pool_int8_nhwc, BinaryInt8, BinaryScales, CodeTable, DepthwiseRequantize,
+    PackedDepthwiseInt8, PackedInt8Weights, PoolKind, Requantize,
 };
 use mnnq_kernels::ConvGeometry;
 
@@ -381,10 +381,10 @@ pub enum QStep {
     },
     /// A step folded into a later one (removed before the plan is returned).
     Fused,
-    /// FloatToInt8 of slot `slot` into its twin.
-    Quantize { slot: usize, scale: f32 },
-    /// Int8ToFloat of the twin of `slot` into the slot.
-    Dequantize { slot: usize, scale: f32 },
+    /// FloatToInt8 of slot `slot` into its twin (`q = round(x / scale) + zero`).
+    Quantize { slot: usize, scale: f32, zero: i8 },
+    /// Int8ToFloat of the twin of `slot` into the slot (`x = (q - zero) * scale`).
+    Dequantize { slot: usize, scale: f32, zero: i8 },
     /// Layout conversion between two twins (same tensor).
     Convert { from: usize, to: usize },
 }
@@ -399,6 +399,8 @@ pub struct Int8Plan {
     pub node_is_int8: Vec<(usize, bool)>,
     /// Per tensor: its int8 scale, if it has one.
     pub scales: Vec<Option<f32>>,
+    /// Per tensor: its zero point (0 for symmetric codes and tensors without a scale).
+    pub zero_points: Vec<i8>,
 }
 
 /// The i8 twins of one session.
@@ -425,23 +427,29 @@ impl Int8Buffers {
 
 /// Per-tensor scales from `Net.extraTensorDescribe` (None: no int8 quant info).
 pub fn tensor_scales(net: &Net, tensor_count: usize) -> Vec<Option<f32>> {
+    tensor_quant(net, tensor_count).0
+}
+
+/// Per-tensor scales and zero points from `Net.extraTensorDescribe`: int8 info (type DT_INT8)
+/// with an integer zero point in [-127, 127] (value = `(q - zero) * scale`; codes stay in
+/// [-127, 127]); other quant info is ignored (the tensor runs float).
+pub fn tensor_quant(net: &Net, tensor_count: usize) -> (Vec<Option<f32>>, Vec<i8>) {
     let mut scales = vec![None; tensor_count];
+    let mut zeros = vec![0i8; tensor_count];
     for d in net.extra_tensor_describe.as_deref().unwrap_or(&[]) {
         let Some(q) = d.quant_info.as_deref() else {
             continue;
         };
-        // Only symmetric int8 info (the tool writes zero 0, type DT_INT8) is supported.
-        if q.zero != 0.0 || q.type_ != mnnq_format::DataType::DtInt8 {
+        let integer_zero = q.zero.fract() == 0.0 && (-127.0..=127.0).contains(&q.zero);
+        if !integer_zero || q.type_ != mnnq_format::DataType::DtInt8 {
             continue;
         }
-        if let Some(s) = usize::try_from(d.index)
-            .ok()
-            .and_then(|i| scales.get_mut(i))
-        {
-            *s = Some(q.scale);
+        if let Some(i) = usize::try_from(d.index).ok().filter(|&i| i < tensor_count) {
+            scales[i] = Some(q.scale);
+            zeros[i] = q.zero as i8;
         }
     }
-    scales
+    (scales, zeros)
 }
 
 /// Integer weight codes of a quantized convolution, with their per-output-channel scales.
@@ -479,6 +487,7 @@ fn conv_codes(conv: &Convolution2D, out_c: usize) -> Option<ConvCodes> {
 struct Builder<'e> {
     engine: &'e Engine,
     scales: Vec<Option<f32>>,
+    zeros: Vec<i8>,
     has_f32: Vec<bool>,
     has_i8: Vec<bool>,
     has_twin: Vec<bool>,
@@ -511,13 +520,28 @@ impl Builder<'_> {
         self.scales[self.slot(s).tensor].filter(|v| *v > 0.0 && v.is_finite())
     }
 
+    fn zero_of_slot(&self, s: usize) -> i8 {
+        self.zeros[self.slot(s).tensor]
+    }
+
+    /// Whether every slot in `slots` has symmetric codes (the ops that compute on values
+    /// support only those; the others run float between casts).
+    fn symmetric(&self, slots: &[usize]) -> bool {
+        slots.iter().all(|&s| self.zero_of_slot(s) == 0)
+    }
+
     fn ensure_f32(&mut self, s: usize) {
         if self.has_f32[s] {
             return;
         }
         if self.has_i8[s] {
             let scale = self.scale_of_slot(s).expect("int8 slots have a scale");
-            self.steps.push(QStep::Dequantize { slot: s, scale });
+            let zero = self.zero_of_slot(s);
+            self.steps.push(QStep::Dequantize {
+                slot: s,
+                scale,
+                zero,
+            });
         } else if let Some(&(step, from)) = self.convert_source.get(&s) {
             self.ensure_f32(from);
             self.steps.push(QStep::Float(step));
@@ -538,7 +562,12 @@ impl Builder<'_> {
             }
             _ => {
                 self.ensure_f32(s);
-                self.steps.push(QStep::Quantize { slot: s, scale });
+                let zero = self.zero_of_slot(s);
+                self.steps.push(QStep::Quantize {
+                    slot: s,
+                    scale,
+                    zero,
+                });
             }
         }
         self.has_i8[s] = true;
@@ -687,6 +716,24 @@ impl Builder<'_> {
         }
         let s_out = self.scale_of_slot(out);
         let scale_eq = |a: Option<f32>, b: Option<f32>| matches!((a, b), (Some(x), Some(y)) if x.to_bits() == y.to_bits());
+        // Same scale and zero point: the codes mean the same values (byte copies, pooling).
+        let same_quant = |a: usize, b: usize| {
+            scale_eq(self.scale_of_slot(a), self.scale_of_slot(b))
+                && self.zero_of_slot(a) == self.zero_of_slot(b)
+        };
+        // Ops that compute on values (tables, binary ops, interpolation) take symmetric codes
+        // only; with a zero point anywhere they run float between casts.
+        let computes_on_values = matches!(
+            n.kind,
+            OpKind::Binary { .. }
+                | OpKind::Unary(_)
+                | OpKind::Relu { .. }
+                | OpKind::Relu6 { .. }
+                | OpKind::Interp(_)
+        );
+        if computes_on_values && !(self.symmetric(inputs) && self.symmetric(outputs)) {
+            return None;
+        }
         match (&n.kind, prepared) {
             (OpKind::Conv(p), Prepared::Conv(pc)) => {
                 if n.inputs.len() != 1 || p.kind.is_deconvolution() {
@@ -743,13 +790,15 @@ impl Builder<'_> {
                             geom.kernel_h,
                             geom.kernel_w,
                         )),
-                        requant: Requantize::for_conv(
+                        requant: Requantize::for_conv_with_zero_points(
                             &codes.alpha,
                             &bias,
                             &weight_sums(&codes.codes, geom.out_c),
                             s_in,
                             s_out,
                             relu,
+                            self.zero_of_slot(inputs[0]),
+                            self.zero_of_slot(out),
                         ),
                     })
                 } else if p.group == geom.in_c && p.group == geom.out_c {
@@ -765,13 +814,16 @@ impl Builder<'_> {
                             geom.kernel_h,
                             geom.kernel_w,
                         )),
-                        requant: DepthwiseRequantize::for_depthwise(
+                        requant: DepthwiseRequantize::for_depthwise_with_zero_points(
                             &codes.alpha,
                             &bias,
                             s_in,
                             s_out,
                             relu,
-                        ),
+                            self.zero_of_slot(inputs[0]),
+                            self.zero_of_slot(out),
+                        )
+                        .with_weight_sums(&weight_sums(&codes.codes, geom.out_c)),
                     })
                 } else {
                     None
@@ -780,8 +832,7 @@ impl Builder<'_> {
             // A 2-D global Pooling3D (MNN's converter writes GlobalAveragePool so) is prepared as a
             // plain pool; the 4-D check below keeps real 3-D pooling float.
             (OpKind::Pool(_) | OpKind::Pool3D { .. }, Prepared::Pool(pool_type, w)) => {
-                let s_in = self.scale_of_slot(inputs[0]);
-                if !scale_eq(s_in, s_out) {
+                if !same_quant(inputs[0], out) {
                     return None;
                 }
                 let shape = &self.slot(inputs[0]).shape;
@@ -1011,8 +1062,12 @@ impl Builder<'_> {
                     if matches!(s.location, Location::Const(_)) || s.shape.len() != rank as usize {
                         return None;
                     }
+                    let requantize = !same_quant(i, out);
+                    if requantize && !self.symmetric(&[i, out]) {
+                        return None;
+                    }
                     tables.push(
-                        (!scale_eq(Some(s_in), Some(s_out)))
+                        requantize
                             .then(|| Box::new(CodeTable::requantized(s_in, s_out, -127, |x| x))),
                     );
                 }
@@ -1032,7 +1087,7 @@ impl Builder<'_> {
                 _,
             ) if !inputs.is_empty()
                 && !matches!(self.slot(inputs[0]).location, Location::Const(_))
-                && scale_eq(self.scale_of_slot(inputs[0]), s_out) =>
+                && same_quant(inputs[0], out) =>
             {
                 let (a, o) = (self.slot(inputs[0]), self.slot(out));
                 // The same logical shape (a layout change), or a reshape of row-major data.
@@ -1063,7 +1118,7 @@ impl Builder<'_> {
                     if matches!(self.slot(i).location, Location::Const(_)) {
                         continue;
                     }
-                    if !scale_eq(self.scale_of_slot(i), s_out) {
+                    if !same_quant(i, out) {
                         return None;
                     }
                     // Values that so far exist only as float (the graph input before its first
@@ -1085,7 +1140,7 @@ impl Int8Plan {
     /// The int8 schedule of `engine` (prepared from `net`), or None when the model carries no
     /// int8 quant info.
     pub fn build(net: &Net, engine: &Engine) -> Result<Option<Int8Plan>, EngineError> {
-        let scales = tensor_scales(net, engine.ir.tensor_names.len());
+        let (scales, zeros) = tensor_quant(net, engine.ir.tensor_names.len());
         if scales.iter().all(|s| s.is_none()) {
             return Ok(None);
         }
@@ -1093,6 +1148,7 @@ impl Int8Plan {
         let mut b = Builder {
             engine,
             scales,
+            zeros,
             has_f32: engine
                 .slots
                 .iter()
@@ -1182,6 +1238,7 @@ impl Int8Plan {
             has_twin: b.has_twin,
             node_is_int8,
             scales: b.scales,
+            zero_points: b.zeros,
         }))
     }
 
@@ -1247,17 +1304,22 @@ impl Int8Plan {
                         }
                     }
                 }
-                QStep::Quantize { slot, scale } => {
+                QStep::Quantize { slot, scale, zero } => {
                     let s = &engine.slots[*slot];
                     let src = f32_view(engine, arena, s);
-                    float_to_int8(src, *scale, &mut twins[*slot]);
+                    float_to_int8_zero_point(src, *scale, *zero, &mut twins[*slot]);
                 }
-                QStep::Dequantize { slot, scale } => {
+                QStep::Dequantize { slot, scale, zero } => {
                     let s = &engine.slots[*slot];
                     let Location::Arena(off) = s.location else {
                         return Err(EngineError::Run("int8 result without arena memory".into()));
                     };
-                    int8_to_float(&twins[*slot], *scale, &mut arena[off..off + s.len()]);
+                    int8_to_float_zero_point(
+                        &twins[*slot],
+                        *scale,
+                        *zero,
+                        &mut arena[off..off + s.len()],
+                    );
                 }
                 QStep::Convert { from, to } => {
                     let (a, b) = (&engine.slots[*from], &engine.slots[*to]);
@@ -1288,8 +1350,11 @@ impl Int8Plan {
                     if let Some(obs) = observer.as_mut() {
                         let slot = &engine.slots[*output];
                         let scale = self.scales[slot.tensor].unwrap_or(0.0);
-                        let values: Vec<f32> =
-                            twins[*output].iter().map(|&q| q as f32 * scale).collect();
+                        let zero = i32::from(self.zero_points[slot.tensor]);
+                        let values: Vec<f32> = twins[*output]
+                            .iter()
+                            .map(|&q| (i32::from(q) - zero) as f32 * scale)
+                            .collect();
                         observe(engine, slot, &values, &mut **obs);
                     }
                 }

@@ -3,7 +3,7 @@
 //!
 //! Rows of the GEMM are output pixels. A pointwise convolution reads its rows straight from the
 //! input; any other shape first copies a chunk of im2col rows into per-thread scratch (padding
-//! taps become code 0). The caller splits work by `pixels`; K is never split, so every output
+//! taps become the input zero point, code 0 for symmetric inputs). The caller splits work by `pixels`; K is never split, so every output
 //! byte is produced by exactly one accumulation whatever the thread count.
 
 use std::cell::RefCell;
@@ -181,7 +181,8 @@ fn zero_pad(dst: &mut [i8]) {
 }
 
 /// Write the im2col rows of output pixels `first..first + count` into `dst` with row stride `lda`
-/// (`lda >= k`; the gap after `k` is zero-filled). Padding taps are code 0.
+/// (`lda >= k`; the gap after `k` is zero-filled). Padding taps are code `pad` (the input zero
+/// point: the value 0).
 fn im2col(
     geom: &ConvGeometry,
     input: &[i8],
@@ -189,6 +190,7 @@ fn im2col(
     count: usize,
     dst: &mut [i8],
     lda: usize,
+    pad: i8,
 ) {
     let in_c = geom.in_c;
     let kernel_row = geom.kernel_w * in_c;
@@ -246,7 +248,7 @@ fn im2col(
                             kernel_row,
                         )
                     },
-                    None => dst_row[ky * kernel_row..(ky + 1) * kernel_row].fill(0),
+                    None => dst_row[ky * kernel_row..(ky + 1) * kernel_row].fill(pad),
                 }
             }
             zero_pad(&mut dst_row[geom.kernel_h * kernel_row..]);
@@ -255,15 +257,15 @@ fn im2col(
         for ky in 0..geom.kernel_h {
             let target = &mut dst_row[ky * kernel_row..(ky + 1) * kernel_row];
             let Some(iy) = geom.input_row(oy, ky) else {
-                target.fill(0);
+                target.fill(pad);
                 continue;
             };
             // Border columns only: a zero-length fill is still a `memset` call.
             if kx.start > 0 {
-                target[..kx.start * in_c].fill(0);
+                target[..kx.start * in_c].fill(pad);
             }
             if kx.end < geom.kernel_w {
-                target[kx.end * in_c..].fill(0);
+                target[kx.end * in_c..].fill(pad);
             }
             if kx.is_empty() {
                 continue;
@@ -310,7 +312,7 @@ fn portable(
     let mut first = pixels.start;
     while first < pixels.end {
         let count = ROWS.min(pixels.end - first);
-        im2col(geom, input, first, count, &mut rows, k);
+        im2col(geom, input, first, count, &mut rows, k, requant.pad);
         for r in 0..count {
             let row = &rows[r * k..(r + 1) * k];
             let p = first + r;
@@ -360,7 +362,7 @@ fn simd(
                     if im2col_buf.len() < rows * lda8 {
                         im2col_buf.resize(rows * lda8, 0);
                     }
-                    im2col(geom, input, first, rows, im2col_buf, lda8);
+                    im2col(geom, input, first, rows, im2col_buf, lda8, requant.pad);
                     (&im2col_buf[..rows * lda8], lda8, lda8)
                 };
                 let tile = x86::TileParams {

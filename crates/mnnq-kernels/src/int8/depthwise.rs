@@ -215,7 +215,11 @@ pub fn depthwise_int8_nhwc(
         _ => {
             let mut acc = vec![0i32; c];
             for_each_pixel!(job, rows, pixel, {
-                pixel_portable(geom, input, weights, requant, output, &pixel, &mut acc, 0)
+                if requant.pad != 0 && !pixel.is_interior(geom) {
+                    pixel_padded(geom, input, weights, requant, output, &pixel, 0..c);
+                } else {
+                    pixel_portable(geom, input, weights, requant, output, &pixel, &mut acc, 0)
+                }
             });
         }
     }
@@ -352,6 +356,7 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
         (1u64 << valid) - 1
     };
     let flip = _mm512_set1_epi8(-128);
+    let pad = _mm512_set1_epi8(job.requant.pad ^ -128);
     let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
     let ix0 = (ox * g.stride_w) as isize - g.pad_left as isize;
     let input = job.input.as_ptr().add(block * 64);
@@ -379,8 +384,8 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
                     };
                     _mm512_xor_si512(raw, flip)
                 } else {
-                    // Padding: code 0, i.e. u8 128.
-                    flip
+                    // Padding: the input zero point (u8 z + 128).
+                    pad
                 };
                 for p in 0..4 {
                     acc[p] = _mm512_dpbusd_epi32(acc[p], x, wv[p]);
@@ -439,6 +444,19 @@ unsafe fn rows_avx512(job: &Job, output: &mut [i8], rows: Range<usize>) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2(job: &Job, output: &mut [i8], rows: Range<usize>) {
     for_each_pixel!(job, rows, pixel, {
+        if job.requant.pad != 0 && !pixel.is_interior(job.geom) {
+            let c = job.weights.channels;
+            pixel_padded(
+                job.geom,
+                job.input,
+                job.weights,
+                job.requant,
+                output,
+                &pixel,
+                0..c,
+            );
+            continue;
+        }
         pixel_avx2_body(
             job.geom,
             job.input,
@@ -460,6 +478,12 @@ struct Pixel {
 }
 
 impl Pixel {
+    /// Every tap inside the image (no padding tap).
+    #[inline(always)]
+    fn is_interior(&self, geom: &ConvGeometry) -> bool {
+        self.ky.len() == geom.kernel_h && self.kx.len() == geom.kernel_w
+    }
+
     #[inline(always)]
     fn input_offset(&self, geom: &ConvGeometry, ky: usize, kx: usize) -> usize {
         let iy = (self.iy0 + (ky * geom.dilation_h) as isize) as usize;
@@ -501,6 +525,38 @@ fn pixel_portable(
     }
 }
 
+/// Channels `channels` of one pixel whose window reaches into the padding, for an input with a
+/// non-zero zero point: every tap is summed, the padding taps with the code `requant.pad` (the
+/// value 0), so the integer sum is the one the VNNI kernel forms. Only border pixels come here.
+#[inline(never)]
+fn pixel_padded(
+    geom: &ConvGeometry,
+    input: &[i8],
+    weights: &PackedDepthwiseInt8,
+    requant: &DepthwiseRequantize,
+    output: &mut [i8],
+    pixel: &Pixel,
+    channels: Range<usize>,
+) {
+    let c = weights.channels;
+    let pad = i32::from(requant.pad);
+    for ch in channels {
+        let mut acc = 0i32;
+        for ky in 0..geom.kernel_h {
+            for kx in 0..geom.kernel_w {
+                let w = i32::from(weights.taps[(ky * geom.kernel_w + kx) * c + ch]);
+                let x = if pixel.ky.contains(&ky) && pixel.kx.contains(&kx) {
+                    i32::from(input[pixel.input_offset(geom, ky, kx) + ch])
+                } else {
+                    pad
+                };
+                acc += x * w;
+            }
+        }
+        output[pixel.out + ch] = requant.apply(acc, ch);
+    }
+}
+
 /// Row loop shared by the AVX-512 variants; only called from functions that enable AVX-512
 /// (and VNNI when `VNNI`). Channel chunks of 64 are the outer loop so a chunk's input rows stay
 /// in L1 while its pixels are computed. Runs of 4 adjacent output pixels with the same valid taps
@@ -529,6 +585,20 @@ unsafe fn rows_avx512_body<const VNNI: bool>(
                     kx: job.columns[ox].clone(),
                     out: (oy * g.out_w + ox) * job.ldc,
                 };
+                if job.requant.pad != 0 && !pixel.is_interior(g) {
+                    let channels = chunk.start * 32..(chunk.end * 32).min(g.in_c);
+                    pixel_padded(
+                        g,
+                        job.input,
+                        job.weights,
+                        job.requant,
+                        output,
+                        &pixel,
+                        channels,
+                    );
+                    ox += 1;
+                    continue;
+                }
                 if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
                     pixels_avx512::<VNNI, 4>(job, output, &pixel, chunk.clone());
                     ox += 4;

@@ -93,6 +93,31 @@ pub fn int8_to_float(src: &[i8], scale: f32, dst: &mut [f32]) {
     int8_to_float_with(active_isa(), src, scale, dst)
 }
 
+/// FloatToInt8 with a zero point (MNN §11.3): `q = clamp(round(x * (1/s) + z), -127, 127)`.
+/// A zero `zero` gives exactly [`float_to_int8`]'s bytes (same SIMD path).
+pub fn float_to_int8_zero_point(src: &[f32], scale: f32, zero: i8, dst: &mut [i8]) {
+    assert_eq!(src.len(), dst.len(), "float_to_int8: length mismatch");
+    if zero == 0 {
+        return float_to_int8(src, scale, dst);
+    }
+    let inv = reciprocal_scale(scale);
+    let z = f32::from(zero);
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = to_code::<false>(x * inv + z, -127.0, 127.0);
+    }
+}
+
+/// Int8ToFloat with a zero point: `x = (q - z) * s` (exact for `zero == 0`: [`int8_to_float`]).
+pub fn int8_to_float_zero_point(src: &[i8], scale: f32, zero: i8, dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "int8_to_float: length mismatch");
+    if zero == 0 {
+        return int8_to_float(src, scale, dst);
+    }
+    for (d, &q) in dst.iter_mut().zip(src) {
+        *d = (i32::from(q) - i32::from(zero)) as f32 * scale;
+    }
+}
+
 /// Elementwise binary op on int8 codes, computed in f32 on dequantized values.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BinaryInt8 {

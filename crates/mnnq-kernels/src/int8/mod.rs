@@ -33,7 +33,8 @@ mod x86;
 pub use conv::{conv2d_int8_nhwc, conv2d_int8_nhwc_blocks};
 pub use depthwise::{depthwise_int8_nhwc, PackedDepthwiseInt8};
 pub use elementwise::{
-    binary_channel_values_int8, binary_int8, float_to_int8, int8_to_float, BinaryInt8, BinaryScales,
+    binary_channel_values_int8, binary_int8, float_to_int8, float_to_int8_zero_point,
+    int8_to_float, int8_to_float_zero_point, BinaryInt8, BinaryScales,
 };
 pub use lut::{lookup_int8, CodeTable};
 pub use movement::copy_strided_i8;

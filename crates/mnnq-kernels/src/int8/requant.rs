@@ -55,6 +55,8 @@ pub struct Requantize {
     pub bias: Vec<f32>,
     pub lo: i8,
     pub hi: i8,
+    /// The input zero point: the code of the padding taps (im2col fills them with it).
+    pub pad: i8,
 }
 
 impl Requantize {
@@ -68,6 +70,24 @@ impl Requantize {
         s_in: f32,
         s_out: f32,
         relu_fused: bool,
+    ) -> Self {
+        Self::for_conv_with_zero_points(alpha, bias, weight_sums, s_in, s_out, relu_fused, 0, 0)
+    }
+
+    /// [`Self::for_conv`] for asymmetric input and output codes (value = `(q - z) * s`), in MNN's
+    /// order (`CPUConvolution.cpp` `updateInputOutputScale`): the input zero point joins the
+    /// x86 offset, `bias[c] = (b[c] - (sum_k w * alpha[c]) * (z_in + 128) * s_in) / s_out + z_out`,
+    /// padding taps are code `z_in` (the value 0), and a fused ReLU clamps at `z_out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_conv_with_zero_points(
+        alpha: &[f32],
+        bias: &[f32],
+        weight_sums: &[i32],
+        s_in: f32,
+        s_out: f32,
+        relu_fused: bool,
+        z_in: i8,
+        z_out: i8,
     ) -> Self {
         assert!(
             alpha.len() == bias.len() && alpha.len() == weight_sums.len(),
@@ -84,10 +104,22 @@ impl Requantize {
                 .iter()
                 .zip(alpha)
                 .zip(weight_sums)
-                .map(|((&b, &a), &sum)| (b - (sum as f32 * a) * 128.0 * s_in) / s_out)
+                .map(|((&b, &a), &sum)| {
+                    let centred = (b - (sum as f32 * a) * (f32::from(z_in) + 128.0) * s_in) / s_out;
+                    if z_out == 0 {
+                        centred
+                    } else {
+                        centred + f32::from(z_out)
+                    }
+                })
                 .collect(),
-            lo: lower_bound(relu_fused),
+            lo: if relu_fused {
+                z_out.max(CODE_MIN)
+            } else {
+                CODE_MIN
+            },
             hi: CODE_MAX,
+            pad: z_in,
         }
     }
 
@@ -114,6 +146,8 @@ pub struct DepthwiseRequantize {
     pub bias: Vec<i32>,
     pub lo: i8,
     pub hi: i8,
+    /// The input zero point: the code of the padding taps.
+    pub pad: i8,
 }
 
 impl DepthwiseRequantize {
@@ -124,6 +158,23 @@ impl DepthwiseRequantize {
         s_out: f32,
         relu_fused: bool,
     ) -> Self {
+        Self::for_depthwise_with_zero_points(alpha, bias, s_in, s_out, relu_fused, 0, 0)
+    }
+
+    /// [`Self::for_depthwise`] for asymmetric codes, in MNN's integer form
+    /// (`CPUConvolution.cpp`): `bias[c] = trunc(b / (s_in * alpha')) - z_in * sum_taps w +
+    /// trunc(z_out / multiplier[c])` (the output zero point goes through the multiplier, so
+    /// it is exact only up to the truncation, as in MNN), padding taps are code `z_in`, and a
+    /// fused ReLU clamps at `z_out`.
+    pub fn for_depthwise_with_zero_points(
+        alpha: &[f32],
+        bias: &[f32],
+        s_in: f32,
+        s_out: f32,
+        relu_fused: bool,
+        z_in: i8,
+        z_out: i8,
+    ) -> Self {
         assert_eq!(
             alpha.len(),
             bias.len(),
@@ -133,18 +184,49 @@ impl DepthwiseRequantize {
         );
         let ratio = s_in / s_out;
         let floored: Vec<f32> = alpha.iter().map(|&a| a.max(1e-6)).collect();
+        let multiplier: Vec<f32> = floored.iter().map(|&a| a * ratio).collect();
         DepthwiseRequantize {
-            multiplier: floored.iter().map(|&a| a * ratio).collect(),
             // `as i32` truncates toward zero (and saturates), like C's `(int32_t)` cast for
-            // every value that C defines.
+            // every value that C defines. The `- z_in * sum w` part needs the weights: it is
+            // added by [`Self::with_weight_sums`].
             bias: floored
                 .iter()
                 .zip(bias)
-                .map(|(&a, &b)| (b / (s_in * a)) as i32)
+                .zip(&multiplier)
+                .map(|((&a, &b), &m)| {
+                    let centred = (b / (s_in * a)) as i32;
+                    if z_out == 0 {
+                        centred
+                    } else {
+                        centred.saturating_add((f32::from(z_out) / m) as i32)
+                    }
+                })
                 .collect(),
-            lo: lower_bound(relu_fused),
+            multiplier,
+            lo: if relu_fused {
+                z_out.max(CODE_MIN)
+            } else {
+                CODE_MIN
+            },
             hi: CODE_MAX,
+            pad: z_in,
         }
+    }
+
+    /// Folds `- z_in * sum_taps w[c]` into the bias (`weight_sums[c]` = sum of channel c's
+    /// taps); a no-op for a zero input zero point.
+    pub fn with_weight_sums(mut self, weight_sums: &[i32]) -> Self {
+        assert_eq!(
+            weight_sums.len(),
+            self.bias.len(),
+            "one weight sum per channel"
+        );
+        if self.pad != 0 {
+            for (b, &sum) in self.bias.iter_mut().zip(weight_sums) {
+                *b = b.wrapping_sub(i32::from(self.pad) * sum);
+            }
+        }
+        self
     }
 
     pub fn channels(&self) -> usize {
