@@ -47,7 +47,13 @@ pub struct UnifyOptions {
 /// Difference from MNN: where the source tensor has no scale (an invalid, all-zero tensor),
 /// MNN's `std::map::operator[]` inserts and copies a zero scale; we leave the target alone,
 /// since our tool never writes a zero scale.
-pub fn unify_scales(ops: &[LayoutOp], scales: &mut HashMap<TensorId, f32>, options: UnifyOptions) {
+///
+/// Generic over the value moved, so a scale and zero point pair moves as one (asymmetric codes).
+pub fn unify_scales<V: Copy>(
+    ops: &[LayoutOp],
+    scales: &mut HashMap<TensorId, V>,
+    options: UnifyOptions,
+) {
     if options.share_relu_scales {
         for op in ops.iter().filter(|op| op.kind == LayoutOpKind::Relu) {
             if let [input] = op.inputs[..] {
@@ -73,7 +79,7 @@ pub fn unify_scales(ops: &[LayoutOp], scales: &mut HashMap<TensorId, f32>, optio
     }
 }
 
-fn copy_scale(scales: &mut HashMap<TensorId, f32>, from: TensorId, to: TensorId) {
+fn copy_scale<V: Copy>(scales: &mut HashMap<TensorId, V>, from: TensorId, to: TensorId) {
     if let Some(&scale) = scales.get(&from) {
         scales.insert(to, scale);
     }

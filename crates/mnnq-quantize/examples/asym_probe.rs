@@ -45,10 +45,7 @@ fn main() {
         let Some(OpParameter::Convolution2D(conv)) = &op.main else {
             continue;
         };
-        let fused = conv
-            .common
-            .as_ref()
-            .is_some_and(|c| c.relu || c.relu6);
+        let fused = conv.common.as_ref().is_some_and(|c| c.relu || c.relu6);
         let out = op.output_indexes.as_ref().and_then(|o| o.first().copied());
         if let (true, Some(out)) = (fused, out) {
             if scale_of(describes, out).is_some() {

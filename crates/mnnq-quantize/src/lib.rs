@@ -27,6 +27,7 @@ pub mod runner;
 pub mod scale_json;
 pub mod scales;
 pub mod stats;
+pub mod zero_point;
 
 pub use error::QuantizeError;
 pub use pipeline::{

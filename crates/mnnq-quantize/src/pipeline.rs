@@ -88,6 +88,8 @@ pub struct QuantizeReport {
     /// Max pools over possibly negative inputs given an output scale one ulp above the input
     /// scale, so MNN pools them in float (its x86 int8 max pool is wrong for negative codes).
     pub float_max_pools: usize,
+    /// Tensors written with asymmetric codes (`feature_zero_point`).
+    pub asymmetric_tensors: usize,
     pub rewrite: RewriteSummary,
     pub size_before: u64,
     pub size_after: u64,
@@ -379,11 +381,24 @@ pub fn quantize(
         .map_err(QuantizeError::Usage)?;
     let sensitive = crate::range_method::saturation_sensitive_tensors(&model.net);
     report.range_method = Some(quality.range_method);
-    let mut scales = feature_scales_with(&plan, &ranges, &histograms, clamp, &|id| {
-        crate::range_method::per_tensor_method(quality.range_method, &sensitive, id)
-    })?;
-    drop(histograms);
+    let method_of =
+        |id| crate::range_method::per_tensor_method(quality.range_method, &sensitive, id);
+    let mut scales = feature_scales_with(&plan, &ranges, &histograms, clamp, &method_of)?;
     let ops = layout_ops(&model.net, &config.skip_quant_op_names, true);
+    if quality.feature_zero_point {
+        let candidates = crate::zero_point::asymmetric_candidates(&model.net, &ops);
+        crate::scales::make_asymmetric(
+            &mut scales,
+            &plan,
+            &ranges,
+            &histograms,
+            clamp,
+            &candidates,
+            crate::zero_point::SKEW_RATIO,
+            &method_of,
+        );
+    }
+    drop(histograms);
     let float_max_pools =
         crate::plan::signed_max_pools(&model.net, &plan, &ranges, &config.skip_quant_op_names);
     if options.unify == UnifyMode::UntilStable {
@@ -452,6 +467,7 @@ pub fn quantize(
         skip_op_names: config.skip_quant_op_names.clone(),
         input_channel_means,
         weight_only_float_convs: !options.mnn_compatible,
+        zero_points: zero_points_of(&scales),
     };
     if rewrite_options.weight_method == WeightMethod::Mse {
         report.weight_method = "MAX_ABS (MSE-searched scales)".into();
@@ -491,6 +507,8 @@ pub fn quantize(
 
     let step = Instant::now();
     drop(engine);
+    rewrite_options.zero_points = zero_points_of(&scales);
+    report.asymmetric_tensors = rewrite_options.zero_points.len();
     report.rewrite = rewrite_net(&mut model.net, &scales.scales, &channels, &rewrite_options)?;
     // Tensors whose unary op cannot run in int8 lost their quant info in the rewrite.
     let mut final_scales = scales.scales.clone();
@@ -544,6 +562,16 @@ pub fn quantize(
     Ok(report)
 }
 
+/// The zero points of the tensors that still have a scale.
+fn zero_points_of(scales: &crate::scales::FeatureScales) -> BTreeMap<u32, i8> {
+    scales
+        .zero_points
+        .iter()
+        .filter(|(id, _)| scales.scales.contains_key(id))
+        .map(|(&id, &z)| (id, z))
+        .collect()
+}
+
 impl QuantizeReport {
     /// A short human-readable summary.
     pub fn summary(&self) -> String {
@@ -591,6 +619,12 @@ impl QuantizeReport {
             s += &format!(
                 "max pools kept float in MNN (input can be negative; MNN's x86 int8 max pool is wrong there): {}\n",
                 self.float_max_pools
+            );
+        }
+        if self.asymmetric_tensors > 0 {
+            s += &format!(
+                "asymmetric features (zero point, feature_zero_point): {} tensor(s)\n",
+                self.asymmetric_tensors
             );
         }
         if let Some(q) = &self.quality {

@@ -51,6 +51,7 @@ pub const QUALITY_KEYS: &[&str] = &[
     "min_int8_mac_share",
     "fallback_images",
     "keep_float_op_types",
+    "feature_zero_point",
 ];
 
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
@@ -89,6 +90,9 @@ pub struct QualityConfig {
     /// no scale, so MNN runs those ops in float (casting at the int8 boundaries). Both sides
     /// matter: MNN picks the int8 kernel from the input's type.
     pub keep_float_op_types: Vec<String>,
+    /// `feature_zero_point`: tensors with a one-sided or skewed range (ReLU/ReLU6 outputs) get
+    /// asymmetric codes (`crate::zero_point`) where both runtimes handle them.
+    pub feature_zero_point: bool,
 }
 
 impl Default for QualityConfig {
@@ -109,6 +113,7 @@ impl QualityConfig {
             min_int8_mac_share: 0.8,
             fallback_images: 8,
             keep_float_op_types: Vec::new(),
+            feature_zero_point: false,
         }
     }
 
@@ -122,6 +127,7 @@ impl QualityConfig {
             bias_correction: true,
             float_outputs: true,
             target_cosine: None,
+            feature_zero_point: true,
             ..Self::mnn()
         }
     }
@@ -167,6 +173,9 @@ impl QualityConfig {
         }
         if let Some(b) = flag("float_outputs")? {
             out.float_outputs = b;
+        }
+        if let Some(b) = flag("feature_zero_point")? {
+            out.feature_zero_point = b;
         }
         if let Some(v) = value.get("keep_float_op_types") {
             let bad = || format!("{p}: keep_float_op_types must be a list of op type names");

@@ -42,6 +42,8 @@ pub struct RewriteOptions {
     /// form, which MNN and our engine decode to float at load), so the file stays about 4x
     /// smaller. False: float weights stay float (MNN's tool).
     pub weight_only_float_convs: bool,
+    /// Zero points of the tensors with asymmetric codes (tensor id -> zero point; others 0).
+    pub zero_points: BTreeMap<u32, i8>,
 }
 
 /// Why a convolution kept float weights.
@@ -424,7 +426,7 @@ pub fn rewrite_net(
             });
         entry.quant_info = Some(Box::new(TensorQuantInfo {
             scale,
-            zero: 0.0,
+            zero: f32::from(options.zero_points.get(&id).copied().unwrap_or(0)),
             min: -options.feature_clamp,
             max: options.feature_clamp,
             type_: DataType::DtInt8,
@@ -503,6 +505,7 @@ mod tests {
             skip_op_names: vec![],
             input_channel_means: None,
             weight_only_float_convs: false,
+            zero_points: BTreeMap::new(),
         }
     }
 

@@ -30,6 +30,9 @@ pub enum NoScaleReason {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FeatureScales {
     pub scales: BTreeMap<u32, f32>,
+    /// Zero points of the tensors with asymmetric codes (value = `(q - zero) * scale`); a
+    /// tensor not listed has zero point 0.
+    pub zero_points: BTreeMap<u32, i8>,
     pub missing: BTreeMap<u32, NoScaleReason>,
     /// Tensors whose KL search was replaced by the MAX threshold (graph inputs, small tensors).
     pub max_threshold: usize,
@@ -181,7 +184,12 @@ pub fn unify(
     mode: UnifyMode,
     float_max_pools: &[(u32, u32)],
 ) -> usize {
-    let mut map: HashMap<u32, f32> = scales.scales.iter().map(|(&k, &v)| (k, v)).collect();
+    // A scale and its zero point move together.
+    let mut map: HashMap<u32, (f32, i8)> = scales
+        .scales
+        .iter()
+        .map(|(&k, &v)| (k, (v, scales.zero_points.get(&k).copied().unwrap_or(0))))
+        .collect();
     let max_passes = match mode {
         UnifyMode::MnnSinglePass => 1,
         UnifyMode::UntilStable => 16,
@@ -198,9 +206,9 @@ pub fn unify(
         );
         if mode == UnifyMode::UntilStable {
             for &(input, output) in float_max_pools {
-                if let Some(&scale) = map.get(&input) {
+                if let Some(&(scale, zero)) = map.get(&input) {
                     if usable(scale) {
-                        map.insert(output, scale.next_up());
+                        map.insert(output, (scale.next_up(), zero));
                     }
                 }
             }
@@ -210,13 +218,83 @@ pub fn unify(
             break;
         }
     }
-    for (id, scale) in map {
+    for (id, (scale, zero)) in map {
         if usable(scale) {
             scales.scales.insert(id, scale);
             scales.missing.remove(&id);
+            if zero == 0 {
+                scales.zero_points.remove(&id);
+            } else {
+                scales.zero_points.insert(id, zero);
+            }
         }
     }
     passes
+}
+
+/// A tensor whose calibrated range is one-sided or nearly so: `min >= -ratio * max`, max > 0.
+pub fn is_skewed(range: &RangeStats, ratio: f32) -> bool {
+    range.max > 0.0 && range.min >= -ratio * range.max
+}
+
+/// Levels of an asymmetric code: codes `[-clamp, clamp]`, `2 * clamp` steps.
+fn asymmetric_steps(clamp: f32) -> f32 {
+    2.0 * clamp
+}
+
+/// Gives the tensors in `candidates` whose range is skewed ([`is_skewed`] with
+/// `skew_ratio`) asymmetric codes: the range `[lo, hi]` with `lo = min(0, observed min)` and
+/// `hi` chosen by the tensor's range method on the |x| histogram for `2 * clamp` steps (MSE:
+/// the one-sided MSE threshold; MAX: the observed max; KL: its symmetric threshold), mapped to
+/// codes `[-clamp, clamp]`: `scale = (hi - lo) / (2 clamp)`, `zero = round(-clamp - lo / scale)`.
+/// Returns how many tensors became asymmetric. Only for KL-type histograms (not ADMM).
+#[allow(clippy::too_many_arguments)]
+pub fn make_asymmetric(
+    scales: &mut FeatureScales,
+    plan: &CalibrationPlan,
+    ranges: &[RangeStats],
+    histograms: &Histograms,
+    clamp: f32,
+    candidates: &std::collections::BTreeSet<u32>,
+    skew_ratio: f32,
+    method: &(dyn Fn(u32) -> RangeMethod + Sync),
+) -> usize {
+    let Histograms::Kl(hists) = histograms else {
+        return 0;
+    };
+    let steps = asymmetric_steps(clamp);
+    let mut changed = 0;
+    for (slot, tensor) in plan.tensors.iter().enumerate() {
+        let id = tensor.id;
+        let (Some(&symmetric), Some(h)) = (scales.scales.get(&id), hists[slot].as_ref()) else {
+            continue;
+        };
+        let range = &ranges[slot];
+        if !candidates.contains(&id) || !is_skewed(range, skew_ratio) {
+            continue;
+        }
+        let lo = range.min.min(0.0);
+        let hi = match method(id) {
+            RangeMethod::Max => range.max,
+            RangeMethod::Mse | RangeMethod::Auto => {
+                crate::range_method::mse_scale(h, steps) * steps
+            }
+            RangeMethod::Kl => symmetric * clamp,
+        }
+        .min(range.max);
+        if !(hi > lo) {
+            continue;
+        }
+        let scale = (hi - lo) / steps;
+        let zero = (-clamp - lo / scale).round().clamp(-clamp, clamp);
+        if !usable(scale) || zero == 0.0 {
+            continue;
+        }
+        scales.scales.insert(id, scale);
+        scales.zero_points.insert(id, zero as i8);
+        changed += 1;
+    }
+    changed
 }
 
 #[cfg(test)]
