@@ -538,22 +538,35 @@ fn pixel_padded(
     pixel: &Pixel,
     channels: Range<usize>,
 ) {
+    const CHUNK: usize = 64;
     let c = weights.channels;
     let pad = i32::from(requant.pad);
-    for ch in channels {
-        let mut acc = 0i32;
+    let mut first = channels.start;
+    while first < channels.end {
+        let n = CHUNK.min(channels.end - first);
+        let mut acc = [0i32; CHUNK];
+        let acc = &mut acc[..n];
         for ky in 0..geom.kernel_h {
             for kx in 0..geom.kernel_w {
-                let w = i32::from(weights.taps[(ky * geom.kernel_w + kx) * c + ch]);
-                let x = if pixel.ky.contains(&ky) && pixel.kx.contains(&kx) {
-                    i32::from(input[pixel.input_offset(geom, ky, kx) + ch])
+                let tap = (ky * geom.kernel_w + kx) * c + first;
+                let w = &weights.taps[tap..tap + n];
+                if pixel.ky.contains(&ky) && pixel.kx.contains(&kx) {
+                    let at = pixel.input_offset(geom, ky, kx) + first;
+                    let x = &input[at..at + n];
+                    for ((a, &x), &w) in acc.iter_mut().zip(x).zip(w) {
+                        *a += i32::from(x) * i32::from(w);
+                    }
                 } else {
-                    pad
-                };
-                acc += x * w;
+                    for (a, &w) in acc.iter_mut().zip(w) {
+                        *a += pad * i32::from(w);
+                    }
+                }
             }
         }
-        output[pixel.out + ch] = requant.apply(acc, ch);
+        for (i, &a) in acc.iter().enumerate() {
+            output[pixel.out + first + i] = requant.apply(a, first + i);
+        }
+        first += n;
     }
 }
 
@@ -585,27 +598,25 @@ unsafe fn rows_avx512_body<const VNNI: bool>(
                     kx: job.columns[ox].clone(),
                     out: (oy * g.out_w + ox) * job.ldc,
                 };
-                if job.requant.pad != 0 && !pixel.is_interior(g) {
-                    let channels = chunk.start * 32..(chunk.end * 32).min(g.in_c);
-                    pixel_padded(
-                        g,
-                        job.input,
-                        job.weights,
-                        job.requant,
-                        output,
-                        &pixel,
-                        channels,
-                    );
-                    ox += 1;
-                    continue;
+                // With a non-zero input zero point, a window reaching into the padding sums
+                // the padding taps too (code z_in, the value 0).
+                let padded = job.requant.pad != 0 && !pixel.is_interior(g);
+                let four = ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx;
+                match (four, padded) {
+                    (true, false) => {
+                        pixels_avx512::<VNNI, 4, false>(job, output, &pixel, chunk.clone())
+                    }
+                    (true, true) => {
+                        pixels_avx512::<VNNI, 4, true>(job, output, &pixel, chunk.clone())
+                    }
+                    (false, false) => {
+                        pixels_avx512::<VNNI, 1, false>(job, output, &pixel, chunk.clone())
+                    }
+                    (false, true) => {
+                        pixels_avx512::<VNNI, 1, true>(job, output, &pixel, chunk.clone())
+                    }
                 }
-                if ox + 4 <= g.out_w && job.columns[ox + 3] == pixel.kx {
-                    pixels_avx512::<VNNI, 4>(job, output, &pixel, chunk.clone());
-                    ox += 4;
-                } else {
-                    pixels_avx512::<VNNI, 1>(job, output, &pixel, chunk.clone());
-                    ox += 1;
-                }
+                ox += if four { 4 } else { 1 };
             }
         }
     }
@@ -687,7 +698,7 @@ unsafe fn store_even_odd<const PX: usize, const NB: usize>(
 /// `block_range`, in passes of up to `4 / PX` blocks (at most 16 accumulators).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
+unsafe fn pixels_avx512<const VNNI: bool, const PX: usize, const PADDED: bool>(
     job: &Job,
     output: &mut [i8],
     pixel: &Pixel,
@@ -698,10 +709,10 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
     while b0 < block_range.end {
         let nb = per_pass.min(block_range.end - b0);
         match nb {
-            1 => pass_avx512::<VNNI, PX, 1>(job, output, pixel, b0),
-            2 => pass_avx512::<VNNI, PX, 2>(job, output, pixel, b0),
-            3 => pass_avx512::<VNNI, 1, 3>(job, output, pixel, b0),
-            _ => pass_avx512::<VNNI, 1, 4>(job, output, pixel, b0),
+            1 => pass_avx512::<VNNI, PX, 1, PADDED>(job, output, pixel, b0),
+            2 => pass_avx512::<VNNI, PX, 2, PADDED>(job, output, pixel, b0),
+            3 => pass_avx512::<VNNI, 1, 3, PADDED>(job, output, pixel, b0),
+            _ => pass_avx512::<VNNI, 1, 4, PADDED>(job, output, pixel, b0),
         }
         b0 += nb;
     }
@@ -709,10 +720,11 @@ unsafe fn pixels_avx512<const VNNI: bool, const PX: usize>(
 
 /// One pass of [`pixels_avx512`]: `PX` pixels x `NB` blocks from block `b0`, reading the i8
 /// input directly (sign-extended to i16 32 channels at a time). Accumulator arrays have exactly
-/// the sizes used, so they stay in registers.
+/// the sizes used, so they stay in registers. `PADDED`: every tap is summed, the ones outside
+/// the image with the input zero point `requant.pad` (all `PX` pixels share their valid taps).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn pass_avx512<const VNNI: bool, const PX: usize, const NB: usize>(
+unsafe fn pass_avx512<const VNNI: bool, const PX: usize, const NB: usize, const PADDED: bool>(
     job: &Job,
     output: &mut [i8],
     pixel: &Pixel,
@@ -730,13 +742,36 @@ unsafe fn pass_avx512<const VNNI: bool, const PX: usize, const NB: usize>(
     for (b, m) in masks.iter_mut().enumerate() {
         *m = block_mask(c, b0 + b);
     }
-    for ky in pixel.ky.clone() {
-        for kx in pixel.kx.clone() {
+    let pad = _mm512_set1_epi16(i16::from(job.requant.pad));
+    let (ky_taps, kx_taps) = if PADDED {
+        (0..geom.kernel_h, 0..geom.kernel_w)
+    } else {
+        (pixel.ky.clone(), pixel.kx.clone())
+    };
+    for ky in ky_taps {
+        for kx in kx_taps.clone() {
+            let inside = !PADDED || (pixel.ky.contains(&ky) && pixel.kx.contains(&kx));
+            let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
+            if !inside {
+                for b in 0..NB {
+                    let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
+                    let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
+                    for j in 0..PX {
+                        if VNNI {
+                            even[j][b] = _mm512_dpwssd_epi32(even[j][b], pad, we);
+                            odd[j][b] = _mm512_dpwssd_epi32(odd[j][b], pad, wo);
+                        } else {
+                            even[j][b] = _mm512_add_epi32(even[j][b], _mm512_madd_epi16(pad, we));
+                            odd[j][b] = _mm512_add_epi32(odd[j][b], _mm512_madd_epi16(pad, wo));
+                        }
+                    }
+                }
+                continue;
+            }
             let at = job
                 .input
                 .as_ptr()
                 .add(pixel.input_offset(geom, ky, kx) + b0 * 32);
-            let w = eo.add(((ky * geom.kernel_w + kx) * blocks + b0) * 32);
             for b in 0..NB {
                 let we = _mm512_loadu_si512(w.add(32 * b) as *const _);
                 let wo = _mm512_loadu_si512(w.add(32 * b + 16) as *const _);
