@@ -8,7 +8,8 @@ use mnnq_kernels::int8::{
 use mnnq_kernels::ConvGeometry;
 use proptest::prelude::*;
 
-/// Direct convolution over `[out_c][in_c][kh][kw]` weights, padding taps skipped (code 0).
+/// Direct convolution over `[out_c][in_c][kh][kw]` weights; padding taps are the input zero
+/// point `rq.pad` (the value 0; code 0 for symmetric inputs).
 fn naive_conv(geom: &ConvGeometry, input: &[i8], w: &[i8], rq: &Requantize) -> Vec<i8> {
     let mut out = vec![0i8; geom.pixels() * geom.out_c];
     for oy in 0..geom.out_h {
@@ -22,14 +23,15 @@ fn naive_conv(geom: &ConvGeometry, input: &[i8], w: &[i8], rq: &Requantize) -> V
                                 - geom.pad_top as isize;
                             let ix = (ox * geom.stride_w + kx * geom.dilation_w) as isize
                                 - geom.pad_left as isize;
-                            if iy < 0
+                            let outside = iy < 0
                                 || ix < 0
                                 || iy >= geom.in_h as isize
-                                || ix >= geom.in_w as isize
-                            {
-                                continue;
-                            }
-                            let x = input[(iy as usize * geom.in_w + ix as usize) * geom.in_c + ic];
+                                || ix >= geom.in_w as isize;
+                            let x = if outside {
+                                rq.pad
+                            } else {
+                                input[(iy as usize * geom.in_w + ix as usize) * geom.in_c + ic]
+                            };
                             let wv =
                                 w[((c * geom.in_c + ic) * geom.kernel_h + ky) * geom.kernel_w + kx];
                             acc += x as i32 * wv as i32;
@@ -183,6 +185,31 @@ proptest! {
         run_all_isas(&geom, &input, &w, &rq, out_c + extra_ldc, split);
     }
 
+    /// Asymmetric input and output codes: padding taps are the input zero point.
+    #[test]
+    fn every_isa_matches_naive_convolution_with_zero_points(
+        in_h in 1usize..10, in_w in 1usize..10, in_c in 1usize..40, out_c in 1usize..70,
+        k in prop::sample::select(vec![1usize, 3, 5]), stride in 1usize..3,
+        pad in 0usize..3, relu: bool, z_in in -127i8..=127, z_out in -127i8..=127, seed: u64,
+    ) {
+        let Some(geom) = geometry(in_h, in_w, in_c, out_c, k, stride, 1, pad) else {
+            return Ok(());
+        };
+        let input = codes(in_h * in_w * in_c, seed, -127);
+        let w = codes(out_c * in_c * k * k, seed ^ 0xABCD, -128);
+        let base = requant(out_c, in_c * k * k, seed, relu);
+        let sums: Vec<i32> = (0..out_c)
+            .map(|c| w[c * in_c * k * k..(c + 1) * in_c * k * k].iter().map(|&v| v as i32).sum())
+            .collect();
+        let s_out = base.ratio.recip() * 0.05;
+        let rq = Requantize::for_conv_with_zero_points(
+            &base.alpha, &vec![0.3; out_c], &sums, 0.05, s_out, relu, z_in, z_out,
+        );
+        prop_assert_eq!(rq.pad, z_in);
+        prop_assert_eq!(rq.lo, if relu { z_out.max(-127) } else { -127 });
+        run_all_isas(&geom, &input, &w, &rq, out_c, geom.pixels() / 2);
+    }
+
     #[test]
     fn every_isa_matches_on_pointwise_shapes(
         pixels in 1usize..700, in_c in 1usize..100, out_c in 1usize..140, relu: bool, seed: u64,
@@ -235,9 +262,33 @@ fn huge_infinite_and_nan_values_clamp_like_the_reference() {
                 bias: (0..out_c).map(|c| cases[c % 8].1).collect(),
                 lo: if relu { 0 } else { -127 },
                 hi: 127,
+                pad: 0,
             };
             run_all_isas(&geom, &input, &w, &rq, out_c, 4);
         }
+    }
+}
+
+#[test]
+fn hand_computed_zero_points_and_padding() {
+    // 3x3 kernel of ones (alpha 0.5: each weight 0.5) on a 1x1 image with padding 1: only the
+    // centre tap sees the image. z_in = -100, z_out = -50, s_in = 0.125, s_out = 0.25, b = 1.
+    // Input code -90 is the value (-90 + 100) * 0.125 = 1.25; padding is the value 0.
+    // y = 1.25 * 0.5 + 1 = 1.625 -> 1.625 / 0.25 = 6.5, plus z_out: -43.5 -> -44 (half away).
+    let geom = geometry(1, 1, 1, 1, 3, 1, 1, 1).unwrap();
+    let rq =
+        Requantize::for_conv_with_zero_points(&[0.5], &[1.0], &[9], 0.125, 0.25, false, -100, -50);
+    // With a fused ReLU the clamp is at z_out (the value 0): a negative result gives -50.
+    let relu =
+        Requantize::for_conv_with_zero_points(&[0.5], &[-3.0], &[9], 0.125, 0.25, true, -100, -50);
+    for isa in Isa::supported() {
+        let packed = PackedInt8Weights::pack_conv_for(isa, &[1; 9], 1, 1, 3, 3);
+        let mut out = [0i8];
+        conv2d_int8_nhwc(&geom, &[-90], &packed, &rq, &mut out, 1, 0..1);
+        assert_eq!(out[0], -44, "{isa}");
+        // The value 1.25 * 0.5 - 3 = -2.375 < 0: clamped to the code of 0.
+        conv2d_int8_nhwc(&geom, &[-90], &packed, &relu, &mut out, 1, 0..1);
+        assert_eq!(out[0], -50, "{isa}: ReLU clamps at the output zero point");
     }
 }
 

@@ -3,7 +3,8 @@
 
 use mnnq_kernels::dispatch::Isa;
 use mnnq_kernels::int8::elementwise::{
-    binary_channel_values_int8_with, binary_int8_with, float_to_int8_with, int8_to_float_with,
+    binary_channel_values_int8_with, binary_int8_with, float_to_int8_with,
+    float_to_int8_zero_point, int8_to_float_with, int8_to_float_zero_point,
 };
 use mnnq_kernels::int8::pool::{average_code, pool_int8_nhwc_with};
 use mnnq_kernels::int8::{
@@ -74,18 +75,24 @@ fn taps(g: &ConvGeometry, oy: usize, ox: usize) -> Vec<(usize, usize)> {
     v
 }
 
+/// Padding taps count as the input zero point `rq.pad` (0 for symmetric inputs).
 fn naive_depthwise(g: &ConvGeometry, input: &[i8], w: &[i8], rq: &DepthwiseRequantize) -> Vec<i8> {
     let c = g.in_c;
+    let kk = g.kernel_h * g.kernel_w;
     let mut out = vec![0i8; g.pixels() * c];
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {
             for ch in 0..c {
-                let acc: i32 = taps(g, oy, ox)
+                let valid = taps(g, oy, ox);
+                let inside: i32 = valid
                     .iter()
-                    .map(|&(at, t)| {
-                        input[at + ch] as i32 * w[ch * g.kernel_h * g.kernel_w + t] as i32
-                    })
+                    .map(|&(at, t)| input[at + ch] as i32 * w[ch * kk + t] as i32)
                     .sum();
+                let padding: i32 = (0..kk)
+                    .filter(|t| !valid.iter().any(|&(_, v)| v == *t))
+                    .map(|t| rq.pad as i32 * w[ch * kk + t] as i32)
+                    .sum();
+                let acc = inside + padding;
                 let y = (acc + rq.bias[ch]) as f32 * rq.multiplier[ch];
                 let q = (y.round() as i32).clamp(rq.lo as i32, rq.hi as i32);
                 out[(oy * g.out_w + ox) * c + ch] = q as i8;
@@ -147,6 +154,53 @@ proptest! {
             depthwise_int8_nhwc(&g, &input, &packed, &rq, &mut out, c, 0..g.out_h);
             prop_assert_eq!(&out, &expected, "{}", isa);
         }
+    }
+
+    /// Asymmetric codes, on images wide enough for the 4-pixel AVX-512 runs, with channel
+    /// counts that leave partial blocks (the VNNI kernel's 32-channel tail).
+    #[test]
+    fn depthwise_with_zero_points_every_isa_matches_naive(
+        in_h in 1usize..20, in_w in 1usize..26,
+        c in prop::sample::select(vec![1usize, 8, 17, 32, 48, 64, 96, 144]),
+        k in prop::sample::select(vec![1usize, 3, 5]), stride in 1usize..3, pad in 0usize..3,
+        relu: bool, z_in in -127i8..=127, z_out in -127i8..=127, seed: u64,
+    ) {
+        let Some(g) = geometry(in_h, in_w, c, k, stride, 1, pad) else { return Ok(()); };
+        let input = codes(in_h * in_w * c, seed, -127);
+        let w = codes(c * k * k, seed ^ 91, -128);
+        let alpha: Vec<f32> = (0..c).map(|i| 0.002 + 0.004 * ((i as u64 + seed) % 9) as f32).collect();
+        let bias: Vec<f32> = (0..c).map(|i| (i as f32 * 0.377) % 3.0 - 1.5).collect();
+        let sums: Vec<i32> = w.chunks(k * k).map(|t| t.iter().map(|&v| v as i32).sum()).collect();
+        let rq = DepthwiseRequantize::for_depthwise_with_zero_points(
+            &alpha, &bias, 0.03, 0.02 * k as f32, relu, z_in, z_out,
+        )
+        .with_weight_sums(&sums);
+        let expected = naive_depthwise(&g, &input, &w, &rq);
+        for isa in Isa::supported() {
+            let packed = PackedDepthwiseInt8::pack_for(isa, &w, c, k, k);
+            let mut out = vec![99i8; g.pixels() * c];
+            depthwise_int8_nhwc(&g, &input, &packed, &rq, &mut out, c, 0..g.out_h);
+            prop_assert_eq!(&out, &expected, "{}", isa);
+        }
+    }
+
+    #[test]
+    fn casts_with_zero_points_match_formula(
+        values in prop::collection::vec(-300.0f32..300.0, 0..100), scale in 0.01f32..3.0,
+        zero in -127i8..=127,
+    ) {
+        let inv = 1.0 / scale;
+        let expected: Vec<i8> = values
+            .iter()
+            .map(|&x| (x * inv + zero as f32).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let mut q = vec![0i8; values.len()];
+        float_to_int8_zero_point(&values, scale, zero, &mut q);
+        prop_assert_eq!(&q, &expected);
+        let mut back = vec![0f32; q.len()];
+        int8_to_float_zero_point(&q, scale, zero, &mut back);
+        let exact: Vec<f32> = q.iter().map(|&v| (v as i32 - zero as i32) as f32 * scale).collect();
+        prop_assert_eq!(back, exact);
     }
 
     #[test]
@@ -282,6 +336,32 @@ fn depthwise_hand_computed_truncated_bias() {
         // x = -2: (-6 + 1) * 0.25 = -1.25 -> -1.
         depthwise_int8_nhwc(&g, &[-2], &packed, &rq, &mut out, 1, 0..1);
         assert_eq!(out[0], -1, "{isa}");
+    }
+}
+
+#[test]
+fn depthwise_hand_computed_zero_points_and_padding() {
+    // 3x3 ones, m = 1, b = 0, on a 1x1 image with padding 1: z_in = -100, z_out = -27.
+    // The input code -90 is the value 10 (in units of s_in); the 8 padding taps are 0; so the
+    // result is 10, i.e. the code 10 + z_out = -17.
+    let g = geometry(1, 1, 1, 3, 1, 1, 1).unwrap();
+    let rq = DepthwiseRequantize::for_depthwise_with_zero_points(
+        &[1.0],
+        &[0.0],
+        1.0,
+        1.0,
+        false,
+        -100,
+        -27,
+    )
+    .with_weight_sums(&[9]);
+    // trunc(0) + 100 * 9 + trunc(-27 / 1) = 873.
+    assert_eq!(rq.bias, vec![873]);
+    for isa in Isa::supported() {
+        let packed = PackedDepthwiseInt8::pack_for(isa, &[1; 9], 1, 3, 3);
+        let mut out = [0i8];
+        depthwise_int8_nhwc(&g, &[-90], &packed, &rq, &mut out, 1, 0..1);
+        assert_eq!(out[0], -17, "{isa}");
     }
 }
 
