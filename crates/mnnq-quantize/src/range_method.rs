@@ -525,9 +525,17 @@ mod tests {
         assert_eq!(q.range_method, RangeMethod::Auto);
         assert!(!q.bias_correction && q.float_outputs);
         assert_eq!(q.target_cosine, Some(0.99));
+        assert!(q.feature_zero_point, "zero points by default in mnnq mode");
         let q = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap();
         assert_eq!(q.range_method, RangeMethod::Kl);
         assert!(!q.float_outputs);
+        assert!(!q.feature_zero_point, "symmetric under --mnn");
+        std::fs::write(&path, r#"{"feature_zero_point": false}"#).unwrap();
+        let q = QualityConfig::from_file(&path, QualityConfig::recommended()).unwrap();
+        assert!(!q.feature_zero_point);
+        std::fs::write(&path, r#"{"feature_zero_point": "yes"}"#).unwrap();
+        let e = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap_err();
+        assert!(e.contains("feature_zero_point"), "{e}");
         std::fs::write(&path, r#"{"weight_range_method": "L1"}"#).unwrap();
         let e = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap_err();
         assert!(

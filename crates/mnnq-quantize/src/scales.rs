@@ -282,7 +282,8 @@ pub fn make_asymmetric(
             RangeMethod::Kl => symmetric * clamp,
         }
         .min(range.max);
-        if !(hi > lo) {
+        // NaN-safe: a NaN bound is skipped too.
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let scale = (hi - lo) / steps;
@@ -348,6 +349,97 @@ mod tests {
         let mut parity = start;
         unify(&mut parity, &ops, true, UnifyMode::MnnSinglePass, &[(0, 1)]);
         assert_eq!(parity.scales[&1], 0.038_065);
+    }
+
+    #[test]
+    fn relu6_output_gets_zero_point_at_the_lowest_code_and_a_halved_step() {
+        // Tensor 1: ReLU6-like values in [0, 6]; tensor 2: two-sided; tensor 3: skewed but not a
+        // candidate.
+        let plan = CalibrationPlan::new(vec![
+            tensor(1, &[1, 8, 32, 32], false),
+            tensor(2, &[1, 8, 32, 32], false),
+            tensor(3, &[1, 8, 32, 32], false),
+        ]);
+        let relu6: Vec<f32> = (0..8192).map(|i| (i % 601) as f32 / 100.0).collect();
+        let signed: Vec<f32> = relu6.iter().map(|&x| x - 3.0).collect();
+        let data = [&relu6, &signed, &relu6];
+        let mut ranges = vec![RangeStats::new(); 3];
+        for (r, d) in ranges.iter_mut().zip(data) {
+            r.update(d);
+        }
+        let hist: Vec<Option<AbsHistogram>> = ranges
+            .iter()
+            .zip(data)
+            .map(|(r, d)| {
+                AbsHistogram::for_range(r).map(|mut h| {
+                    h.add_slice(d);
+                    h
+                })
+            })
+            .collect();
+        let histograms = Histograms::Kl(hist);
+        let method = |_| RangeMethod::Max;
+        let mut out = feature_scales_with(&plan, &ranges, &histograms, 127.0, &method).unwrap();
+        let symmetric = out.scales[&1];
+        let candidates: std::collections::BTreeSet<u32> = [1, 2].into_iter().collect();
+        let changed = make_asymmetric(
+            &mut out,
+            &plan,
+            &ranges,
+            &histograms,
+            127.0,
+            &candidates,
+            0.1,
+            &method,
+        );
+        assert_eq!(changed, 1);
+        assert_eq!(out.zero_points.get(&1), Some(&-127), "0 is the lowest code");
+        // MAX range [0, 6] over 254 steps: half the symmetric step.
+        assert!(
+            (out.scales[&1] - 6.0 / 254.0).abs() < 1e-6,
+            "{}",
+            out.scales[&1]
+        );
+        assert!(out.scales[&1] < 0.51 * symmetric);
+        assert!(
+            !out.zero_points.contains_key(&2),
+            "two-sided range stays symmetric"
+        );
+        assert!(!out.zero_points.contains_key(&3), "not a candidate");
+        // Codes of 0 and 6 are the ends of the range.
+        let (s, z) = (out.scales[&1], -127.0f32);
+        assert_eq!((0.0f32 / s + z).round(), -127.0);
+        assert_eq!((6.0f32 / s + z).round(), 127.0);
+    }
+
+    #[test]
+    fn unification_moves_the_zero_point_with_the_scale() {
+        use mnnq_calibrate::LayoutOpKind;
+        // concat(0, 1) -> 2: the inputs take the output's scale and zero point.
+        let ops = vec![LayoutOp {
+            name: "concat".into(),
+            kind: LayoutOpKind::Raster,
+            inputs: vec![0, 1],
+            output: 2,
+        }];
+        let mut s = FeatureScales {
+            scales: [(0, 0.5), (1, 0.25), (2, 0.03)].into_iter().collect(),
+            zero_points: [(0, -127), (2, -120)].into_iter().collect(),
+            ..Default::default()
+        };
+        unify(&mut s, &ops, true, UnifyMode::UntilStable, &[]);
+        assert_eq!(s.scales[&0], 0.03);
+        assert_eq!(s.scales[&1], 0.03);
+        assert_eq!(s.zero_points.get(&0), Some(&-120));
+        assert_eq!(s.zero_points.get(&1), Some(&-120));
+        // And a symmetric output makes its inputs symmetric.
+        let mut s = FeatureScales {
+            scales: [(0, 0.5), (1, 0.25), (2, 0.03)].into_iter().collect(),
+            zero_points: [(0, -127)].into_iter().collect(),
+            ..Default::default()
+        };
+        unify(&mut s, &ops, true, UnifyMode::UntilStable, &[]);
+        assert!(s.zero_points.is_empty());
     }
 
     #[test]

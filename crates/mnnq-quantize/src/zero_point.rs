@@ -108,3 +108,69 @@ pub fn asymmetric_candidates(net: &Net, layout_ops: &[LayoutOp]) -> BTreeSet<u32
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mnnq_format::{Convolution2D, Convolution2DCommon, Pool};
+
+    fn op(type_: OpType, main: Option<OpParameter>, inputs: &[i32], outputs: &[i32]) -> Op {
+        Op {
+            type_,
+            main,
+            input_indexes: Some(inputs.to_vec()),
+            output_indexes: Some(outputs.to_vec()),
+            name: Some(format!("op{}", outputs[0])),
+            ..Op::default()
+        }
+    }
+
+    fn conv(relu6: bool) -> Option<OpParameter> {
+        Some(OpParameter::Convolution2D(Box::new(Convolution2D {
+            common: Some(Box::new(Convolution2DCommon {
+                relu6,
+                ..Convolution2DCommon::default()
+            })),
+            ..Convolution2D::default()
+        })))
+    }
+
+    fn pool(type_: PoolType) -> Option<OpParameter> {
+        Some(OpParameter::Pool(Box::new(Pool {
+            type_,
+            ..Pool::default()
+        })))
+    }
+
+    #[test]
+    fn relu6_conv_output_between_convolutions_is_a_candidate_but_not_before_a_max_pool() {
+        // 0 (input) -> conv+relu6 -> 1 -> conv -> 2 -> conv+relu6 -> 3 -> maxpool -> 4
+        // -> conv -> 5 (output); 1 also -> avgpool -> 6 -> conv -> 7 (output).
+        let net = Net {
+            oplists: Some(vec![
+                op(OpType::Input, None, &[], &[0]),
+                op(OpType::Convolution, conv(true), &[0], &[1]),
+                op(OpType::Convolution, conv(false), &[1], &[2]),
+                op(OpType::Convolution, conv(true), &[2], &[3]),
+                op(OpType::Pooling, pool(PoolType::Maxpool), &[3], &[4]),
+                op(OpType::Convolution, conv(false), &[4], &[5]),
+                op(OpType::Pooling, pool(PoolType::Avepool), &[1], &[6]),
+                op(OpType::Convolution, conv(false), &[6], &[7]),
+            ]),
+            tensor_name: Some((0..8).map(|i| format!("t{i}")).collect()),
+            output_name: Some(vec!["t5".into(), "t7".into()]),
+            ..Net::default()
+        };
+        let layout = crate::plan::layout_ops(&net, &[], true);
+        let c = asymmetric_candidates(&net, &layout);
+        assert!(c.contains(&1), "conv output read by a conv and an avg pool");
+        assert!(c.contains(&6), "avg pool output read by a conv");
+        assert!(c.contains(&2));
+        assert!(!c.contains(&0), "graph input");
+        assert!(
+            !c.contains(&3) && !c.contains(&4),
+            "a max pool (MNN's x86 bug)"
+        );
+        assert!(!c.contains(&5) && !c.contains(&7), "graph outputs");
+    }
+}
