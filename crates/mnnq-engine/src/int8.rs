@@ -213,8 +213,11 @@ pub enum Stage {
     /// with `s_out`. `function` is the float function it tabulates (UnaryOp's operation).
     Table {
         s_in: f32,
+        /// The zero points of the table's input and output codes.
+        z_in: i8,
         table: Box<CodeTable>,
         s_out: f32,
+        z_out: i8,
         function: Option<crate::ir::UnaryOperation>,
     },
 }
@@ -249,13 +252,18 @@ impl Stage {
             }
             Stage::Clamp(lo, hi) => x.max(*lo).min(*hi),
             Stage::Table {
-                s_in, table, s_out, ..
+                s_in,
+                z_in,
+                table,
+                s_out,
+                z_out,
+                ..
             } => {
                 let inv = mnnq_kernels::int8::elementwise::reciprocal_scale(*s_in);
                 // max/min rather than clamp: NaN becomes -127 like the casts, never a panic.
                 #[allow(clippy::manual_clamp)]
-                let q = (x * inv).max(-127.0).min(127.0).round() as i8;
-                table.get(q) as f32 * s_out
+                let q = (x * inv + f32::from(*z_in)).max(-127.0).min(127.0).round() as i8;
+                (i32::from(table.get(q)) - i32::from(*z_out)) as f32 * s_out
             }
         }
     }
@@ -272,15 +280,25 @@ pub struct Chain {
     pub s_in: f32,
     pub stages: Vec<Stage>,
     pub s_out: f32,
+    /// Zero points of the input and output codes (value = `(q - z) * s`).
+    pub z_in: i8,
+    pub z_out: i8,
 }
 
 impl Chain {
     /// The plan op of one stage.
     fn single(s_in: f32, stage: Stage, s_out: f32) -> Int8Op {
+        Self::single_with_zero_points(s_in, 0, stage, s_out, 0)
+    }
+
+    /// [`Self::single`] between asymmetric codes.
+    fn single_with_zero_points(s_in: f32, z_in: i8, stage: Stage, s_out: f32, z_out: i8) -> Int8Op {
         Int8Op::Chain(Box::new(Chain {
             s_in,
             stages: vec![stage],
             s_out,
+            z_in,
+            z_out,
         }))
     }
 
@@ -291,6 +309,7 @@ impl Chain {
     pub fn then(mut self, next: Chain) -> Chain {
         self.stages.extend(next.stages);
         self.s_out = next.s_out;
+        self.z_out = next.z_out;
         for stage in &mut self.stages {
             if let Stage::Table {
                 function: Some(u), ..
@@ -309,18 +328,22 @@ impl Chain {
             s_in: self.s_in,
             stages: vec![Stage::Table {
                 s_in: self.s_in,
+                z_in: self.z_in,
                 table: Box::new(self.table().then(&next.table())),
                 s_out: next.s_out,
+                z_out: next.z_out,
                 function: None,
             }],
             s_out: next.s_out,
+            z_in: self.z_in,
+            z_out: next.z_out,
         }
     }
 
     /// The chain's float value at each input code (`[q as u8]`), before the output rounding.
     pub fn values(&self) -> [f32; 256] {
         std::array::from_fn(|byte| {
-            let x = byte as u8 as i8 as f32 * self.s_in;
+            let x = (i32::from(byte as u8 as i8) - i32::from(self.z_in)) as f32 * self.s_in;
             self.stages.iter().fold(x, |v, stage| stage.eval(v))
         })
     }
@@ -329,16 +352,29 @@ impl Chain {
     pub fn table(&self) -> CodeTable {
         // A lone table between its own scales is itself (no round trip through float).
         if let [Stage::Table {
-            s_in, table, s_out, ..
+            s_in,
+            z_in,
+            table,
+            s_out,
+            z_out,
+            ..
         }] = self.stages.as_slice()
         {
-            if s_in.to_bits() == self.s_in.to_bits() && s_out.to_bits() == self.s_out.to_bits() {
+            if s_in.to_bits() == self.s_in.to_bits()
+                && s_out.to_bits() == self.s_out.to_bits()
+                && (*z_in, *z_out) == (self.z_in, self.z_out)
+            {
                 return (**table).clone();
             }
         }
-        CodeTable::requantized(self.s_in, self.s_out, -127, |x| {
-            self.stages.iter().fold(x, |v, stage| stage.eval(v))
-        })
+        CodeTable::requantized_with_zero_points(
+            self.s_in,
+            self.z_in,
+            self.s_out,
+            self.z_out,
+            -127,
+            |x| self.stages.iter().fold(x, |v, stage| stage.eval(v)),
+        )
     }
 }
 
@@ -723,14 +759,11 @@ impl Builder<'_> {
         };
         // Ops that compute on values (tables, binary ops, interpolation) take symmetric codes
         // only; with a zero point anywhere they run float between casts.
-        let computes_on_values = matches!(
-            n.kind,
-            OpKind::Binary { .. }
-                | OpKind::Unary(_)
-                | OpKind::Relu { .. }
-                | OpKind::Relu6 { .. }
-                | OpKind::Interp(_)
-        );
+        let computes_on_values = matches!(n.kind, OpKind::Binary { .. } | OpKind::Interp(_));
+        // Elementwise tables (Unary, ReLU, ReLU6) take zero points: the table maps codes to
+        // codes through `(q - z_in) * s_in` and `round(y / s_out) + z_out`.
+        let z_in = inputs.first().map_or(0, |&i| self.zero_of_slot(i));
+        let z_out = self.zero_of_slot(out);
         if computes_on_values && !(self.symmetric(inputs) && self.symmetric(outputs)) {
             return None;
         }
@@ -932,8 +965,10 @@ impl Builder<'_> {
                     });
                     Some(Stage::Table {
                         s_in,
+                        z_in: 0,
                         table: Box::new(table),
                         s_out,
+                        z_out: 0,
                         function: None,
                     })
                 };
@@ -1000,27 +1035,49 @@ impl Builder<'_> {
                 if let Some(table) = param.table_int8.as_deref() {
                     let table: &[i8; 255] = table.try_into().ok()?;
                     let table = Box::new(CodeTable::from_mnn_table(table));
-                    return Some(Chain::single(
+                    return Some(Chain::single_with_zero_points(
                         s_in,
+                        z_in,
                         Stage::Table {
                             s_in,
+                            z_in,
                             table,
                             s_out,
+                            z_out,
                             function: Some(*u),
                         },
                         s_out,
+                        z_out,
                     ));
                 }
                 // No table in the file: the float function (MNN runs these float).
-                Some(Chain::single(s_in, Stage::Unary(*u), s_out))
+                Some(Chain::single_with_zero_points(
+                    s_in,
+                    z_in,
+                    Stage::Unary(*u),
+                    s_out,
+                    z_out,
+                ))
             }
             (OpKind::Relu { slope }, _) => {
                 let s_in = self.scale_of_slot(inputs[0])?;
-                Some(Chain::single(s_in, Stage::Leaky(*slope), s_out?))
+                Some(Chain::single_with_zero_points(
+                    s_in,
+                    z_in,
+                    Stage::Leaky(*slope),
+                    s_out?,
+                    z_out,
+                ))
             }
             (OpKind::Relu6 { min, max }, _) => {
                 let s_in = self.scale_of_slot(inputs[0])?;
-                Some(Chain::single(s_in, Stage::Clamp(*min, *max), s_out?))
+                Some(Chain::single_with_zero_points(
+                    s_in,
+                    z_in,
+                    Stage::Clamp(*min, *max),
+                    s_out?,
+                    z_out,
+                ))
             }
             (
                 OpKind::Interp(_),
@@ -2048,6 +2105,8 @@ mod tests {
             s_in,
             stages: vec![stage],
             s_out,
+            z_in: 0,
+            z_out: 0,
         }
     }
 
@@ -2106,14 +2165,43 @@ mod tests {
     }
 
     #[test]
+    fn chains_between_asymmetric_codes_use_both_zero_points() {
+        // ReLU6 from codes with zero point -127 (scale 0.1) to zero point -120 (scale 0.05):
+        // code -117 is the value 1.0 -> 1.0 / 0.05 = 20 -> 20 - 120 = -100; code -127 is 0.0
+        // -> -120; code 127 is 25.4, clamped to 6 -> 120 - 120 = 0.
+        let relu6 = Chain {
+            s_in: 0.1,
+            stages: vec![Stage::Clamp(0.0, 6.0)],
+            s_out: 0.05,
+            z_in: -127,
+            z_out: -120,
+        };
+        let t = relu6.table();
+        assert_eq!((t.get(-117), t.get(-127), t.get(127)), (-100, -120, 0));
+        assert_eq!(relu6.values()[(-117i8) as u8 as usize], 1.0);
+        // A table stage with zero points inside a fused chain dequantizes with them too.
+        let doubled_codes = Stage::Table {
+            s_in: 0.1,
+            z_in: -127,
+            table: Box::new(t.clone()),
+            s_out: 0.05,
+            z_out: -120,
+            function: None,
+        };
+        assert_eq!(doubled_codes.eval(1.0), 1.0);
+    }
+
+    #[test]
     fn a_table_stage_rounds_at_its_own_scales() {
         // MNN's table doubles codes (saturating) between scales 0.5 and 0.25 (so it is the
         // identity on values); before it, + 0.3 in float.
         let doubled = CodeTable::from_fn(|q| (q as i32 * 2).clamp(-127, 127) as i8);
         let table = Stage::Table {
             s_in: 0.5,
+            z_in: 0,
             table: Box::new(doubled.clone()),
             s_out: 0.25,
+            z_out: 0,
             function: None,
         };
         // A lone table between its own scales is the table itself.
@@ -2137,8 +2225,10 @@ mod tests {
         });
         let table = Stage::Table {
             s_in: 1.0,
+            z_in: 0,
             table: Box::new(coarse),
             s_out: 1.0,
+            z_out: 0,
             function: Some(hswish),
         };
         let add = chain(0.25, scalar(BinaryOperation::Add, 0.25), 1.0);

@@ -151,11 +151,25 @@ pub fn unary_table(
     scale_out: f32,
     clamp: f32,
 ) -> Option<Vec<i8>> {
+    unary_table_with_zero_points(op, scale_in, 0, scale_out, 0, clamp)
+}
+
+/// [`unary_table`] between asymmetric codes: entry `q + 127` is
+/// `clamp(round(f((q - z_in) * s_in) / s_out + z_out))`; the table carries both zero points,
+/// so MNN's lookup needs nothing else.
+pub fn unary_table_with_zero_points(
+    op: UnaryOpOperation,
+    scale_in: f32,
+    zero_in: i8,
+    scale_out: f32,
+    zero_out: i8,
+    clamp: f32,
+) -> Option<Vec<i8>> {
     let limit = clamp as i32;
     (-limit..=limit)
         .map(|i| {
-            let y = unary_f32(op, i as f32 * scale_in)?;
-            let q = (y / scale_out).round();
+            let y = unary_f32(op, (i - i32::from(zero_in)) as f32 * scale_in)?;
+            let q = (y / scale_out + f32::from(zero_out)).round();
             Some(if q.is_nan() {
                 0
             } else {
@@ -397,7 +411,15 @@ pub fn rewrite_net(
                 let (Some(&s_in), Some(&s_out)) = (scales.get(&i), scales.get(&o)) else {
                     continue;
                 };
-                match unary_table(unary.op_type, s_in, s_out, options.feature_clamp) {
+                let zero = |t: &u32| options.zero_points.get(t).copied().unwrap_or(0);
+                match unary_table_with_zero_points(
+                    unary.op_type,
+                    s_in,
+                    zero(&i),
+                    s_out,
+                    zero(&o),
+                    options.feature_clamp,
+                ) {
                     Some(table) => {
                         unary.table_int8 = Some(table);
                         summary.unary_tables += 1;

@@ -57,6 +57,28 @@ impl CodeTable {
         })
     }
 
+    /// [`Self::requantized`] between asymmetric codes: `q_out = clamp(round(f((q - z_in) *
+    /// s_in) * (1 / s_out) + z_out), lo, 127)` (the value through MNN's casts). Zero zero
+    /// points give exactly [`Self::requantized`].
+    pub fn requantized_with_zero_points(
+        s_in: f32,
+        z_in: i8,
+        s_out: f32,
+        z_out: i8,
+        lo: i8,
+        f: impl Fn(f32) -> f32,
+    ) -> CodeTable {
+        if z_in == 0 && z_out == 0 {
+            return Self::requantized(s_in, s_out, lo, f);
+        }
+        let inv = reciprocal_scale(s_out);
+        CodeTable::from_fn(|q| {
+            let x = (i32::from(q) - i32::from(z_in)) as f32 * s_in;
+            let y = f(x) * inv + f32::from(z_out);
+            y.max(lo as f32).min(127.0).round() as i8
+        })
+    }
+
     /// MNN's table form (`UnaryOp.tableInt8`): 255 entries for codes -127..=127; code -128 is
     /// mapped like -127.
     pub fn from_mnn_table(table: &[i8; 255]) -> CodeTable {
