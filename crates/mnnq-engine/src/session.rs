@@ -15,7 +15,8 @@ pub struct Session<'e> {
     pool: Option<rayon::ThreadPool>,
     threads: usize,
     /// Per-tensor scale for fake quantization (quantize-dequantize right after the tensor is made).
-    fake_quant: HashMap<usize, f32>,
+    /// Tensor -> (scale, zero point) of the fake quantization.
+    fake_quant: HashMap<usize, (f32, i8)>,
     /// Accumulated time per step when profiling is on.
     profile: Option<Vec<std::time::Duration>>,
     /// int8 codes of the slots a quantized model keeps in int8 (empty for float models).
@@ -242,8 +243,13 @@ impl<'e> Session<'e> {
     /// Quantize-dequantize tensor `tensor` with `scale` (symmetric int8) right after it is
     /// computed, or stop doing so with `None`. For diagnosing quantization error per tensor.
     pub fn set_fake_quant(&mut self, tensor: usize, scale: Option<f32>) {
-        match scale {
-            Some(s) => self.fake_quant.insert(tensor, s),
+        self.set_fake_quant_with_zero_point(tensor, scale.map(|s| (s, 0)));
+    }
+
+    /// [`Self::set_fake_quant`] with asymmetric codes: `(q - zero) * scale`, `q` in [-127, 127].
+    pub fn set_fake_quant_with_zero_point(&mut self, tensor: usize, quant: Option<(f32, i8)>) {
+        match quant {
+            Some(q) => self.fake_quant.insert(tensor, q),
             None => self.fake_quant.remove(&tensor),
         };
     }
@@ -501,11 +507,13 @@ impl<'e> Session<'e> {
                     drop(outs);
                     for &s in outputs {
                         let t = engine.slots[s].tensor;
-                        if let Some(&scale) = self.fake_quant.get(&t) {
+                        if let Some(&(scale, zero)) = self.fake_quant.get(&t) {
                             let slot = &engine.slots[s];
+                            let z = f32::from(zero);
                             if let Location::Arena(off) = slot.location {
                                 for v in &mut self.arena[off..off + slot.len()] {
-                                    *v = (*v / scale).round().clamp(-127.0, 127.0) * scale;
+                                    *v =
+                                        ((*v / scale + z).round().clamp(-127.0, 127.0) - z) * scale;
                                 }
                             }
                         }

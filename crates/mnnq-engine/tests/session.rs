@@ -144,6 +144,20 @@ fn fake_quant_changes_the_quantized_tensor_only_when_set() {
     let quant = session.run(&[(name.as_str(), x.clone())]).unwrap();
     assert!(quant[0].1.data.iter().all(|v| (v / 0.5).fract() == 0.0));
     assert_ne!(quant[0].1.data, plain[0].1.data);
+    // Asymmetric codes with scale 0.5 and zero point 100: values in [-113.5, 13.5], still on
+    // the 0.5 grid, and every value that far from the range is clamped to an end.
+    session.set_fake_quant_with_zero_point(out_tensor, Some((0.5, 100)));
+    let shifted = session.run(&[(name.as_str(), x.clone())]).unwrap();
+    assert!(shifted[0]
+        .1
+        .data
+        .iter()
+        .all(|v| (v / 0.5).fract() == 0.0 && (-113.5..=13.5).contains(v)));
+    for (&q, &p) in shifted[0].1.data.iter().zip(&plain[0].1.data) {
+        if p > 14.0 {
+            assert_eq!(q, 13.5);
+        }
+    }
     session.set_fake_quant(out_tensor, None);
     let again = session.run(&[(name.as_str(), x)]).unwrap();
     assert_eq!(again[0].1.data, plain[0].1.data);

@@ -91,6 +91,19 @@ pub fn scales_from_quant_model(net: &Net) -> BTreeMap<u32, f32> {
         .collect()
 }
 
+/// Zero points stored in an int8 model's tensor descriptions (only the non-zero ones).
+pub fn zero_points_from_quant_model(net: &Net) -> BTreeMap<u32, i8> {
+    net.extra_tensor_describe
+        .iter()
+        .flatten()
+        .filter_map(|d| {
+            let q = d.quant_info.as_ref()?;
+            let integer = q.zero != 0.0 && q.zero.fract() == 0.0 && q.zero.abs() <= 127.0;
+            (integer && d.index >= 0).then_some((d.index as u32, q.zero as i8))
+        })
+        .collect()
+}
+
 /// Replaces every quantized convolution's int8 weights by their float values (codes times
 /// scales), so the float engine can run an int8 model with exactly its quantized weights.
 pub fn dequantize_conv_weights(net: &mut Net) -> Result<usize, String> {
@@ -137,6 +150,26 @@ pub fn diagnose(
     inputs: &[Vec<f32>],
     clamp: f32,
 ) -> Result<Diagnosis, String> {
+    diagnose_with_zero_points(
+        engine,
+        quant_engine,
+        scales,
+        &BTreeMap::new(),
+        inputs,
+        clamp,
+    )
+}
+
+/// [`diagnose`] where the tensors in `zero_points` have asymmetric codes (the fake
+/// quantization uses them; the overflow and range columns still measure |x| against the scale).
+pub fn diagnose_with_zero_points(
+    engine: &Engine,
+    quant_engine: &Engine,
+    scales: &BTreeMap<u32, f32>,
+    zero_points: &BTreeMap<u32, i8>,
+    inputs: &[Vec<f32>],
+    clamp: f32,
+) -> Result<Diagnosis, String> {
     let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
         return Err(format!(
             "diagnosis needs a model with one input, this one has {}",
@@ -146,7 +179,8 @@ pub fn diagnose(
     let mut clean = Session::new(engine, 1).map_err(|e| e.to_string())?;
     let mut quant = Session::new(quant_engine, 1).map_err(|e| e.to_string())?;
     for (&id, &scale) in scales {
-        quant.set_fake_quant(id as usize, Some(scale));
+        let zero = zero_points.get(&id).copied().unwrap_or(0);
+        quant.set_fake_quant_with_zero_point(id as usize, Some((scale, zero)));
     }
     let producers = producer_types(engine);
     let mut order: Vec<u32> = Vec::new();

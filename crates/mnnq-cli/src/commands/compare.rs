@@ -19,7 +19,9 @@ use mnnq_engine::ir::MnnFormat;
 use mnnq_engine::Engine;
 use mnnq_format::Model;
 use mnnq_preprocess::{preprocess_image, Config, InputSpec, Layout};
-use mnnq_quantize::diagnose::{diagnose, scales_from_quant_model, TensorError};
+use mnnq_quantize::diagnose::{
+    diagnose_with_zero_points, scales_from_quant_model, zero_points_from_quant_model, TensorError,
+};
 use mnnq_quantize::fidelity::{compare_outputs, mac_share, run_all, MacShare, OutputFidelity};
 
 #[derive(clap::Args)]
@@ -162,10 +164,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             None
         };
-        let diagnosis = diagnose(
+        let diagnosis = diagnose_with_zero_points(
             &engine,
             quant_engine.as_ref().unwrap_or(&engine),
             &scales,
+            &zero_points_from_quant_model(&quant_model.net),
             &inputs,
             config.feature_clamp_value as f32,
         )
