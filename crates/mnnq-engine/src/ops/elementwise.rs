@@ -467,7 +467,8 @@ pub fn unary(op: UnaryOperation, input: &In, out: &mut Out, par: &Parallel) {
 #[inline(always)]
 pub fn unary_value(op: UnaryOperation, x: f32) -> f32 {
     match op {
-        UnaryOperation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+        // MNN's order: (x * relu6(x + 3)) / 6, a true division (bit-identical to MNN).
+        UnaryOperation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
         UnaryOperation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         _ => unary_f32(op, x),
     }
