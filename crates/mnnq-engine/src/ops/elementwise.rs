@@ -458,6 +458,9 @@ pub fn unary(op: UnaryOperation, input: &In, out: &mut Out, par: &Parallel) {
     }
     match op {
         UnaryOperation::HardSwish => map(input, out, par, |x| unary_value(op, x)),
+        UnaryOperation::Sigmoid if super::window::mnn_exact_mode() => {
+            map(input, out, par, mnnq_kernels::f32::mnn_exact::mnn_sigmoid)
+        }
         UnaryOperation::Sigmoid => map(input, out, par, |x| unary_value(op, x)),
         _ => map(input, out, par, |x| unary_f32(op, x)),
     }

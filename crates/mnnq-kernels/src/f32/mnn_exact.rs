@@ -22,6 +22,7 @@
 //!   chain over the input channels starting from zero, then the bias is added.
 //! * global average pooling: `sum += x * (1 / count)` over the pixels in row-major order, each
 //!   product rounded before the addition.
+//! * sigmoid: MNN's own polynomial exponential ([`mnn_sigmoid_in_place`]).
 //!
 //! The portable build computes the same FMA chains with `f32::mul_add` (exact everywhere, slow
 //! without hardware FMA); AVX2 and AVX-512 builds of the same code let the compiler vectorize it.
@@ -535,6 +536,61 @@ pub fn mnn_global_avg_pool_nhwc(pixels: usize, channels: usize, input: &[f32], o
     }
 }
 
+/// MNN's sigmoid, `1 / (1 + e)` with `e` its polynomial `exp(-x)` (MNN's `MNNExp` on x86 with
+/// FMA): `v = clamp(-x, -87, 87)`, `n = round(v / ln 2)` (to nearest even), `r = v - n ln 2` as one
+/// FMA, `t = r / 4`, a degree-5 Taylor polynomial of `exp(t)` by FMAs (Horner, coefficients 1/120,
+/// 1/24, 1/6, 1/2, 1, 1) raised to the 4th power by two squarings, times `2^n`.
+#[inline(always)]
+fn sigmoid_one(x: f32) -> f32 {
+    let ln2 = std::f32::consts::LN_2;
+    let inv_ln2 = 1.0f32 / ln2;
+    let v = (x * -1.0 + 0.0).clamp(-87.0, 87.0);
+    let n = (v * inv_ln2).round_ties_even();
+    let basic = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let t = (-n).mul_add(ln2, v) * 0.25;
+    let mut c = (1.0f32 / 120.0).mul_add(t, 1.0 / 24.0);
+    c = c.mul_add(t, 1.0 / 6.0);
+    c = c.mul_add(t, 0.5);
+    c = c.mul_add(t, 1.0);
+    c = c.mul_add(t, 1.0);
+    let c2 = c * c;
+    let e = basic * (c2 * c2);
+    1.0 / (1.0 + e)
+}
+
+/// MNN's sigmoid (see [`sigmoid_one`]) on every value, in place.
+pub fn mnn_sigmoid_in_place(values: &mut [f32]) {
+    // SAFETY: the CPU supports the ISA (`active_isa`).
+    unsafe {
+        match active_isa() {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Vnni => sigmoid_avx512(values),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => sigmoid_avx2(values),
+            _ => values.iter_mut().for_each(|v| *v = sigmoid_one(*v)),
+        }
+    }
+}
+
+/// MNN's sigmoid of one value (one dispatch per call; prefer [`mnn_sigmoid_in_place`]).
+pub fn mnn_sigmoid(x: f32) -> f32 {
+    let mut v = [x];
+    mnn_sigmoid_in_place(&mut v);
+    v[0]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sigmoid_avx2(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = sigmoid_one(*v))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn sigmoid_avx512(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = sigmoid_one(*v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,6 +762,20 @@ mod tests {
                     );
                 }
             }
+        }
+
+        // Sigmoid: close to the exact function (MNN's exp is accurate to a few ulps), 0 and 1
+        // at the clamps, and the same on the scalar and slice paths.
+        let xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.05).collect();
+        let mut ys = xs.clone();
+        mnn_sigmoid_in_place(&mut ys);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let exact = 1.0 / (1.0 + (-(x as f64)).exp());
+            assert!(
+                ((y as f64) - exact).abs() <= 1e-6 * exact,
+                "sigmoid({x}) = {y}"
+            );
+            assert_eq!(y.to_bits(), mnn_sigmoid(x).to_bits());
         }
 
         let x = values(10 * 4, 10);
