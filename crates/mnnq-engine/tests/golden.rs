@@ -3,50 +3,8 @@
 
 mod common;
 
-use mnnq_engine::{Engine, Session, Tensor};
-
-struct Sample {
-    input_name: String,
-    input: Tensor,
-    outputs: Vec<(String, Vec<f32>)>,
-}
-
-fn samples(root: &std::path::Path, model: &str) -> Vec<Sample> {
-    let dir = root.join("golden").join(model);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let input_name = manifest["input_name"].as_str().unwrap().to_string();
-    manifest["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let shape: Vec<usize> = s["input"]["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            let data = common::read_f32(&dir.join(s["input"]["file"].as_str().unwrap()));
-            let outputs = s["outputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| {
-                    (
-                        o["name"].as_str().unwrap().to_string(),
-                        common::read_f32(&dir.join(o["file"].as_str().unwrap())),
-                    )
-                })
-                .collect();
-            Sample {
-                input_name: input_name.clone(),
-                input: Tensor::new(shape, data),
-                outputs,
-            }
-        })
-        .collect()
-}
+use common::samples;
+use mnnq_engine::{Engine, Session};
 
 fn check_model(model: &str, max_err_ratio: f64) {
     let Some(root) = common::fixtures(model) else {
