@@ -52,15 +52,14 @@ fn ppocr_cls_v2_matches_mnn() {
     check_model("ppocr_cls_v2", 1e-4);
 }
 
-/// MNN runs this model's 3x3 convolutions with Winograd transforms, which are less exact than a
-/// direct sum: per op, MNN's `conv2d_488` differs from the exact result by 4e-4 relative. Against
-/// onnxruntime on the source ONNX model, MNN's golden maps differ by up to 7.4e-4, 1.9e-3 and
-/// 5.4e-4 (samples 0, 1, 2) while ours differ by at most 3.9e-5. So the maximum error against MNN
-/// is bounded by MNN's own error: 3e-3 here instead of 1e-4 (the cosine bound is unchanged).
-/// Reproducing MNN's Winograd arithmetic (`MNNQ_WINOGRAD=1`, bit-identical to MNN on single
-/// convolutions) does not close the gap: the inputs of these convolutions already differ from
-/// MNN's in the last bits (about 1e-6 relative), and Winograd's rounding then does not track
-/// MNN's (max error 3.3e-3 with it, 1.9e-3 without).
+/// Default mode. MNN runs this model's 3x3 convolutions with Winograd transforms, which are less
+/// exact than a direct sum: per op, MNN's `conv2d_488` differs from the exact result by 4e-4
+/// relative. Against onnxruntime on the source ONNX model, MNN's golden maps differ by up to
+/// 7.4e-4, 1.9e-3 and 5.4e-4 (samples 0, 1, 2) while ours differ by at most 3.9e-5. So the
+/// maximum error against MNN is bounded by MNN's own error: 3e-3 here instead of 1e-4 (the cosine
+/// bound is unchanged; measured 7.3e-4, 1.9e-3, 5.3e-4). MNN-exact mode (`MNNQ_MNN_EXACT=1`,
+/// `tests/golden_mnn_exact.rs`) reproduces MNN's arithmetic op by op, Winograd included, and
+/// gives MNN's output bytes.
 #[test]
 fn ppocr_det_v4_matches_mnn() {
     check_model("ppocr_det_v4", 3e-3);

@@ -730,11 +730,12 @@ impl PreparedConv {
 /// Whether convolutions use `mnnq-kernels` (default) or the engine's own backend
 /// (`MNNQ_ENGINE_KERNELS=own`, kept for comparison and as a fallback).
 /// MNN's CPU backend runs a group-1 3x3 convolution with stride and dilation 1 as Winograd when
-/// its cost rule says so. `MNNQ_WINOGRAD=1` does the same with MNN's exact arithmetic
-/// ([`mnnq_kernels::f32::WinogradWeights`]): a single such convolution then gives MNN's output
-/// bytes. It is off by default: inside a network the convolution's input already differs from
-/// MNN's in the last bits, Winograd's rounding then no longer tracks MNN's, and the result is
-/// further from MNN's (PP-OCR det: max error 3.3e-3 against 1.9e-3 with the direct convolution).
+/// its cost rule says so. `MNNQ_WINOGRAD=1` (or MNN-exact mode, [`mnn_exact_mode`]) does the
+/// same with MNN's exact arithmetic ([`mnnq_kernels::f32::WinogradWeights`]): a single such
+/// convolution then gives MNN's output bytes. Alone it is no use inside a network: the
+/// convolution's input then differs from MNN's in the last bits, Winograd amplifies that, and the
+/// result is further from MNN's (PP-OCR det: max error 3.3e-3 against 1.9e-3 with the direct
+/// convolution); with every op upstream MNN-exact too, the whole model gives MNN's bytes.
 fn mnn_winograd(
     p: &ConvParams,
     in_c: usize,
