@@ -164,7 +164,7 @@ pub fn mnn_conv2d_nhwc(
             Isa::Avx512 | Isa::Avx512Vnni => conv_avx512(g, input, weights, bias, act, out, pixels),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => conv_avx2(g, input, weights, bias, act, out, pixels),
-            _ => conv_body(g, input, weights, bias, act, out, pixels),
+            _ => conv_body(g, input, weights, bias, act, out, pixels, tile_portable),
         }
     }
 }
@@ -180,7 +180,16 @@ unsafe fn conv_avx2(
     out: &mut [f32],
     pixels: Range<usize>,
 ) {
-    conv_body(g, input, weights, bias, act, out, pixels)
+    conv_body(
+        g,
+        input,
+        weights,
+        bias,
+        act,
+        out,
+        pixels,
+        |r, k, w, s, a| tile_avx2(r, k, w, s, a),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -194,7 +203,16 @@ unsafe fn conv_avx512(
     out: &mut [f32],
     pixels: Range<usize>,
 ) {
-    conv_body(g, input, weights, bias, act, out, pixels)
+    conv_body(
+        g,
+        input,
+        weights,
+        bias,
+        act,
+        out,
+        pixels,
+        |r, k, w, s, a| tile_avx2(r, k, w, s, a),
+    )
 }
 
 /// Gathers the im2col row of output pixel `p` (K values, zeros for padding taps).
@@ -216,7 +234,50 @@ fn im2col_row(g: &ConvGeometry, input: &[f32], p: usize, row: &mut [f32]) {
     }
 }
 
+/// Accumulator tile of the micro-kernel: [`PIXELS`] pixels x [`LANES`] output channels.
+type Tile = [[f32; LANES]; PIXELS];
+
+/// The micro-kernel, portable: `acc[i][l] = fma(rows[i * k + kk], w[kk * stride + l], acc[i][l])`
+/// for kk in order.
 #[inline(always)]
+fn tile_portable(rows: &[f32], k: usize, w: &[f32], stride: usize, acc: &mut Tile) {
+    for kk in 0..k {
+        let wr = &w[kk * stride..][..LANES];
+        for (i, a) in acc.iter_mut().enumerate() {
+            let xv = rows[i * k + kk];
+            for (al, &wl) in a.iter_mut().zip(wr) {
+                *al = xv.mul_add(wl, *al);
+            }
+        }
+    }
+}
+
+/// [`tile_portable`] with AVX2 FMAs, the accumulators in eight registers (the same fused
+/// operations, so the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(rows: &[f32], k: usize, w: &[f32], stride: usize, acc: &mut Tile) {
+    use std::arch::x86_64::*;
+    assert!(rows.len() >= PIXELS * k && (k == 0 || w.len() >= (k - 1) * stride + LANES));
+    let a = acc.as_mut_ptr() as *mut f32;
+    let mut r: [__m256; 2 * PIXELS] = std::array::from_fn(|j| _mm256_loadu_ps(a.add(8 * j)));
+    let (x, wp) = (rows.as_ptr(), w.as_ptr());
+    for kk in 0..k {
+        let w0 = _mm256_loadu_ps(wp.add(kk * stride));
+        let w1 = _mm256_loadu_ps(wp.add(kk * stride + 8));
+        for i in 0..PIXELS {
+            let xv = _mm256_broadcast_ss(&*x.add(i * k + kk));
+            r[2 * i] = _mm256_fmadd_ps(xv, w0, r[2 * i]);
+            r[2 * i + 1] = _mm256_fmadd_ps(xv, w1, r[2 * i + 1]);
+        }
+    }
+    for (j, v) in r.iter().enumerate() {
+        _mm256_storeu_ps(a.add(8 * j), *v);
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn conv_body(
     g: &ConvGeometry,
     input: &[f32],
@@ -225,21 +286,38 @@ fn conv_body(
     act: Activation,
     out: &mut [f32],
     pixels: Range<usize>,
+    tile: impl Fn(&[f32], usize, &[f32], usize, &mut Tile),
 ) {
     let (k, out_c, pc) = (weights.k, g.out_c, weights.padded_c);
     let total = g.pixels();
     let (lo, hi) = act.bounds();
     let mut padded_bias = vec![0.0f32; pc];
     padded_bias[..out_c].copy_from_slice(&bias[..out_c]);
-    let mut rows = vec![0.0f32; PIXELS * k];
+    let mut gathered = vec![0.0f32; PIXELS * k];
     let w = &weights.w;
+    // A 1x1 stride-1 unpadded convolution's im2col rows are the input pixels themselves.
+    let pointwise = g.kernel_h == 1
+        && g.kernel_w == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.out_h == g.in_h
+        && g.out_w == g.in_w;
     let mut p0 = pixels.start;
     while p0 < pixels.end {
         let n = PIXELS.min(pixels.end - p0);
-        for (i, row) in rows.chunks_exact_mut(k).take(n).enumerate() {
-            im2col_row(g, input, p0 + i, row);
-        }
+        let rows: &[f32] = if pointwise && n == PIXELS {
+            &input[p0 * k..(p0 + PIXELS) * k]
+        } else {
+            for (i, row) in gathered.chunks_exact_mut(k).take(n).enumerate() {
+                im2col_row(g, input, p0 + i, row);
+            }
+            &gathered
+        };
         let full: [bool; PIXELS] = std::array::from_fn(|i| i < n && in_full_tile(p0 + i, total));
+        let single: [bool; PIXELS] =
+            std::array::from_fn(|i| i < n && is_single_pixel(p0 + i, total));
         for c0 in (0..pc).step_by(LANES) {
             let mut acc = [[0.0f32; LANES]; PIXELS];
             for (i, a) in acc.iter_mut().enumerate() {
@@ -247,23 +325,18 @@ fn conv_body(
                     a.copy_from_slice(&padded_bias[c0..c0 + LANES]);
                 }
             }
-            for kk in 0..k {
-                let wr: &[f32; LANES] = w[kk * pc + c0..][..LANES].try_into().unwrap();
-                for (i, a) in acc.iter_mut().enumerate() {
-                    let xv = rows[i * k + kk];
-                    for l in 0..LANES {
-                        a[l] = xv.mul_add(wr[l], a[l]);
-                    }
-                }
-            }
+            tile(rows, k, &w[c0..], pc, &mut acc);
             let width = LANES.min(out_c.saturating_sub(c0));
             for (i, a) in acc.iter().enumerate().take(n) {
-                let single = is_single_pixel(p0 + i, total);
                 let dst = &mut out[(p0 + i - pixels.start) * out_c + c0..][..width];
+                if full[i] {
+                    for (d, &v) in dst.iter_mut().zip(a) {
+                        *d = v.max(lo).min(hi);
+                    }
+                    continue;
+                }
                 for (l, d) in dst.iter_mut().enumerate() {
-                    let v = if full[i] {
-                        a[l]
-                    } else if single {
+                    let v = if single[i] {
                         let row = &rows[i * k..(i + 1) * k];
                         single_pixel_chain(row, w, pc, c0 + l) + padded_bias[c0 + l]
                     } else {
@@ -364,31 +437,36 @@ fn depthwise_body(
 ) {
     let c = g.in_c;
     let (lo, hi) = act.bounds();
-    let mut acc = vec![0.0f32; c];
+    let row_len = g.out_w * c;
+    // Per output row, taps outside and pixels inside: every pixel's chain still runs over the
+    // taps in (ky, kx) order, and neighbouring pixels' chains are independent work.
     for oy in rows.clone() {
-        for ox in 0..g.out_w {
-            acc.copy_from_slice(&bias[..c]);
-            for ky in 0..g.kernel_h {
-                let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_top as isize;
-                if iy < 0 || iy as usize >= g.in_h {
-                    continue;
-                }
-                for kx in 0..g.kernel_w {
+        let dst = &mut out[(oy - rows.start) * row_len..][..row_len];
+        for px in dst.chunks_exact_mut(c) {
+            px.copy_from_slice(&bias[..c]);
+        }
+        for ky in 0..g.kernel_h {
+            let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_top as isize;
+            if iy < 0 || iy as usize >= g.in_h {
+                continue;
+            }
+            let line = &input[iy as usize * g.in_w * c..][..g.in_w * c];
+            for kx in 0..g.kernel_w {
+                let wt = &w[(ky * g.kernel_w + kx) * c..][..c];
+                for (ox, acc) in dst.chunks_exact_mut(c).enumerate() {
                     let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_left as isize;
                     if ix < 0 || ix as usize >= g.in_w {
                         continue;
                     }
-                    let src = &input[(iy as usize * g.in_w + ix as usize) * c..][..c];
-                    let wt = &w[(ky * g.kernel_w + kx) * c..][..c];
+                    let src = &line[ix as usize * c..][..c];
                     for ((a, &x), &wv) in acc.iter_mut().zip(src).zip(wt) {
                         *a = x.mul_add(wv, *a);
                     }
                 }
             }
-            let dst = &mut out[((oy - rows.start) * g.out_w + ox) * c..][..c];
-            for (d, &a) in dst.iter_mut().zip(&acc) {
-                *d = a.max(lo).min(hi);
-            }
+        }
+        for d in dst.iter_mut() {
+            *d = d.max(lo).min(hi);
         }
     }
 }
@@ -498,22 +576,58 @@ fn deconv_body(
 ) {
     let (ic, oc) = (g.in_c, g.out_c);
     let (lo, hi) = act.bounds();
-    let mut acc = vec![0.0f32; oc];
-    for oy in rows.clone() {
-        let (iy, ky) = (oy / g.stride_h, oy % g.stride_h);
-        for ox in 0..g.out_w {
-            let (ix, kx) = (ox / g.stride_w, ox % g.stride_w);
-            let src = &input[(iy * g.in_w + ix) * ic..][..ic];
-            let wt = &w[(ky * g.kernel_w + kx) * ic * oc..][..ic * oc];
-            acc.fill(0.0);
-            for (ci, &x) in src.iter().enumerate() {
-                for (a, &wv) in acc.iter_mut().zip(&wt[ci * oc..(ci + 1) * oc]) {
-                    *a = x.mul_add(wv, *a);
+    let row_len = g.out_w * oc;
+    if oc >= 8 {
+        // Per output row, input channels outside and pixels inside: each output's chain runs
+        // over the input channels in order; the pixels' chains are independent work.
+        for oy in rows.clone() {
+            let (iy, ky) = (oy / g.stride_h, oy % g.stride_h);
+            let line = &input[iy * g.in_w * ic..][..g.in_w * ic];
+            let dst = &mut out[(oy - rows.start) * row_len..][..row_len];
+            dst.fill(0.0);
+            for ci in 0..ic {
+                for (ox, acc) in dst.chunks_exact_mut(oc).enumerate() {
+                    let (ix, kx) = (ox / g.stride_w, ox % g.stride_w);
+                    let x = line[ix * ic + ci];
+                    let wt = &w[((ky * g.kernel_w + kx) * ic + ci) * oc..][..oc];
+                    for (a, &wv) in acc.iter_mut().zip(wt) {
+                        *a = x.mul_add(wv, *a);
+                    }
                 }
             }
-            let dst = &mut out[((oy - rows.start) * g.out_w + ox) * oc..][..oc];
-            for ((d, &a), &b) in dst.iter_mut().zip(&acc).zip(bias) {
-                *d = (a + b).max(lo).min(hi);
+            for px in dst.chunks_exact_mut(oc) {
+                for (d, &b) in px.iter_mut().zip(bias) {
+                    *d = (*d + b).max(lo).min(hi);
+                }
+            }
+        }
+        return;
+    }
+    // Few output channels (a one-channel map): per output row and kernel column, eight input
+    // pixels' chains side by side.
+    const BLOCK: usize = 8;
+    for oy in rows.clone() {
+        let (iy, ky) = (oy / g.stride_h, oy % g.stride_h);
+        let line = &input[iy * g.in_w * ic..][..g.in_w * ic];
+        let dst = &mut out[(oy - rows.start) * row_len..][..row_len];
+        for kx in 0..g.stride_w {
+            let wt = &w[(ky * g.kernel_w + kx) * ic * oc..][..ic * oc];
+            for ix0 in (0..g.in_w).step_by(BLOCK) {
+                let n = BLOCK.min(g.in_w - ix0);
+                let xs = &line[ix0 * ic..(ix0 + n) * ic];
+                for co in 0..oc {
+                    let mut acc = [0.0f32; BLOCK];
+                    for ci in 0..ic {
+                        let wv = wt[ci * oc + co];
+                        for (j, a) in acc.iter_mut().enumerate().take(n) {
+                            *a = xs[j * ic + ci].mul_add(wv, *a);
+                        }
+                    }
+                    for (j, &a) in acc.iter().enumerate().take(n) {
+                        let ox = (ix0 + j) * g.stride_w + kx;
+                        dst[ox * oc + co] = (a + bias[co]).max(lo).min(hi);
+                    }
+                }
             }
         }
     }
@@ -744,22 +858,24 @@ mod tests {
         };
         assert!(mnn_deconv_supported(&dg));
         let x = values(16 * 3, 7);
-        let w = values(3 * 2 * 4, 8);
-        let b = values(2, 9);
-        let mut got = vec![0.0f32; 64 * 2];
-        mnn_deconv2d_nhwc(&dg, &x, &w, &b, Activation::None, &mut got, 0..8);
-        for oy in 0..8 {
-            for ox in 0..8 {
-                for co in 0..2 {
-                    let mut acc = 0.0f32;
-                    for ci in 0..3 {
-                        let wv = w[(ci * 2 + co) * 4 + (oy % 2) * 2 + ox % 2];
-                        acc = x[((oy / 2) * 4 + ox / 2) * 3 + ci].mul_add(wv, acc);
+        // Both paths: few output channels (2) and many (9).
+        for oc in [2, 9] {
+            let dg = ConvGeometry { out_c: oc, ..dg };
+            let w = values(3 * oc * 4, 8);
+            let b = values(oc, 9);
+            let mut got = vec![0.0f32; 64 * oc];
+            mnn_deconv2d_nhwc(&dg, &x, &w, &b, Activation::None, &mut got, 0..8);
+            for oy in 0..8 {
+                for ox in 0..8 {
+                    for co in 0..oc {
+                        let mut acc = 0.0f32;
+                        for ci in 0..3 {
+                            let wv = w[(ci * oc + co) * 4 + (oy % 2) * 2 + ox % 2];
+                            acc = x[((oy / 2) * 4 + ox / 2) * 3 + ci].mul_add(wv, acc);
+                        }
+                        let want = (acc + b[co]).to_bits();
+                        assert_eq!(got[(oy * 8 + ox) * oc + co].to_bits(), want);
                     }
-                    assert_eq!(
-                        got[(oy * 8 + ox) * 2 + co].to_bits(),
-                        (acc + b[co]).to_bits()
-                    );
                 }
             }
         }
