@@ -64,20 +64,24 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
     model, inp, ours = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     save = Path(sys.argv[sys.argv.index("--save-mnn") + 1]) if "--save-mnn" in sys.argv else None
-    net_shape = None
+    index = ours / "index.txt"
+    if not index.is_file():
+        sys.exit(f"{index}: not found (write it with the engine's `dump` example)")
     mine = {}
-    for line in (ours / "index.txt").read_text().splitlines():
+    for line in index.read_text().splitlines():
         f, name, shape = line.split("\t")
         shape = tuple(int(v) for v in shape.strip("[]").split(",") if v.strip())
-        if name == "x" or net_shape is None and name:
-            pass
         mine[name] = (ours / f, shape)
-    x_shape = mine.get("x", (None, None))[1]
+    # The dump lists the model input first.
+    input_shape = next(iter(mine.values()))[1]
     x = np.fromfile(inp, dtype=np.float32)
-    if x_shape is not None:
-        x = x.reshape(x_shape)
+    if x.size != int(np.prod(input_shape)):
+        sys.exit(f"{inp}: {x.size} floats, the model input {input_shape} needs {np.prod(input_shape)}")
+    x = x.reshape(input_shape)
     got, order = mnn_op_outputs(model, x)
     first = None
     print(f"{'tensor':40s} {'op':22s} {'max|d|':>10s} {'differ':>9s} {'ulps':>8s} {'max|ref|':>9s}")
