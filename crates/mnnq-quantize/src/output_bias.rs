@@ -44,13 +44,16 @@ pub struct OutputBiasReport {
     pub seconds: f64,
 }
 
+/// Per-channel means by tensor id.
+pub type ChannelMeans = BTreeMap<u32, Vec<f64>>;
+
 /// Per-channel mean of each tensor in `wanted` (logical channel dim) and the outputs
 /// concatenated per image, from `engine` (float or int8) on `inputs`.
 pub fn channel_means(
     engine: &Engine,
     wanted: &BTreeSet<u32>,
     inputs: &[Vec<f32>],
-) -> Result<(BTreeMap<u32, Vec<f64>>, Vec<Vec<f32>>), String> {
+) -> Result<(ChannelMeans, Vec<Vec<f32>>), String> {
     let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
         return Err("output bias correction needs a model with one input".into());
     };

@@ -139,6 +139,9 @@ fn int8_cosine(search: &SearchInputs, net: Net, reference: &[Vec<f32>]) -> Resul
     Ok(mean_output_cosine(reference, &outputs))
 }
 
+/// Writes the int8 net for a set of feature scales (tensor id -> scale).
+pub type QuantizeWith<'a> = dyn Fn(&BTreeMap<u32, f32>) -> Result<Net, String> + Sync + 'a;
+
 /// Refines `scales` (see the module doc). `quantize` writes the int8 net for a set of scales
 /// (the pipeline's rewrite); `unify` restores the exact unification relations after a group
 /// moved (e.g. a max pool's one-ulp offset) and must only touch tensors already in the map.
@@ -146,7 +149,7 @@ pub fn search_scales(
     search: &SearchInputs,
     scales: &BTreeMap<u32, f32>,
     groups: &[Vec<u32>],
-    quantize: &(dyn Fn(&BTreeMap<u32, f32>) -> Result<Net, String> + Sync),
+    quantize: &QuantizeWith,
     unify: &dyn Fn(&mut BTreeMap<u32, f32>),
 ) -> Result<(BTreeMap<u32, f32>, RangeSearchReport), String> {
     let start = Instant::now();

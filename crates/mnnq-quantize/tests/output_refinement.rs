@@ -48,9 +48,12 @@ fn cosine_on_search_images(config_path: &Path, quant: &Path) -> f64 {
             .map(|image| image.into_iter().flat_map(|(_, t)| t.data).collect())
             .collect()
     };
-    let float = engine_of(&Model::load(&cls_data().join("model.mnn")).unwrap()).unwrap();
+    let float = engine_of(&Model::load(cls_data().join("model.mnn")).unwrap()).unwrap();
     let int8 = engine_of(&Model::load(quant).unwrap()).unwrap();
-    assert!(int8.int8.is_some(), "the written model runs in the int8 runtime");
+    assert!(
+        int8.int8.is_some(),
+        "the written model runs in the int8 runtime"
+    );
     mean_output_cosine(
         &flat(run_all(&float, &inputs).unwrap()),
         &flat(run_all(&int8, &inputs).unwrap()),
@@ -81,10 +84,16 @@ fn refined_cls_model_matches_its_reports_and_is_thread_independent() {
     assert_eq!(choice(&report), choice(&report_2));
 
     let search = report.range_search.as_ref().expect("range search ran");
-    let bias = report.output_bias.as_ref().expect("output bias correction ran");
+    let bias = report
+        .output_bias
+        .as_ref()
+        .expect("output bias correction ran");
     println!("{search:?}\n{bias:?}");
     assert_eq!(search.images, SEARCH_IMAGES);
-    assert!(search.evaluations > search.groups, "every group tried candidates");
+    assert!(
+        search.evaluations > search.groups,
+        "every group tried candidates"
+    );
     // The search keeps the current scales unless a candidate measured better.
     assert!(search.cosine_after >= search.cosine_before);
     // The correction starts from the model the search chose (same images, same rewrite).
