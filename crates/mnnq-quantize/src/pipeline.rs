@@ -533,18 +533,30 @@ pub fn quantize(
             .extend(fallback.kept_float.iter().cloned());
         report.fallback = Some(fallback);
     }
-    let output_bias_inputs = (quality.output_bias_correction && engine.inputs.len() == 1)
-        .then(|| load_some(quality.search_images));
+    let output_bias_inputs =
+        (quality.output_bias_correction && engine.inputs.len() == 1).then(|| {
+            // Means from the first `search_images` images, the acceptance check on the next
+            // ones (half of the images each when there are fewer).
+            let mut fit = load_some(2 * quality.search_images);
+            let check = fit.split_off(quality.search_images.min(fit.len().div_ceil(2)));
+            (fit, check)
+        });
     report.quality = Some(quality);
     report.seconds.scales = step.elapsed().as_secs_f64();
 
     let step = Instant::now();
     let float_model = output_bias_inputs.as_ref().map(|_| model.clone());
     report.rewrite = rewrite_net(&mut model.net, &scales.scales, &channels, &rewrite_options)?;
-    if let (Some(inputs), Some(float_model)) = (&output_bias_inputs, &float_model) {
+    if let (Some((fit, check)), Some(float_model)) = (&output_bias_inputs, &float_model) {
         report.output_bias = Some(
-            crate::output_bias::correct_output_bias(float_model, &engine, &mut model.net, inputs)
-                .map_err(|message| QuantizeError::Engine {
+            crate::output_bias::correct_output_bias(
+                float_model,
+                &engine,
+                &mut model.net,
+                fit,
+                check,
+            )
+            .map_err(|message| QuantizeError::Engine {
                 model: origin.display().to_string(),
                 message,
             })?,
@@ -681,13 +693,20 @@ impl QuantizeReport {
         }
         if let Some(b) = &self.output_bias {
             s += &format!(
-                "output bias correction ({} image(s), {} convolution(s), {:.1} s): int8 output cosine {:.5} -> {:.5}{}\n",
+                "output bias correction ({} image(s), {} convolution(s), {:.1} s): int8 output cosine {:.5} -> {:.5}, on {} other image(s) {:.5} -> {:.5}{}\n",
                 b.images,
                 b.convolutions,
                 b.seconds,
                 b.cosine_before,
                 b.cosine_after,
-                if b.applied { "" } else { " (not applied: no gain)" }
+                b.check_images,
+                b.check_cosine_before,
+                b.check_cosine_after,
+                if b.applied {
+                    ""
+                } else {
+                    " (not applied: no gain on the other images)"
+                }
             );
         }
         if let Some(f) = &self.fallback {
