@@ -272,4 +272,27 @@ mod tests {
         // produced at op 0); 2, 3, 4 share the concat's scale (first produced at op 1).
         assert_eq!(groups, vec![vec![1, 5], vec![2, 3, 4]]);
     }
+
+    #[test]
+    fn search_keys_are_read_and_checked() {
+        use crate::range_method::QualityConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let read = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            QualityConfig::from_file(&path, QualityConfig::recommended())
+        };
+        let q = read("{}").unwrap();
+        assert!(!q.range_search && !q.output_bias_correction);
+        assert_eq!(q.search_images, 8);
+        let q =
+            read(r#"{"range_search": true, "output_bias_correction": true, "search_images": 3}"#)
+                .unwrap();
+        assert!(q.range_search && q.output_bias_correction);
+        assert_eq!(q.search_images, 3);
+        let error = read(r#"{"search_images": 0}"#).unwrap_err();
+        assert!(error.contains("search_images"), "{error}");
+        let error = read(r#"{"output_bias_correction": "yes"}"#).unwrap_err();
+        assert!(error.contains("output_bias_correction"), "{error}");
+    }
 }

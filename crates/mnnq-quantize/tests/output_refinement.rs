@@ -11,7 +11,7 @@ fn cls_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ppocr_cls_v2")
 }
 
-const SEARCH_IMAGES: usize = 3;
+const SEARCH_IMAGES: usize = 2;
 
 fn write_config(dir: &Path) -> PathBuf {
     let data = cls_data();
@@ -90,6 +90,15 @@ fn refined_cls_model_matches_its_reports_and_is_thread_independent() {
         .expect("output bias correction ran");
     println!("{search:?}\n{bias:?}");
     assert_eq!(search.images, SEARCH_IMAGES);
+    // The acceptance check runs on as many other calibration images (32 in the folder).
+    assert_eq!(
+        (bias.images, bias.check_images),
+        (SEARCH_IMAGES, SEARCH_IMAGES)
+    );
+    assert_eq!(
+        bias.applied,
+        bias.check_cosine_after > bias.check_cosine_before
+    );
     assert!(
         search.evaluations > search.groups,
         "every group tried candidates"
