@@ -135,9 +135,9 @@ fn bias_mut(net: &mut Net, position: usize) -> Option<&mut Vec<f32>> {
 
 /// Corrects the biases of `quantized` (the int8 net as written) in place; see the module doc.
 /// `float_engine` is the float model's engine; `template` gives `origin`/`external` for
-/// building the int8 engine. The means are measured on `inputs`; the correction is kept only
-/// if it raises the output cosine on `check_inputs` (other images, so that a correction
-/// fitted to `inputs` alone is refused; `inputs` themselves when empty).
+/// building the int8 engine (its net is not used). The means are measured on `inputs`; the
+/// correction is kept only if it raises the output cosine on `check_inputs` (other images, so
+/// that a correction fitted to `inputs` alone is refused; `inputs` themselves when empty).
 pub fn correct_output_bias(
     template: &Model,
     float_engine: &Engine,

@@ -545,7 +545,12 @@ pub fn quantize(
     report.seconds.scales = step.elapsed().as_secs_f64();
 
     let step = Instant::now();
-    let float_model = output_bias_inputs.as_ref().map(|_| model.clone());
+    // The int8 engines of the correction need the model's origin and weight sidecar only.
+    let float_model = output_bias_inputs.as_ref().map(|_| Model {
+        net: mnnq_format::Net::default(),
+        origin: model.origin.clone(),
+        external: model.external.clone(),
+    });
     report.rewrite = rewrite_net(&mut model.net, &scales.scales, &channels, &rewrite_options)?;
     if let (Some((fit, check)), Some(float_model)) = (&output_bias_inputs, &float_model) {
         report.output_bias = Some(
