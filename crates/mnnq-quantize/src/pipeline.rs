@@ -103,6 +103,10 @@ pub struct QuantizeReport {
     pub int8_macs: Option<crate::fidelity::MacShare>,
     /// What `target_cosine` left float (None: key not set).
     pub fallback: Option<crate::fallback::FallbackReport>,
+    /// What `output_bias_correction` did (None: key not set).
+    pub output_bias: Option<crate::output_bias::OutputBiasReport>,
+    /// What `range_search` changed (None: key not set).
+    pub range_search: Option<crate::range_search::RangeSearchReport>,
     /// Final feature scales by tensor index (also in the scale file).
     #[serde(skip)]
     pub scales: BTreeMap<u32, f32>,
@@ -456,6 +460,49 @@ pub fn quantize(
     if rewrite_options.weight_method == WeightMethod::Mse {
         report.weight_method = "MAX_ABS (MSE-searched scales)".into();
     }
+    if quality.range_search && engine.inputs.len() == 1 {
+        let inputs = load_some(quality.search_images);
+        let names = tensor_names(&model.net);
+        let groups =
+            crate::range_search::scale_groups(&model.net, &scales.scales, &ops, &float_max_pools);
+        let quantize_with = |s: &BTreeMap<u32, f32>| -> Result<mnnq_format::Net, String> {
+            let mut net = model.net.clone();
+            rewrite_net(&mut net, s, &channels, &rewrite_options).map_err(|e| e.to_string())?;
+            Ok(net)
+        };
+        let unify_again = |s: &mut BTreeMap<u32, f32>| {
+            let mut all = crate::scales::FeatureScales {
+                scales: s.clone(),
+                ..Default::default()
+            };
+            unify(&mut all, &ops, true, options.unify, &float_max_pools);
+            for (t, v) in all.scales {
+                if let Some(old) = s.get_mut(&t) {
+                    *old = v;
+                }
+            }
+        };
+        let search = crate::range_search::SearchInputs {
+            float_model: &model,
+            float_engine: &engine,
+            inputs: &inputs,
+            threads,
+            names: &names,
+        };
+        let (refined, search_report) = crate::range_search::search_scales(
+            &search,
+            &scales.scales,
+            &groups,
+            &quantize_with,
+            &unify_again,
+        )
+        .map_err(|message| QuantizeError::Engine {
+            model: origin.display().to_string(),
+            message,
+        })?;
+        scales.scales = refined;
+        report.range_search = Some(search_report);
+    }
     if let Some(target) = quality.target_cosine {
         let engine_error = |message| QuantizeError::Engine {
             model: origin.display().to_string(),
@@ -486,12 +533,42 @@ pub fn quantize(
             .extend(fallback.kept_float.iter().cloned());
         report.fallback = Some(fallback);
     }
+    let output_bias_inputs =
+        (quality.output_bias_correction && engine.inputs.len() == 1).then(|| {
+            // Means from the first `search_images` images, the acceptance check on the next
+            // ones (half of the images each when there are fewer).
+            let mut fit = load_some(2 * quality.search_images);
+            let check = fit.split_off(quality.search_images.min(fit.len().div_ceil(2)));
+            (fit, check)
+        });
     report.quality = Some(quality);
     report.seconds.scales = step.elapsed().as_secs_f64();
 
     let step = Instant::now();
-    drop(engine);
+    // The int8 engines of the correction need the model's origin and weight sidecar only.
+    let float_model = output_bias_inputs.as_ref().map(|_| Model {
+        net: mnnq_format::Net::default(),
+        origin: model.origin.clone(),
+        external: model.external.clone(),
+    });
     report.rewrite = rewrite_net(&mut model.net, &scales.scales, &channels, &rewrite_options)?;
+    if let (Some((fit, check)), Some(float_model)) = (&output_bias_inputs, &float_model) {
+        report.output_bias = Some(
+            crate::output_bias::correct_output_bias(
+                float_model,
+                &engine,
+                &mut model.net,
+                fit,
+                check,
+            )
+            .map_err(|message| QuantizeError::Engine {
+                model: origin.display().to_string(),
+                message,
+            })?,
+        );
+    }
+    drop(float_model);
+    drop(engine);
     // Tensors whose unary op cannot run in int8 lost their quant info in the rewrite.
     let mut final_scales = scales.scales.clone();
     let names = tensor_names(&model.net);
@@ -605,6 +682,36 @@ impl QuantizeReport {
                 } else {
                     "off".into()
                 },
+            );
+        }
+        if let Some(r) = &self.range_search {
+            s += &format!(
+                "range search ({} image(s), {} group(s), {} int8 models measured, {:.1} s): int8 output cosine {:.5} -> {:.5}; {} scale(s) changed\n",
+                r.images,
+                r.groups,
+                r.evaluations,
+                r.seconds,
+                r.cosine_before,
+                r.cosine_after,
+                r.changed.len(),
+            );
+        }
+        if let Some(b) = &self.output_bias {
+            s += &format!(
+                "output bias correction ({} image(s), {} convolution(s), {:.1} s): int8 output cosine {:.5} -> {:.5}, on {} other image(s) {:.5} -> {:.5}{}\n",
+                b.images,
+                b.convolutions,
+                b.seconds,
+                b.cosine_before,
+                b.cosine_after,
+                b.check_images,
+                b.check_cosine_before,
+                b.check_cosine_after,
+                if b.applied {
+                    ""
+                } else {
+                    " (not applied: no gain on the other images)"
+                }
             );
         }
         if let Some(f) = &self.fallback {

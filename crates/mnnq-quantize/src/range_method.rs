@@ -51,6 +51,9 @@ pub const QUALITY_KEYS: &[&str] = &[
     "min_int8_mac_share",
     "fallback_images",
     "keep_float_op_types",
+    "range_search",
+    "search_images",
+    "output_bias_correction",
 ];
 
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
@@ -89,6 +92,14 @@ pub struct QualityConfig {
     /// no scale, so MNN runs those ops in float (casting at the int8 boundaries). Both sides
     /// matter: MNN picks the int8 kernel from the input's type.
     pub keep_float_op_types: Vec<String>,
+    /// `range_search`: refine the activation scales against the model output
+    /// (`crate::range_search`).
+    pub range_search: bool,
+    /// `search_images`: calibration images the range search measures on.
+    pub search_images: usize,
+    /// `output_bias_correction`: fold the mean shift of each convolution output measured in
+    /// the int8 runtime into its bias (`crate::output_bias`).
+    pub output_bias_correction: bool,
 }
 
 impl Default for QualityConfig {
@@ -109,6 +120,9 @@ impl QualityConfig {
             min_int8_mac_share: 0.8,
             fallback_images: 8,
             keep_float_op_types: Vec::new(),
+            range_search: false,
+            search_images: 8,
+            output_bias_correction: false,
         }
     }
 
@@ -168,6 +182,12 @@ impl QualityConfig {
         if let Some(b) = flag("float_outputs")? {
             out.float_outputs = b;
         }
+        if let Some(b) = flag("range_search")? {
+            out.range_search = b;
+        }
+        if let Some(b) = flag("output_bias_correction")? {
+            out.output_bias_correction = b;
+        }
         if let Some(v) = value.get("keep_float_op_types") {
             let bad = || format!("{p}: keep_float_op_types must be a list of op type names");
             for name in v.as_array().ok_or_else(bad)? {
@@ -193,6 +213,13 @@ impl QualityConfig {
                 .as_u64()
                 .filter(|&n| n > 0)
                 .ok_or_else(|| format!("{p}: fallback_images must be a positive integer"))?
+                as usize;
+        }
+        if let Some(v) = value.get("search_images") {
+            out.search_images = v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{p}: search_images must be a positive integer"))?
                 as usize;
         }
         Ok(out)
