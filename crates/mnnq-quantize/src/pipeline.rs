@@ -101,6 +101,8 @@ pub struct QuantizeReport {
     pub float_head: Vec<String>,
     /// Convolution multiply-adds that mnnq's int8 runtime runs int8 in the written model.
     pub int8_macs: Option<crate::fidelity::MacShare>,
+    /// What `fold_affine` folded before calibration (None: off).
+    pub fold: Option<crate::fold::FoldSummary>,
     /// What `target_cosine` left float (None: key not set).
     pub fallback: Option<crate::fallback::FallbackReport>,
     /// Final feature scales by tensor index (also in the scale file).
@@ -260,8 +262,21 @@ pub fn quantize(
         WeightMethod::Mse => "MSE".into(),
     };
 
+    // Quality keys (docs/quality.md): absent keys take the mode's defaults.
+    let defaults = if options.mnn_compatible {
+        crate::range_method::QualityConfig::mnn()
+    } else {
+        crate::range_method::QualityConfig::recommended()
+    };
+    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
+        .map_err(QuantizeError::Usage)?;
     let mut model = Model::load(origin)?;
     report.size_before = std::fs::metadata(origin).map(|m| m.len()).unwrap_or(0);
+    if quality.fold_affine {
+        // Exact float rewrites: everything after (calibration, scales, the written model)
+        // sees the folded graph.
+        report.fold = Some(crate::fold::fold_affine(&mut model.net));
+    }
     let engine = Engine::from_model(&model).map_err(|e| QuantizeError::Engine {
         model: origin.display().to_string(),
         message: e.to_string(),
@@ -369,14 +384,6 @@ pub fn quantize(
 
     let step = Instant::now();
     let clamp = config.feature_clamp_value as f32;
-    // Quality keys (docs/quality.md): absent keys take the mode's defaults.
-    let defaults = if options.mnn_compatible {
-        crate::range_method::QualityConfig::mnn()
-    } else {
-        crate::range_method::QualityConfig::recommended()
-    };
-    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
-        .map_err(QuantizeError::Usage)?;
     let sensitive = crate::range_method::saturation_sensitive_tensors(&model.net);
     report.range_method = Some(quality.range_method);
     let mut scales = feature_scales_with(&plan, &ranges, &histograms, clamp, &|id| {
@@ -605,6 +612,18 @@ impl QuantizeReport {
                 } else {
                     "off".into()
                 },
+            );
+        }
+        if let Some(f) = &self.fold {
+            s += &format!(
+                "fold_affine: ops {} -> {} ({} affine op(s) folded into the convolution before, {} into the convolutions after, {} chain(s) reduced to one Add, {} convolution pair(s) merged, {} constant(s) dropped)\n",
+                f.ops_before,
+                f.ops_after,
+                f.into_producers,
+                f.into_consumers,
+                f.chains_reduced,
+                f.conv_pairs_merged,
+                f.constants_removed
             );
         }
         if let Some(f) = &self.fallback {

@@ -51,6 +51,7 @@ pub const QUALITY_KEYS: &[&str] = &[
     "min_int8_mac_share",
     "fallback_images",
     "keep_float_op_types",
+    "fold_affine",
 ];
 
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
@@ -89,6 +90,10 @@ pub struct QualityConfig {
     /// no scale, so MNN runs those ops in float (casting at the int8 boundaries). Both sides
     /// matter: MNN picks the int8 kernel from the input's type.
     pub keep_float_op_types: Vec<String>,
+    /// `fold_affine`: before calibration, fold constant Mul/Add/Sub ops into neighbouring
+    /// convolutions and merge 1x1 convolution pairs (exact in float; [`crate::fold`]), so
+    /// fewer tensors are rounded to int8.
+    pub fold_affine: bool,
 }
 
 impl Default for QualityConfig {
@@ -109,6 +114,7 @@ impl QualityConfig {
             min_int8_mac_share: 0.8,
             fallback_images: 8,
             keep_float_op_types: Vec::new(),
+            fold_affine: false,
         }
     }
 
@@ -122,6 +128,7 @@ impl QualityConfig {
             bias_correction: true,
             float_outputs: true,
             target_cosine: None,
+            fold_affine: true,
             ..Self::mnn()
         }
     }
@@ -167,6 +174,9 @@ impl QualityConfig {
         }
         if let Some(b) = flag("float_outputs")? {
             out.float_outputs = b;
+        }
+        if let Some(b) = flag("fold_affine")? {
+            out.fold_affine = b;
         }
         if let Some(v) = value.get("keep_float_op_types") {
             let bad = || format!("{p}: keep_float_op_types must be a list of op type names");
