@@ -101,6 +101,8 @@ pub struct QuantizeReport {
     pub float_head: Vec<String>,
     /// Convolution multiply-adds that mnnq's int8 runtime runs int8 in the written model.
     pub int8_macs: Option<crate::fidelity::MacShare>,
+    /// Tensors `float_vectors` left without a scale (N x C x 1 x 1).
+    pub float_vectors: usize,
     /// What `fold_affine` folded before calibration (None: off).
     pub fold: Option<crate::fold::FoldSummary>,
     /// What `target_cosine` left float (None: key not set).
@@ -401,6 +403,13 @@ pub fn quantize(
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
     }
+    if quality.float_vectors {
+        for id in crate::range_method::vector_tensors(&plan) {
+            if scales.scales.remove(&id).is_some() {
+                report.float_vectors += 1;
+            }
+        }
+    }
     if engine.inputs.len() != 1 && quality.target_cosine.is_some() {
         return Err(QuantizeError::Usage(format!(
             "{}: target_cosine needs a model with one input, this one has {}",
@@ -612,6 +621,12 @@ impl QuantizeReport {
                 } else {
                     "off".into()
                 },
+            );
+        }
+        if self.float_vectors > 0 {
+            s += &format!(
+                "float_vectors: {} tensor(s) of one spatial position left float\n",
+                self.float_vectors
             );
         }
         if let Some(f) = &self.fold {

@@ -52,6 +52,7 @@ pub const QUALITY_KEYS: &[&str] = &[
     "fallback_images",
     "keep_float_op_types",
     "fold_affine",
+    "float_vectors",
 ];
 
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
@@ -94,6 +95,10 @@ pub struct QualityConfig {
     /// convolutions and merge 1x1 convolution pairs (exact in float; [`crate::fold`]), so
     /// fewer tensors are rounded to int8.
     pub fold_affine: bool,
+    /// `float_vectors`: tensors with one spatial position (N x C x 1 x 1: global pooling
+    /// outputs and the squeeze-excite vectors computed from them) get no scale, so the tiny
+    /// ops on them run float ([`vector_tensors`]).
+    pub float_vectors: bool,
 }
 
 impl Default for QualityConfig {
@@ -115,6 +120,7 @@ impl QualityConfig {
             fallback_images: 8,
             keep_float_op_types: Vec::new(),
             fold_affine: false,
+            float_vectors: false,
         }
     }
 
@@ -129,6 +135,7 @@ impl QualityConfig {
             float_outputs: true,
             target_cosine: None,
             fold_affine: true,
+            float_vectors: true,
             ..Self::mnn()
         }
     }
@@ -177,6 +184,9 @@ impl QualityConfig {
         }
         if let Some(b) = flag("fold_affine")? {
             out.fold_affine = b;
+        }
+        if let Some(b) = flag("float_vectors")? {
+            out.float_vectors = b;
         }
         if let Some(v) = value.get("keep_float_op_types") {
             let bad = || format!("{p}: keep_float_op_types must be a list of op type names");
@@ -301,6 +311,27 @@ pub fn graph_outputs(net: &mnnq_format::Net) -> BTreeSet<u32> {
 }
 
 /// Share of all convolution multiply-adds below which a convolution near an output counts as
+/// The tracked tensors `float_vectors` leaves without a scale: rank-4 tensors with a single
+/// spatial position (N x C x 1 x 1), such as a global average pool's output and the
+/// squeeze-excite gate computed from it. A per-tensor int8 scale serves them badly: the pool
+/// shares its input's scale (MNN pools int8 only between equal scales) while its averages span
+/// a small part of that range (on PP-OCR det v4, 6-18 %: SQNR 3-8 dB), and the error reaches
+/// every pixel through the gate. The ops on them cost next to nothing in float.
+pub fn vector_tensors(plan: &crate::plan::CalibrationPlan) -> Vec<u32> {
+    plan.tensors
+        .iter()
+        .filter(|t| {
+            let spatial: Option<usize> = match (t.shape.len(), t.nhwc) {
+                (4, false) => Some(t.shape[2] * t.shape[3]),
+                (4, true) => Some(t.shape[1] * t.shape[2]),
+                _ => None,
+            };
+            spatial == Some(1) && !t.graph_input
+        })
+        .map(|t| t.id)
+        .collect()
+}
+
 /// cheap enough to run float under `float_outputs`.
 pub const CHEAP_CONV_SHARE: f64 = 0.01;
 

@@ -205,6 +205,9 @@ pub fn unify(
                 }
             }
         }
+        if mode == UnifyMode::UntilStable {
+            align_raster_inputs(ops, &mut map);
+        }
         passes += 1;
         if map == before {
             break;
@@ -217,6 +220,29 @@ pub fn unify(
         }
     }
     passes
+}
+
+/// A one-input layout op (nearest Interp, reshape, ...) whose output scale was set by a
+/// Concat after it gives that scale to its input too. MNN's single pass copies the input's
+/// scale forward and then the Concat overwrites the output, so the op is left between two
+/// scales; MNN's int8 nearest Interp then copies codes without requantizing them (on PP-OCR
+/// det v4 the 2x-upsampled FPN branch reached the Concat with its values scaled by 19.6/9.6,
+/// 83 % of its codes differing from a requantized copy). Equal scales make it a byte copy in
+/// every runtime.
+fn align_raster_inputs(ops: &[LayoutOp], map: &mut HashMap<u32, f32>) {
+    let concat_inputs: std::collections::HashSet<u32> = ops
+        .iter()
+        .filter(|op| op.kind == mnnq_calibrate::LayoutOpKind::Raster && op.inputs.len() > 1)
+        .flat_map(|op| op.inputs.iter().copied())
+        .collect();
+    for op in ops {
+        if op.kind != mnnq_calibrate::LayoutOpKind::Raster || !concat_inputs.contains(&op.output) {
+            continue;
+        }
+        if let ([input], Some(&scale)) = (&op.inputs[..], map.get(&op.output)) {
+            map.insert(*input, scale);
+        }
+    }
 }
 
 #[cfg(test)]
