@@ -398,16 +398,32 @@ pub fn quantize(
     if options.unify == UnifyMode::UntilStable {
         report.float_max_pools = float_max_pools.len();
     }
+    // Each tensor's own calibrated scale, before unification ties scales together.
+    let calibrated = scales.scales.clone();
     report.unify_passes = unify(&mut scales, &ops, true, options.unify, &float_max_pools);
     report.max_threshold_tensors = scales.max_threshold;
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
     }
     if quality.float_vectors {
+        let pooled = crate::range_method::pooling_outputs(&model.net);
         for id in crate::range_method::vector_tensors(&plan) {
-            if scales.scales.remove(&id).is_some() {
-                report.float_vectors += 1;
+            let own = calibrated.get(&id).copied();
+            match (pooled.get(&id), own) {
+                // A pool's output keeps its own scale, unlike its input's: MNN then pools in
+                // float between casts (it would otherwise carry the input's quant info over
+                // to an output without one, and pool in int8 at the input's scale).
+                (Some(input), Some(own)) if scales.scales.get(input) != Some(&own) => {
+                    scales.scales.insert(id, own);
+                }
+                (Some(_), Some(own)) => {
+                    scales.scales.insert(id, own.next_up());
+                }
+                _ => {
+                    scales.scales.remove(&id);
+                }
             }
+            report.float_vectors += 1;
         }
     }
     if engine.inputs.len() != 1 && quality.target_cosine.is_some() {

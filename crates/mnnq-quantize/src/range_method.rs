@@ -311,7 +311,8 @@ pub fn graph_outputs(net: &mnnq_format::Net) -> BTreeSet<u32> {
 }
 
 /// Share of all convolution multiply-adds below which a convolution near an output counts as
-/// The tracked tensors `float_vectors` leaves without a scale: rank-4 tensors with a single
+/// The tracked tensors `float_vectors` treats (the pipeline leaves them without a scale, except
+/// a pooling output, which keeps its own calibrated scale): rank-4 tensors with a single
 /// spatial position (N x C x 1 x 1), such as a global average pool's output and the
 /// squeeze-excite gate computed from it. A per-tensor int8 scale serves them badly: the pool
 /// shares its input's scale (MNN pools int8 only between equal scales) while its averages span
@@ -329,6 +330,25 @@ pub fn vector_tensors(plan: &crate::plan::CalibrationPlan) -> Vec<u32> {
             spatial == Some(1) && !t.graph_input
         })
         .map(|t| t.id)
+        .collect()
+}
+
+/// Output tensor -> data input tensor of every Pooling / Pooling3D op.
+pub fn pooling_outputs(net: &mnnq_format::Net) -> std::collections::HashMap<u32, u32> {
+    net.oplists
+        .iter()
+        .flatten()
+        .filter(|op| {
+            matches!(
+                op.type_,
+                mnnq_format::OpType::Pooling | mnnq_format::OpType::Pooling3D
+            )
+        })
+        .filter_map(|op| {
+            let input = *op.input_indexes.as_ref()?.first()?;
+            let output = *op.output_indexes.as_ref()?.first()?;
+            Some((u32::try_from(output).ok()?, u32::try_from(input).ok()?))
+        })
         .collect()
 }
 
