@@ -25,8 +25,9 @@
 //! A rewritten graph keeps the tensor table as it was: ops that disappear leave their output
 //! tensors unused, and a convolution that absorbs the ops after it writes the last of their
 //! tensors. Tensor indexes therefore mean the same value in the original and the rewritten
-//! model (the layer-wise simulation of `mnnq compare` relies on that); new constants are
-//! appended at the end of the table.
+//! model (the layer-wise simulation of `mnnq compare`, which fake-quantizes the original float
+//! model with the int8 model's scales, relies on that); new tensors (the `x + c/a` of a
+//! reduced chain and its constant) are appended at the end of the table.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -480,14 +481,19 @@ pub fn fold_into_producers(net: &mut Net, summary: &mut FoldSummary) {
     remove_ops(net, &removed);
 }
 
-/// Appends a scalar float constant tensor and returns its index and the op that writes it.
-fn new_scalar_constant(net: &mut Net, name: String, value: f32) -> (usize, Op) {
+/// Appends a tensor name and returns its index.
+fn new_tensor(net: &mut Net, name: String) -> usize {
     let names = net.tensor_name.as_mut().expect("checked by fold_affine");
-    let tensor = names.len();
-    names.push(name.clone());
+    names.push(name);
     if net.tensor_number > 0 {
         net.tensor_number = names.len() as i32;
     }
+    names.len() - 1
+}
+
+/// Appends a scalar float constant tensor and returns its index and the op that writes it.
+fn new_scalar_constant(net: &mut Net, name: String, value: f32) -> (usize, Op) {
+    let tensor = new_tensor(net, name.clone());
     let op = Op {
         type_: OpType::Const,
         name: Some(name),
@@ -574,16 +580,21 @@ pub fn fold_into_consumers(net: &mut Net, summary: &mut FoldSummary) {
         } else if chain.len() >= 2 && a != 0.0 && (c / a).is_finite() {
             // a x + c = a (x + c/a): one Add stays, the scale goes into the weights.
             let offset = c / a;
-            let ops = net.oplists.as_mut().expect("checked");
-            for &r in &readers {
-                let out = editable_conv(&ops[r]).expect("checked");
-                apply_to_inputs(conv_mut(&mut ops[r]), out, a, 0.0);
-            }
             let name = net.tensor_name.as_ref().expect("checked")[tensor].clone();
             let (const_tensor, const_op) =
                 new_scalar_constant(net, format!("{name}__folded_offset"), offset);
             new_constants.push(const_op);
-            let op = &mut net.oplists.as_mut().expect("checked")[last];
+            // x + c/a is not the value of the chain's last tensor (a x + c): it gets a new
+            // tensor, so every original index keeps its meaning.
+            let shifted = new_tensor(net, format!("{name}__folded"));
+            let ops = net.oplists.as_mut().expect("checked");
+            for &r in &readers {
+                let out = editable_conv(&ops[r]).expect("checked");
+                apply_to_inputs(conv_mut(&mut ops[r]), out, a, 0.0);
+                ops[r].input_indexes = Some(vec![shifted as i32]);
+            }
+            let op = &mut ops[last];
+            op.output_indexes = Some(vec![shifted as i32]);
             op.type_ = OpType::BinaryOp;
             op.main = Some(OpParameter::BinaryOp(Box::new(mnnq_format::BinaryOp {
                 op_type: BinaryOpOperation::Add,
@@ -969,6 +980,13 @@ mod tests {
                 OpType::ConvolutionDepthwise
             ]
         );
+        // The Add writes a new tensor (x - 0.5 is not the old tensor's value 0.8 x - 0.4).
+        let names = folded.tensor_name.as_ref().unwrap();
+        assert_eq!(names.len(), net.tensor_name.as_ref().unwrap().len() + 2);
+        let ops = folded.oplists.as_ref().unwrap();
+        assert_eq!(ops[3].output_indexes, Some(vec![names.len() as i32 - 1]));
+        assert_eq!(ops[4].input_indexes, Some(vec![names.len() as i32 - 1]));
+        assert!(!ops.iter().any(|o| o.output_indexes == Some(vec![a])));
         assert_close(&run(&folded, INPUT), &expected);
     }
 
