@@ -18,6 +18,7 @@ pub mod diagnose;
 mod error;
 pub mod fallback;
 pub mod fidelity;
+pub mod fold;
 pub mod output_bias;
 pub mod pipeline;
 pub mod plan;

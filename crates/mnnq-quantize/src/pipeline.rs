@@ -101,6 +101,10 @@ pub struct QuantizeReport {
     pub float_head: Vec<String>,
     /// Convolution multiply-adds that mnnq's int8 runtime runs int8 in the written model.
     pub int8_macs: Option<crate::fidelity::MacShare>,
+    /// Tensors `float_vectors` left without a scale (N x C x 1 x 1).
+    pub float_vectors: usize,
+    /// What `fold_affine` folded before calibration (None: off).
+    pub fold: Option<crate::fold::FoldSummary>,
     /// What `target_cosine` left float (None: key not set).
     pub fallback: Option<crate::fallback::FallbackReport>,
     /// What `output_bias_correction` did (None: key not set).
@@ -264,8 +268,21 @@ pub fn quantize(
         WeightMethod::Mse => "MSE".into(),
     };
 
+    // Quality keys (docs/quality.md): absent keys take the mode's defaults.
+    let defaults = if options.mnn_compatible {
+        crate::range_method::QualityConfig::mnn()
+    } else {
+        crate::range_method::QualityConfig::recommended()
+    };
+    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
+        .map_err(QuantizeError::Usage)?;
     let mut model = Model::load(origin)?;
     report.size_before = std::fs::metadata(origin).map(|m| m.len()).unwrap_or(0);
+    if quality.fold_affine {
+        // Exact float rewrites: everything after (calibration, scales, the written model)
+        // sees the folded graph.
+        report.fold = Some(crate::fold::fold_affine(&mut model.net));
+    }
     let engine = Engine::from_model(&model).map_err(|e| QuantizeError::Engine {
         model: origin.display().to_string(),
         message: e.to_string(),
@@ -373,14 +390,6 @@ pub fn quantize(
 
     let step = Instant::now();
     let clamp = config.feature_clamp_value as f32;
-    // Quality keys (docs/quality.md): absent keys take the mode's defaults.
-    let defaults = if options.mnn_compatible {
-        crate::range_method::QualityConfig::mnn()
-    } else {
-        crate::range_method::QualityConfig::recommended()
-    };
-    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
-        .map_err(QuantizeError::Usage)?;
     let sensitive = crate::range_method::saturation_sensitive_tensors(&model.net);
     report.range_method = Some(quality.range_method);
     let mut scales = feature_scales_with(&plan, &ranges, &histograms, clamp, &|id| {
@@ -393,10 +402,33 @@ pub fn quantize(
     if options.unify == UnifyMode::UntilStable {
         report.float_max_pools = float_max_pools.len();
     }
+    // Each tensor's own calibrated scale, before unification ties scales together.
+    let calibrated = scales.scales.clone();
     report.unify_passes = unify(&mut scales, &ops, true, options.unify, &float_max_pools);
     report.max_threshold_tensors = scales.max_threshold;
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
+    }
+    if quality.float_vectors {
+        let pooled = crate::range_method::pooling_outputs(&model.net);
+        for id in crate::range_method::vector_tensors(&plan) {
+            let own = calibrated.get(&id).copied();
+            match (pooled.get(&id), own) {
+                // A pool's output keeps its own scale, unlike its input's: MNN then pools in
+                // float between casts (it would otherwise carry the input's quant info over
+                // to an output without one, and pool in int8 at the input's scale).
+                (Some(input), Some(own)) if scales.scales.get(input) != Some(&own) => {
+                    scales.scales.insert(id, own);
+                }
+                (Some(_), Some(own)) => {
+                    scales.scales.insert(id, own.next_up());
+                }
+                _ => {
+                    scales.scales.remove(&id);
+                }
+            }
+            report.float_vectors += 1;
+        }
     }
     if engine.inputs.len() != 1 && quality.target_cosine.is_some() {
         return Err(QuantizeError::Usage(format!(
@@ -712,6 +744,24 @@ impl QuantizeReport {
                 } else {
                     " (not applied: no gain on the other images)"
                 }
+            );
+        }
+        if self.float_vectors > 0 {
+            s += &format!(
+                "float_vectors: {} tensor(s) of one spatial position left float\n",
+                self.float_vectors
+            );
+        }
+        if let Some(f) = &self.fold {
+            s += &format!(
+                "fold_affine: ops {} -> {} ({} affine op(s) folded into the convolution before, {} into the convolutions after, {} chain(s) reduced to one Add, {} convolution pair(s) merged, {} constant(s) dropped)\n",
+                f.ops_before,
+                f.ops_after,
+                f.into_producers,
+                f.into_consumers,
+                f.chains_reduced,
+                f.conv_pairs_merged,
+                f.constants_removed
             );
         }
         if let Some(f) = &self.fallback {
