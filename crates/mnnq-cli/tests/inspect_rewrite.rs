@@ -203,3 +203,49 @@ fn rewrite_round_trips_every_fixture_and_refuses_its_input() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.mnn"));
     assert!(!dir.path().join("x.mnn").exists());
 }
+
+/// `mnnq rewrite --fold-affine` on the in-repo PP-OCR cls model: fewer ops, same function.
+#[test]
+fn rewrite_fold_affine_keeps_the_function() {
+    let model =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/ppocr_cls_v2/model.mnn");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("folded.mnn");
+    let status = mnnq(&[
+        "rewrite".as_ref(),
+        model.as_os_str(),
+        out.as_os_str(),
+        "--fold-affine".as_ref(),
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let original = Model::load(&model).unwrap();
+    let folded = Model::load(&out).unwrap();
+    let ops = |m: &Model| m.net.oplists.as_ref().map_or(0, Vec::len);
+    assert!(
+        ops(&folded) < ops(&original),
+        "{} -> {}",
+        ops(&original),
+        ops(&folded)
+    );
+    let input: Vec<f32> = (0..3 * 48 * 192)
+        .map(|i| (i as f32 * 0.013).sin())
+        .collect();
+    let run = |m: &Model| {
+        let engine = mnnq_engine::Engine::from_model(m).unwrap();
+        mnnq_quantize::fidelity::run_all(&engine, std::slice::from_ref(&input)).unwrap()[0]
+            .iter()
+            .map(|(_, t)| t.data.clone())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (run(&original), run(&folded));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for (p, q) in x.iter().zip(y) {
+            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        }
+    }
+}

@@ -260,6 +260,9 @@ impl FusedChain {
                 UnaryOperation::HardSwish => buf
                     .iter_mut()
                     .for_each(|x| *x = unary_value(UnaryOperation::HardSwish, *x)),
+                UnaryOperation::Sigmoid if crate::ops::window::mnn_exact_mode() => {
+                    mnnq_kernels::f32::mnn_exact::mnn_sigmoid_in_place(buf)
+                }
                 UnaryOperation::Sigmoid => buf
                     .iter_mut()
                     .for_each(|x| *x = unary_value(UnaryOperation::Sigmoid, *x)),

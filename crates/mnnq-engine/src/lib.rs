@@ -22,8 +22,10 @@
 //! A [`Session`] owns the arena and a rayon pool; work is cut into pieces whose number depends on
 //! the problem only, so outputs are bit-identical for any thread count (with more than one thread,
 //! dense convolutions and small depthwise outputs are cut finer, which does not change any
-//! output's arithmetic). 3x3 stride-1 convolutions can run MNN's own Winograd arithmetic
-//! (`MNNQ_WINOGRAD=1`, off by default, see `ops::window`). Convolutions run on
+//! output's arithmetic). MNN-exact mode (`MNNQ_MNN_EXACT=1`, off by default, see
+//! `ops::window::mnn_exact_mode`) runs float convolutions, deconvolutions and sigmoid with MNN
+//! 3.6.1's own arithmetic (including its Winograd, alone with `MNNQ_WINOGRAD=1`), so float models
+//! give MNN's output bytes (the three shared models do; `tests/golden_mnn_exact.rs`). Convolutions run on
 //! `mnnq-kernels` (f32 GEMM/depthwise), with the engine's own `backend` for grouped convolutions,
 //! deconvolutions and as a fallback (`MNNQ_ENGINE_KERNELS=own`).
 //!

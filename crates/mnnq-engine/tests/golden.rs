@@ -3,50 +3,8 @@
 
 mod common;
 
-use mnnq_engine::{Engine, Session, Tensor};
-
-struct Sample {
-    input_name: String,
-    input: Tensor,
-    outputs: Vec<(String, Vec<f32>)>,
-}
-
-fn samples(root: &std::path::Path, model: &str) -> Vec<Sample> {
-    let dir = root.join("golden").join(model);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let input_name = manifest["input_name"].as_str().unwrap().to_string();
-    manifest["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let shape: Vec<usize> = s["input"]["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
-            let data = common::read_f32(&dir.join(s["input"]["file"].as_str().unwrap()));
-            let outputs = s["outputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| {
-                    (
-                        o["name"].as_str().unwrap().to_string(),
-                        common::read_f32(&dir.join(o["file"].as_str().unwrap())),
-                    )
-                })
-                .collect();
-            Sample {
-                input_name: input_name.clone(),
-                input: Tensor::new(shape, data),
-                outputs,
-            }
-        })
-        .collect()
-}
+use common::samples;
+use mnnq_engine::{Engine, Session};
 
 fn check_model(model: &str, max_err_ratio: f64) {
     let Some(root) = common::fixtures(model) else {
@@ -94,15 +52,14 @@ fn ppocr_cls_v2_matches_mnn() {
     check_model("ppocr_cls_v2", 1e-4);
 }
 
-/// MNN runs this model's 3x3 convolutions with Winograd transforms, which are less exact than a
-/// direct sum: per op, MNN's `conv2d_488` differs from the exact result by 4e-4 relative. Against
-/// onnxruntime on the source ONNX model, MNN's golden maps differ by up to 7.4e-4, 1.9e-3 and
-/// 5.4e-4 (samples 0, 1, 2) while ours differ by at most 3.9e-5. So the maximum error against MNN
-/// is bounded by MNN's own error: 3e-3 here instead of 1e-4 (the cosine bound is unchanged).
-/// Reproducing MNN's Winograd arithmetic (`MNNQ_WINOGRAD=1`, bit-identical to MNN on single
-/// convolutions) does not close the gap: the inputs of these convolutions already differ from
-/// MNN's in the last bits (about 1e-6 relative), and Winograd's rounding then does not track
-/// MNN's (max error 3.3e-3 with it, 1.9e-3 without).
+/// Default mode. MNN runs this model's 3x3 convolutions with Winograd transforms, which are less
+/// exact than a direct sum: per op, MNN's `conv2d_488` differs from the exact result by 4e-4
+/// relative. Against onnxruntime on the source ONNX model, MNN's golden maps differ by up to
+/// 7.4e-4, 1.9e-3 and 5.4e-4 (samples 0, 1, 2) while ours differ by at most 3.9e-5. So the
+/// maximum error against MNN is bounded by MNN's own error: 3e-3 here instead of 1e-4 (the cosine
+/// bound is unchanged; measured 7.3e-4, 1.9e-3, 5.3e-4). MNN-exact mode (`MNNQ_MNN_EXACT=1`,
+/// `tests/golden_mnn_exact.rs`) reproduces MNN's arithmetic op by op, Winograd included, and
+/// gives MNN's output bytes.
 #[test]
 fn ppocr_det_v4_matches_mnn() {
     check_model("ppocr_det_v4", 3e-3);

@@ -103,8 +103,16 @@ pub struct QuantizeReport {
     pub float_head: Vec<String>,
     /// Convolution multiply-adds that mnnq's int8 runtime runs int8 in the written model.
     pub int8_macs: Option<crate::fidelity::MacShare>,
+    /// Tensors `float_vectors` left without a scale (N x C x 1 x 1).
+    pub float_vectors: usize,
+    /// What `fold_affine` folded before calibration (None: off).
+    pub fold: Option<crate::fold::FoldSummary>,
     /// What `target_cosine` left float (None: key not set).
     pub fallback: Option<crate::fallback::FallbackReport>,
+    /// What `output_bias_correction` did (None: key not set).
+    pub output_bias: Option<crate::output_bias::OutputBiasReport>,
+    /// What `range_search` changed (None: key not set).
+    pub range_search: Option<crate::range_search::RangeSearchReport>,
     /// Final feature scales by tensor index (also in the scale file).
     #[serde(skip)]
     pub scales: BTreeMap<u32, f32>,
@@ -262,8 +270,21 @@ pub fn quantize(
         WeightMethod::Mse => "MSE".into(),
     };
 
+    // Quality keys (docs/quality.md): absent keys take the mode's defaults.
+    let defaults = if options.mnn_compatible {
+        crate::range_method::QualityConfig::mnn()
+    } else {
+        crate::range_method::QualityConfig::recommended()
+    };
+    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
+        .map_err(QuantizeError::Usage)?;
     let mut model = Model::load(origin)?;
     report.size_before = std::fs::metadata(origin).map(|m| m.len()).unwrap_or(0);
+    if quality.fold_affine {
+        // Exact float rewrites: everything after (calibration, scales, the written model)
+        // sees the folded graph.
+        report.fold = Some(crate::fold::fold_affine(&mut model.net));
+    }
     let engine = Engine::from_model(&model).map_err(|e| QuantizeError::Engine {
         model: origin.display().to_string(),
         message: e.to_string(),
@@ -371,14 +392,6 @@ pub fn quantize(
 
     let step = Instant::now();
     let clamp = config.feature_clamp_value as f32;
-    // Quality keys (docs/quality.md): absent keys take the mode's defaults.
-    let defaults = if options.mnn_compatible {
-        crate::range_method::QualityConfig::mnn()
-    } else {
-        crate::range_method::QualityConfig::recommended()
-    };
-    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
-        .map_err(QuantizeError::Usage)?;
     let sensitive = crate::range_method::saturation_sensitive_tensors(&model.net);
     report.range_method = Some(quality.range_method);
     let method_of =
@@ -404,10 +417,33 @@ pub fn quantize(
     if options.unify == UnifyMode::UntilStable {
         report.float_max_pools = float_max_pools.len();
     }
+    // Each tensor's own calibrated scale, before unification ties scales together.
+    let calibrated = scales.scales.clone();
     report.unify_passes = unify(&mut scales, &ops, true, options.unify, &float_max_pools);
     report.max_threshold_tensors = scales.max_threshold;
     for id in crate::range_method::outputs_of_op_types(&model.net, &quality.keep_float_op_types) {
         scales.scales.remove(&id);
+    }
+    if quality.float_vectors {
+        let pooled = crate::range_method::pooling_outputs(&model.net);
+        for id in crate::range_method::vector_tensors(&plan) {
+            let own = calibrated.get(&id).copied();
+            match (pooled.get(&id), own) {
+                // A pool's output keeps its own scale, unlike its input's: MNN then pools in
+                // float between casts (it would otherwise carry the input's quant info over
+                // to an output without one, and pool in int8 at the input's scale).
+                (Some(input), Some(own)) if scales.scales.get(input) != Some(&own) => {
+                    scales.scales.insert(id, own);
+                }
+                (Some(_), Some(own)) => {
+                    scales.scales.insert(id, own.next_up());
+                }
+                _ => {
+                    scales.scales.remove(&id);
+                }
+            }
+            report.float_vectors += 1;
+        }
     }
     if engine.inputs.len() != 1 && quality.target_cosine.is_some() {
         return Err(QuantizeError::Usage(format!(
@@ -472,6 +508,49 @@ pub fn quantize(
     if rewrite_options.weight_method == WeightMethod::Mse {
         report.weight_method = "MAX_ABS (MSE-searched scales)".into();
     }
+    if quality.range_search && engine.inputs.len() == 1 {
+        let inputs = load_some(quality.search_images);
+        let names = tensor_names(&model.net);
+        let groups =
+            crate::range_search::scale_groups(&model.net, &scales.scales, &ops, &float_max_pools);
+        let quantize_with = |s: &BTreeMap<u32, f32>| -> Result<mnnq_format::Net, String> {
+            let mut net = model.net.clone();
+            rewrite_net(&mut net, s, &channels, &rewrite_options).map_err(|e| e.to_string())?;
+            Ok(net)
+        };
+        let unify_again = |s: &mut BTreeMap<u32, f32>| {
+            let mut all = crate::scales::FeatureScales {
+                scales: s.clone(),
+                ..Default::default()
+            };
+            unify(&mut all, &ops, true, options.unify, &float_max_pools);
+            for (t, v) in all.scales {
+                if let Some(old) = s.get_mut(&t) {
+                    *old = v;
+                }
+            }
+        };
+        let search = crate::range_search::SearchInputs {
+            float_model: &model,
+            float_engine: &engine,
+            inputs: &inputs,
+            threads,
+            names: &names,
+        };
+        let (refined, search_report) = crate::range_search::search_scales(
+            &search,
+            &scales.scales,
+            &groups,
+            &quantize_with,
+            &unify_again,
+        )
+        .map_err(|message| QuantizeError::Engine {
+            model: origin.display().to_string(),
+            message,
+        })?;
+        scales.scales = refined;
+        report.range_search = Some(search_report);
+    }
     if let Some(target) = quality.target_cosine {
         let engine_error = |message| QuantizeError::Engine {
             model: origin.display().to_string(),
@@ -502,14 +581,44 @@ pub fn quantize(
             .extend(fallback.kept_float.iter().cloned());
         report.fallback = Some(fallback);
     }
+    let output_bias_inputs =
+        (quality.output_bias_correction && engine.inputs.len() == 1).then(|| {
+            // Means from the first `search_images` images, the acceptance check on the next
+            // ones (half of the images each when there are fewer).
+            let mut fit = load_some(2 * quality.search_images);
+            let check = fit.split_off(quality.search_images.min(fit.len().div_ceil(2)));
+            (fit, check)
+        });
     report.quality = Some(quality);
     report.seconds.scales = step.elapsed().as_secs_f64();
 
     let step = Instant::now();
-    drop(engine);
     rewrite_options.zero_points = zero_points_of(&scales);
     report.asymmetric_tensors = rewrite_options.zero_points.len();
+    // The int8 engines of the correction need the model's origin and weight sidecar only.
+    let float_model = output_bias_inputs.as_ref().map(|_| Model {
+        net: mnnq_format::Net::default(),
+        origin: model.origin.clone(),
+        external: model.external.clone(),
+    });
     report.rewrite = rewrite_net(&mut model.net, &scales.scales, &channels, &rewrite_options)?;
+    if let (Some((fit, check)), Some(float_model)) = (&output_bias_inputs, &float_model) {
+        report.output_bias = Some(
+            crate::output_bias::correct_output_bias(
+                float_model,
+                &engine,
+                &mut model.net,
+                fit,
+                check,
+            )
+            .map_err(|message| QuantizeError::Engine {
+                model: origin.display().to_string(),
+                message,
+            })?,
+        );
+    }
+    drop(float_model);
+    drop(engine);
     // Tensors whose unary op cannot run in int8 lost their quant info in the rewrite.
     let mut final_scales = scales.scales.clone();
     let names = tensor_names(&model.net);
@@ -639,6 +748,54 @@ impl QuantizeReport {
                 } else {
                     "off".into()
                 },
+            );
+        }
+        if let Some(r) = &self.range_search {
+            s += &format!(
+                "range search ({} image(s), {} group(s), {} int8 models measured, {:.1} s): int8 output cosine {:.5} -> {:.5}; {} scale(s) changed\n",
+                r.images,
+                r.groups,
+                r.evaluations,
+                r.seconds,
+                r.cosine_before,
+                r.cosine_after,
+                r.changed.len(),
+            );
+        }
+        if let Some(b) = &self.output_bias {
+            s += &format!(
+                "output bias correction ({} image(s), {} convolution(s), {:.1} s): int8 output cosine {:.5} -> {:.5}, on {} other image(s) {:.5} -> {:.5}{}\n",
+                b.images,
+                b.convolutions,
+                b.seconds,
+                b.cosine_before,
+                b.cosine_after,
+                b.check_images,
+                b.check_cosine_before,
+                b.check_cosine_after,
+                if b.applied {
+                    ""
+                } else {
+                    " (not applied: no gain on the other images)"
+                }
+            );
+        }
+        if self.float_vectors > 0 {
+            s += &format!(
+                "float_vectors: {} tensor(s) of one spatial position left float\n",
+                self.float_vectors
+            );
+        }
+        if let Some(f) = &self.fold {
+            s += &format!(
+                "fold_affine: ops {} -> {} ({} affine op(s) folded into the convolution before, {} into the convolutions after, {} chain(s) reduced to one Add, {} convolution pair(s) merged, {} constant(s) dropped)\n",
+                f.ops_before,
+                f.ops_after,
+                f.into_producers,
+                f.into_consumers,
+                f.chains_reduced,
+                f.conv_pairs_merged,
+                f.constants_removed
             );
         }
         if let Some(f) = &self.fallback {

@@ -52,6 +52,11 @@ pub const QUALITY_KEYS: &[&str] = &[
     "fallback_images",
     "keep_float_op_types",
     "feature_zero_point",
+    "range_search",
+    "search_images",
+    "output_bias_correction",
+    "fold_affine",
+    "float_vectors",
 ];
 
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
@@ -93,6 +98,22 @@ pub struct QualityConfig {
     /// `feature_zero_point`: tensors with a one-sided or skewed range (ReLU/ReLU6 outputs) get
     /// asymmetric codes (`crate::zero_point`) where both runtimes handle them.
     pub feature_zero_point: bool,
+    /// `range_search`: refine the activation scales against the model output
+    /// (`crate::range_search`).
+    pub range_search: bool,
+    /// `search_images`: calibration images the range search measures on.
+    pub search_images: usize,
+    /// `output_bias_correction`: fold the mean shift of each convolution output measured in
+    /// the int8 runtime into its bias (`crate::output_bias`).
+    pub output_bias_correction: bool,
+    /// `fold_affine`: before calibration, fold constant Mul/Add/Sub ops into neighbouring
+    /// convolutions and merge 1x1 convolution pairs (exact in float; [`crate::fold`]), so
+    /// fewer tensors are rounded to int8.
+    pub fold_affine: bool,
+    /// `float_vectors`: tensors with one spatial position (N x C x 1 x 1: global pooling
+    /// outputs and the squeeze-excite vectors computed from them) get no scale, so the tiny
+    /// ops on them run float ([`vector_tensors`]).
+    pub float_vectors: bool,
 }
 
 impl Default for QualityConfig {
@@ -114,6 +135,11 @@ impl QualityConfig {
             fallback_images: 8,
             keep_float_op_types: Vec::new(),
             feature_zero_point: false,
+            range_search: false,
+            search_images: 8,
+            output_bias_correction: false,
+            fold_affine: false,
+            float_vectors: false,
         }
     }
 
@@ -128,6 +154,10 @@ impl QualityConfig {
             float_outputs: true,
             target_cosine: None,
             feature_zero_point: true,
+            fold_affine: true,
+            // Measured on det: pools then run float over whole maps (+13 % int8 time) for no
+            // fidelity gain; cls gains cosine 0.9927 -> 0.9983 (docs/quality.md). Opt-in.
+            float_vectors: false,
             ..Self::mnn()
         }
     }
@@ -177,6 +207,18 @@ impl QualityConfig {
         if let Some(b) = flag("feature_zero_point")? {
             out.feature_zero_point = b;
         }
+        if let Some(b) = flag("range_search")? {
+            out.range_search = b;
+        }
+        if let Some(b) = flag("output_bias_correction")? {
+            out.output_bias_correction = b;
+        }
+        if let Some(b) = flag("fold_affine")? {
+            out.fold_affine = b;
+        }
+        if let Some(b) = flag("float_vectors")? {
+            out.float_vectors = b;
+        }
         if let Some(v) = value.get("keep_float_op_types") {
             let bad = || format!("{p}: keep_float_op_types must be a list of op type names");
             for name in v.as_array().ok_or_else(bad)? {
@@ -202,6 +244,13 @@ impl QualityConfig {
                 .as_u64()
                 .filter(|&n| n > 0)
                 .ok_or_else(|| format!("{p}: fallback_images must be a positive integer"))?
+                as usize;
+        }
+        if let Some(v) = value.get("search_images") {
+            out.search_images = v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{p}: search_images must be a positive integer"))?
                 as usize;
         }
         Ok(out)
@@ -300,6 +349,47 @@ pub fn graph_outputs(net: &mnnq_format::Net) -> BTreeSet<u32> {
 }
 
 /// Share of all convolution multiply-adds below which a convolution near an output counts as
+/// The tracked tensors `float_vectors` treats (the pipeline leaves them without a scale, except
+/// a pooling output, which keeps its own calibrated scale): rank-4 tensors with a single
+/// spatial position (N x C x 1 x 1), such as a global average pool's output and the
+/// squeeze-excite gate computed from it. A per-tensor int8 scale serves them badly: the pool
+/// shares its input's scale (MNN pools int8 only between equal scales) while its averages span
+/// a small part of that range (on PP-OCR det v4, 6-18 %: SQNR 3-8 dB), and the error reaches
+/// every pixel through the gate. The ops on them cost next to nothing in float.
+pub fn vector_tensors(plan: &crate::plan::CalibrationPlan) -> Vec<u32> {
+    plan.tensors
+        .iter()
+        .filter(|t| {
+            let spatial: Option<usize> = match (t.shape.len(), t.nhwc) {
+                (4, false) => Some(t.shape[2] * t.shape[3]),
+                (4, true) => Some(t.shape[1] * t.shape[2]),
+                _ => None,
+            };
+            spatial == Some(1) && !t.graph_input
+        })
+        .map(|t| t.id)
+        .collect()
+}
+
+/// Output tensor -> data input tensor of every Pooling / Pooling3D op.
+pub fn pooling_outputs(net: &mnnq_format::Net) -> std::collections::HashMap<u32, u32> {
+    net.oplists
+        .iter()
+        .flatten()
+        .filter(|op| {
+            matches!(
+                op.type_,
+                mnnq_format::OpType::Pooling | mnnq_format::OpType::Pooling3D
+            )
+        })
+        .filter_map(|op| {
+            let input = *op.input_indexes.as_ref()?.first()?;
+            let output = *op.output_indexes.as_ref()?.first()?;
+            Some((u32::try_from(output).ok()?, u32::try_from(input).ok()?))
+        })
+        .collect()
+}
+
 /// cheap enough to run float under `float_outputs`.
 pub const CHEAP_CONV_SHARE: f64 = 0.01;
 

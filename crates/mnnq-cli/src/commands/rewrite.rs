@@ -1,4 +1,5 @@
-//! `mnnq rewrite`: load a model and write it back (a check that reading and writing lose nothing).
+//! `mnnq rewrite`: load a model and write it back (a check that reading and writing lose
+//! nothing), optionally with the quantizer's exact float folding applied (`--fold-affine`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,11 @@ pub struct Args {
     pub input: PathBuf,
     /// Where to write it back (never the input itself).
     pub output: PathBuf,
+    /// Apply the quantizer's exact float rewrites first (config key `fold_affine`: constant
+    /// Mul/Add/Sub folded into convolutions, 1x1 convolution pairs merged). The output is a
+    /// float model that computes the same function.
+    #[arg(long)]
+    pub fold_affine: bool,
 }
 
 /// Whether two paths name the same file (after resolving links, when the output exists).
@@ -30,7 +36,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.input.display()
         );
     }
-    let model = Model::load(&args.input)?;
+    let mut model = Model::load(&args.input)?;
+    if args.fold_affine {
+        let fold = mnnq_quantize::fold::fold_affine(&mut model.net);
+        eprintln!(
+            "fold_affine: ops {} -> {} ({} folded into the convolution before, {} into the convolutions after, {} chain(s) reduced to one Add, {} convolution pair(s) merged, {} constant(s) dropped)",
+            fold.ops_before,
+            fold.ops_after,
+            fold.into_producers,
+            fold.into_consumers,
+            fold.chains_reduced,
+            fold.conv_pairs_merged,
+            fold.constants_removed
+        );
+    }
     // Written to a temporary file in the output folder, then renamed: never a partial model.
     model.save(&args.output)?;
     eprintln!(

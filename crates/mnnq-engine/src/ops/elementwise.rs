@@ -458,6 +458,9 @@ pub fn unary(op: UnaryOperation, input: &In, out: &mut Out, par: &Parallel) {
     }
     match op {
         UnaryOperation::HardSwish => map(input, out, par, |x| unary_value(op, x)),
+        UnaryOperation::Sigmoid if super::window::mnn_exact_mode() => {
+            map(input, out, par, mnnq_kernels::f32::mnn_exact::mnn_sigmoid)
+        }
         UnaryOperation::Sigmoid => map(input, out, par, |x| unary_value(op, x)),
         _ => map(input, out, par, |x| unary_f32(op, x)),
     }
@@ -467,7 +470,8 @@ pub fn unary(op: UnaryOperation, input: &In, out: &mut Out, par: &Parallel) {
 #[inline(always)]
 pub fn unary_value(op: UnaryOperation, x: f32) -> f32 {
     match op {
-        UnaryOperation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) * (1.0 / 6.0),
+        // MNN's order: (x * relu6(x + 3)) / 6, a true division (bit-identical to MNN).
+        UnaryOperation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
         UnaryOperation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         _ => unary_f32(op, x),
     }

@@ -38,6 +38,13 @@ enum ConvPlan {
     /// Per group, weights as a `cin_g x (kh * kw * cout_g)` matrix with columns ordered
     /// (ky, kx, co): the GEMM gives every input pixel's contribution to its output window.
     Deconv { packed: Vec<PackedMatrix> },
+    /// MNN-exact mode ([`mnn_exact_mode`]): group-1 convolution with MNN's GEMM arithmetic.
+    MnnDense(Box<mnnq_kernels::f32::mnn_exact::MnnDenseWeights>),
+    /// MNN-exact mode: depthwise convolution, weights in MNN's `[C][kh][kw]` layout.
+    MnnDepthwise { weights: Vec<f32> },
+    /// MNN-exact mode: group-1 transposed convolution with kernel = stride, weights in MNN's
+    /// `[in][out][kh][kw]` layout.
+    MnnDeconv { weights: Vec<f32> },
 }
 
 /// Output pixels per work item of a dense convolution. One thread: [`PIXEL_CHUNK`]. More: a
@@ -142,7 +149,41 @@ impl PreparedConv {
         let w = &p.weights;
         let depthwise = !deconv && group == in_c && group == out_c && group > 1;
         let shared = use_shared_kernels();
-        let plan = if depthwise && shared {
+        let exact = mnn_exact_mode();
+        let geometry = mnnq_kernels::ConvGeometry {
+            in_h,
+            in_w,
+            in_c,
+            out_h,
+            out_w,
+            out_c,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride_h: p.stride_h.max(1),
+            stride_w: p.stride_w.max(1),
+            dilation_h: p.dilation_h.max(1),
+            dilation_w: p.dilation_w.max(1),
+            pad_top,
+            pad_left,
+        };
+        let plan = if exact && depthwise {
+            ConvPlan::MnnDepthwise { weights: w.clone() }
+        } else if exact
+            && deconv
+            && group == 1
+            && mnnq_kernels::f32::mnn_exact::mnn_deconv_supported(&geometry)
+        {
+            ConvPlan::MnnDeconv { weights: w.clone() }
+        } else if let Some(winograd) = (exact && !deconv && group == 1)
+            .then(|| mnn_winograd(p, in_c, out_h, out_w))
+            .flatten()
+        {
+            ConvPlan::Winograd(Box::new(winograd))
+        } else if exact && !deconv && group == 1 {
+            ConvPlan::MnnDense(Box::new(
+                mnnq_kernels::f32::mnn_exact::MnnDenseWeights::pack(w, out_c, in_c, kh, kw),
+            ))
+        } else if depthwise && shared {
             ConvPlan::SharedDepthwise(Box::new(mnnq_kernels::f32::PackedDepthwise::pack(
                 w, in_c, kh, kw,
             )))
@@ -234,13 +275,18 @@ impl PreparedConv {
     pub fn macs(&self) -> usize {
         let taps = self.kernel_h * self.kernel_w;
         match self.plan {
-            ConvPlan::Depthwise { .. } | ConvPlan::SharedDepthwise(_) => {
+            ConvPlan::Depthwise { .. }
+            | ConvPlan::SharedDepthwise(_)
+            | ConvPlan::MnnDepthwise { .. } => {
                 self.batch * self.out_h * self.out_w * self.out_c * taps
             }
-            ConvPlan::Dense { .. } | ConvPlan::SharedDense(_) | ConvPlan::Winograd(_) => {
+            ConvPlan::Dense { .. }
+            | ConvPlan::SharedDense(_)
+            | ConvPlan::Winograd(_)
+            | ConvPlan::MnnDense(_) => {
                 self.batch * self.out_h * self.out_w * self.out_c * taps * self.in_c / self.group
             }
-            ConvPlan::Deconv { .. } | ConvPlan::SharedDeconv(_) => {
+            ConvPlan::Deconv { .. } | ConvPlan::SharedDeconv(_) | ConvPlan::MnnDeconv { .. } => {
                 self.batch * self.in_h * self.in_w * self.in_c * taps * self.out_c / self.group
             }
         }
@@ -266,6 +312,9 @@ impl PreparedConv {
                 ConvPlan::SharedDepthwise(packed) => self.run_shared_depthwise(packed, x, y, par),
                 ConvPlan::SharedDeconv(packed) => self.run_shared_deconv(packed, x, y, par),
                 ConvPlan::Winograd(_) => unreachable!("runs the whole batch above"),
+                ConvPlan::MnnDense(packed) => self.run_mnn_dense(packed, x, y, par),
+                ConvPlan::MnnDepthwise { weights } => self.run_mnn_rows(weights, false, x, y, par),
+                ConvPlan::MnnDeconv { weights } => self.run_mnn_rows(weights, true, x, y, par),
             }
         }
         let _ = self.kind;
@@ -309,6 +358,70 @@ impl PreparedConv {
             // SAFETY: each piece writes its own output pixels.
             let o = unsafe { out.slice(p0 * self.out_c, (p1 - p0) * self.out_c) };
             mnnq_kernels::f32::conv2d_nhwc(&g, x, packed, bias, self.act, o, p0..p1);
+        });
+    }
+
+    fn run_mnn_dense(
+        &self,
+        packed: &mnnq_kernels::f32::mnn_exact::MnnDenseWeights,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let pixels = self.out_h * self.out_w;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        let chunk = pixel_chunk(pixels, par.threads());
+        par.for_each(pixels.div_ceil(chunk), |i| {
+            let p0 = i * chunk;
+            let p1 = (p0 + chunk).min(pixels);
+            // SAFETY: each piece writes its own output pixels.
+            let o = unsafe { out.slice(p0 * self.out_c, (p1 - p0) * self.out_c) };
+            mnnq_kernels::f32::mnn_exact::mnn_conv2d_nhwc(&g, x, packed, bias, self.act, o, p0..p1);
+        });
+    }
+
+    /// MNN-exact depthwise (`deconv` false) or transposed (`deconv` true) convolution by rows.
+    fn run_mnn_rows(
+        &self,
+        weights: &[f32],
+        deconv: bool,
+        x: &[f32],
+        y: &mut [f32],
+        par: &Parallel,
+    ) {
+        let g = self.geometry();
+        let row_len = self.out_w * self.out_c;
+        let out = SharedMut(y.as_mut_ptr());
+        let bias = &self.bias[..self.out_c];
+        let rows = row_chunk(self.out_h, par.threads());
+        par.for_each(self.out_h.div_ceil(rows), |i| {
+            let oy0 = i * rows;
+            let oy1 = (oy0 + rows).min(self.out_h);
+            // SAFETY: each piece writes its own output rows.
+            let o = unsafe { out.slice(oy0 * row_len, (oy1 - oy0) * row_len) };
+            if deconv {
+                mnnq_kernels::f32::mnn_exact::mnn_deconv2d_nhwc(
+                    &g,
+                    x,
+                    weights,
+                    bias,
+                    self.act,
+                    o,
+                    oy0..oy1,
+                );
+            } else {
+                mnnq_kernels::f32::mnn_exact::mnn_depthwise_nhwc(
+                    &g,
+                    x,
+                    weights,
+                    bias,
+                    self.act,
+                    o,
+                    oy0..oy1,
+                );
+            }
         });
     }
 
@@ -617,11 +730,12 @@ impl PreparedConv {
 /// Whether convolutions use `mnnq-kernels` (default) or the engine's own backend
 /// (`MNNQ_ENGINE_KERNELS=own`, kept for comparison and as a fallback).
 /// MNN's CPU backend runs a group-1 3x3 convolution with stride and dilation 1 as Winograd when
-/// its cost rule says so. `MNNQ_WINOGRAD=1` does the same with MNN's exact arithmetic
-/// ([`mnnq_kernels::f32::WinogradWeights`]): a single such convolution then gives MNN's output
-/// bytes. It is off by default: inside a network the convolution's input already differs from
-/// MNN's in the last bits, Winograd's rounding then no longer tracks MNN's, and the result is
-/// further from MNN's (PP-OCR det: max error 3.3e-3 against 1.9e-3 with the direct convolution).
+/// its cost rule says so. `MNNQ_WINOGRAD=1` (or MNN-exact mode, [`mnn_exact_mode`]) does the
+/// same with MNN's exact arithmetic ([`mnnq_kernels::f32::WinogradWeights`]): a single such
+/// convolution then gives MNN's output bytes. Alone it is no use inside a network: the
+/// convolution's input then differs from MNN's in the last bits, Winograd amplifies that, and the
+/// result is further from MNN's (PP-OCR det: max error 3.3e-3 against 1.9e-3 with the direct
+/// convolution); with every op upstream MNN-exact too, the whole model gives MNN's bytes.
 fn mnn_winograd(
     p: &ConvParams,
     in_c: usize,
@@ -630,9 +744,10 @@ fn mnn_winograd(
 ) -> Option<mnnq_kernels::f32::WinogradWeights> {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| {
-        std::env::var("MNNQ_WINOGRAD")
-            .map(|v| v == "1")
-            .unwrap_or(false)
+        mnn_exact_mode()
+            || std::env::var("MNNQ_WINOGRAD")
+                .map(|v| v == "1")
+                .unwrap_or(false)
     });
     if !enabled
         || (p.kernel_h, p.kernel_w) != (3, 3)
@@ -643,6 +758,20 @@ fn mnn_winograd(
     }
     let unit = mnnq_kernels::f32::mnn_winograd_unit(out_h, out_w, in_c, p.out_channels)?;
     mnnq_kernels::f32::WinogradWeights::pack(&p.weights, p.out_channels, in_c, unit)
+}
+
+/// MNN-exact mode (`MNNQ_MNN_EXACT=1`, read once per process): float convolutions run with MNN
+/// 3.6.1's x86 CPU arithmetic ([`mnnq_kernels::f32::mnn_exact`], plus MNN's Winograd for the
+/// 3x3 stride-1 convolutions MNN runs that way), so a float model gives MNN's output bytes
+/// rather than a result within rounding of it. Slower than the default kernels; for checking
+/// against MNN. Transposed convolutions with overlapping windows keep the default kernel.
+pub fn mnn_exact_mode() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var("MNNQ_MNN_EXACT")
+            .map(|v| v == "1")
+            .unwrap_or(false)
+    })
 }
 
 fn use_shared_kernels() -> bool {
@@ -678,16 +807,18 @@ pub fn pool(
             && w.pad_left == 0
         {
             // Global pooling: one pass over the pixels, channels vectorized.
-            y.copy_from_slice(&x[..c]);
-            for px in x.chunks_exact(c).skip(1) {
-                match pool_type {
-                    PoolType::Max => y.iter_mut().zip(px).for_each(|(a, &b)| *a = a.max(b)),
-                    PoolType::Average => y.iter_mut().zip(px).for_each(|(a, &b)| *a += b),
+            match pool_type {
+                PoolType::Max => {
+                    y.copy_from_slice(&x[..c]);
+                    for px in x.chunks_exact(c).skip(1) {
+                        y.iter_mut().zip(px).for_each(|(a, &b)| *a = a.max(b));
+                    }
                 }
-            }
-            if pool_type == PoolType::Average {
-                let inv = 1.0 / (in_h * in_w) as f32;
-                y.iter_mut().for_each(|v| *v *= inv);
+                // MNN's order (bit-identical to it, and as fast as summing first): the sum of
+                // the pixels each scaled by 1 / count.
+                PoolType::Average => {
+                    mnnq_kernels::f32::mnn_exact::mnn_global_avg_pool_nhwc(in_h * in_w, c, x, y)
+                }
             }
             continue;
         }

@@ -50,3 +50,48 @@ pub fn compare(got: &[f32], want: &[f32]) -> (f64, f64, f64) {
     }
     (cos, max_err, max_ref)
 }
+
+/// One golden sample of `golden/<model>/`: the input and MNN's outputs by name.
+pub struct Sample {
+    pub input_name: String,
+    pub input: mnnq_engine::Tensor,
+    pub outputs: Vec<(String, Vec<f32>)>,
+}
+
+/// The golden samples of `model` (inputs and MNN 3.6.1's outputs).
+pub fn samples(root: &std::path::Path, model: &str) -> Vec<Sample> {
+    let dir = root.join("golden").join(model);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let input_name = manifest["input_name"].as_str().unwrap().to_string();
+    manifest["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let shape: Vec<usize> = s["input"]["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let data = read_f32(&dir.join(s["input"]["file"].as_str().unwrap()));
+            let outputs = s["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| {
+                    (
+                        o["name"].as_str().unwrap().to_string(),
+                        read_f32(&dir.join(o["file"].as_str().unwrap())),
+                    )
+                })
+                .collect();
+            Sample {
+                input_name: input_name.clone(),
+                input: mnnq_engine::Tensor::new(shape, data),
+                outputs,
+            }
+        })
+        .collect()
+}

@@ -27,6 +27,7 @@ mod col2im;
 mod conv;
 mod depthwise;
 mod gemm;
+pub mod mnn_exact;
 mod pack;
 mod pool;
 pub mod reference;

@@ -16,7 +16,7 @@
 //!   along y first, then along x, then adds the bias and clamps;
 //! * the products in the transformed domain: one fused multiply-add chain per output starting
 //!   from zero, over the input channels in order (the packed [`gemm`] on AVX2 / AVX-512; the
-//!   portable kernel rounds the products separately, so it agrees with MNN only approximately).
+//!   portable build, whose GEMM rounds the products separately, chains `f32::mul_add` instead).
 
 use super::gemm::gemm;
 use super::pack::PackedWeights;
@@ -346,6 +346,19 @@ fn four_chain_dot(a: &[f32], weights: &[f32], col: usize, n: usize) -> f32 {
     sum
 }
 
+/// `c = a w` for `a` rows of `k` values and `w` `[k][n]`: per output one FMA chain from zero over
+/// the reduction index in order (the AVX2 / AVX-512 GEMM's arithmetic, for the portable build).
+fn fma_chain_rows(a: &[f32], w: &[f32], k: usize, n: usize, c: &mut [f32]) {
+    for (row, out) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
+        out.fill(0.0);
+        for (i, &x) in row.iter().enumerate() {
+            for (o, &wv) in out.iter_mut().zip(&w[i * n..(i + 1) * n]) {
+                *o = x.mul_add(wv, *o);
+            }
+        }
+    }
+}
+
 thread_local! {
     static WINO_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -377,6 +390,7 @@ pub unsafe fn winograd_conv3x3_nhwc(
     let tiles_total = w.tiles(geom, batch);
     let (w_units, h_units) = (geom.out_w.div_ceil(unit), geom.out_h.div_ceil(unit));
     let (lo, hi) = act.bounds();
+    let portable = crate::dispatch::active_isa() == crate::dispatch::Isa::Portable;
     let run = |scratch: &mut [f32]| {
         let (v, m) = scratch.split_at_mut(v_len);
         for tb in batches.clone() {
@@ -446,7 +460,13 @@ pub unsafe fn winograd_conv3x3_nhwc(
             for (e, packed) in w.packed.iter().enumerate() {
                 let a = &v[e * WINOGRAD_TILE_BATCH * in_c..][..count * in_c];
                 let c = &mut m[e * WINOGRAD_TILE_BATCH * out_c..][..count * out_c];
-                gemm(count, a, in_c, packed, &[], Activation::None, c, out_c);
+                if portable {
+                    // The portable GEMM rounds products separately; MNN chains FMAs.
+                    let weights = &w.matrices[e * in_c * out_c..][..in_c * out_c];
+                    fma_chain_rows(a, weights, in_c, out_c, c);
+                } else {
+                    gemm(count, a, in_c, packed, &[], Activation::None, c, out_c);
+                }
             }
             if !full && lone_last_row(count) {
                 // MNN's remainder GEMM leaves a single last row to a kernel that splits the
