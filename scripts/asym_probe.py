@@ -70,14 +70,17 @@ def build_onnx(path: Path, rng: np.random.Generator) -> dict:
         helper.make_node("MaxPool", ["r2"], ["mx"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
                          name="maxpool"),
         helper.make_node("Add", ["avg", "r1"], ["sum"], name="add"),
-        helper.make_node("Concat", ["sum", "mx"], ["cat"], axis=1, name="concat"),
+        # The concat ties its inputs to its output's quantization: it reads the Add and the last
+        # conv, so the max pool keeps its input's quantization (and runs int8 in MNN).
+        helper.make_node("Concat", ["sum", "y"], ["cat"], axis=1, name="concat"),
         helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], pads=[1, 1, 1, 1], name="conv3"),
     ]
     graph = helper.make_graph(
         nodes, "asym_probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C_IN, H, H])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C_IN, H, H]),
-         helper.make_tensor_value_info("cat", TensorProto.FLOAT, [1, 2 * C_MID, H, H])],
+         helper.make_tensor_value_info("cat", TensorProto.FLOAT, [1, C_MID + C_IN, H, H]),
+         helper.make_tensor_value_info("mx", TensorProto.FLOAT, [1, C_MID, H, H])],
         [numpy_helper.from_array(v, k) for k, v in w.items()] + [lo, hi])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -251,7 +254,7 @@ def check(model: Path, float_model: Path, x: np.ndarray, weights: dict) -> None:
     if "concat" in rec:
         got = codes(rec["concat"]["out"], "cat")
         want = np.concatenate([codes(rec["concat"]["in"][0], "sum"),
-                               codes(rec["concat"]["in"][1], "mx")], axis=1)
+                               codes(rec["concat"]["in"][1], "y")], axis=1)
         report("concat", got, want)
     if "y" in rec:
         c_in = codes(rec["y"]["in"][0], "r2")
