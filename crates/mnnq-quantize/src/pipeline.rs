@@ -105,6 +105,9 @@ pub struct QuantizeReport {
     pub int8_macs: Option<crate::fidelity::MacShare>,
     /// Tensors `float_vectors` left without a scale (N x C x 1 x 1).
     pub float_vectors: usize,
+    /// Float tensors given their own scale so that MNN does not carry a neighbour's int8
+    /// quant info over to them ([`crate::plan::propagation_blockers`]).
+    pub propagation_blockers: usize,
     /// What `fold_affine` folded before calibration (None: off).
     pub fold: Option<crate::fold::FoldSummary>,
     /// What `target_cosine` left float (None: key not set).
@@ -463,6 +466,12 @@ pub fn quantize(
             }
         }
     }
+    if !options.mnn_compatible {
+        // Keep the float tensors chosen above float in MNN as well (see the function).
+        let blockers = crate::plan::propagation_blockers(&model.net, &scales.scales, &calibrated);
+        report.propagation_blockers = blockers.len();
+        scales.scales.extend(blockers);
+    }
     let channels: BTreeMap<u32, usize> = plan
         .tensors
         .iter()
@@ -778,6 +787,12 @@ impl QuantizeReport {
                 } else {
                     " (not applied: no gain on the other images)"
                 }
+            );
+        }
+        if self.propagation_blockers > 0 {
+            s += &format!(
+                "float tensors given their own scale so MNN keeps them float: {}\n",
+                self.propagation_blockers
             );
         }
         if self.float_vectors > 0 {
