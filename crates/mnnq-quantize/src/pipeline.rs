@@ -279,8 +279,9 @@ pub fn quantize(
     } else {
         crate::range_method::QualityConfig::recommended()
     };
-    let quality = crate::range_method::QualityConfig::from_file(config_path, defaults)
-        .map_err(QuantizeError::Usage)?;
+    let quality =
+        crate::range_method::QualityConfig::from_keys(config_path, &config.extra, defaults)
+            .map_err(QuantizeError::Usage)?;
     let mut model = Model::load(origin)?;
     report.size_before = std::fs::metadata(origin).map(|m| m.len()).unwrap_or(0);
     if quality.fold_affine {

@@ -168,6 +168,26 @@ impl QualityConfig {
             .map_err(|e| format!("{}: cannot read the config: {e}", path.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
+        let keys: std::collections::BTreeMap<String, serde_json::Value> = match value {
+            serde_json::Value::Object(map) => map.into_iter().collect(),
+            _ => {
+                return Err(format!(
+                    "{}: the config must be a JSON object",
+                    path.display()
+                ))
+            }
+        };
+        Self::from_keys(path, &keys, defaults)
+    }
+
+    /// The quality keys among a config's keys (`mnnq_preprocess::Config::extra` holds the
+    /// keys MNN's format does not define, so the file is read once); `path` names the file
+    /// in errors. Absent keys keep `defaults`.
+    pub fn from_keys(
+        path: &std::path::Path,
+        value: &std::collections::BTreeMap<String, serde_json::Value>,
+        defaults: QualityConfig,
+    ) -> Result<Self, String> {
         let mut out = defaults;
         let p = path.display();
         if let Some(v) = value.get("feature_range_method") {
