@@ -21,9 +21,12 @@ pub struct TensorError {
     pub cosine: f64,
     /// Signal-to-quantization-noise ratio in dB: 10 log10(sum f^2 / sum (f - q)^2).
     pub sqnr_db: f64,
-    /// Share of the float values outside [-clamp*scale, clamp*scale] (clipped by the range).
+    /// Share of the float values outside the representable range (clipped by it):
+    /// [(-clamp - zero) * scale, (clamp - zero) * scale], i.e. [-clamp*scale, clamp*scale] for
+    /// symmetric codes.
     pub overflow: f64,
-    /// max |float| / (clamp * scale): how far the range is below the largest value seen.
+    /// How far the range is below the values seen: the larger of max(float) / upper end and
+    /// min(float) / lower end (the latter only when the lower end is negative).
     pub max_over_range: f64,
     #[serde(skip)]
     sums: Sums,
@@ -37,23 +40,40 @@ struct Sums {
     ee: f64,
     clipped: u64,
     count: u64,
-    max_abs: f64,
+    max: f64,
+    min: f64,
 }
 
 impl Sums {
-    fn add(&mut self, float: &[f32], quant: &[f32], limit: f32) {
+    /// `range` is the representable interval `[lo, hi]` and `step` the scale.
+    fn add(&mut self, float: &[f32], quant: &[f32], range: (f32, f32), step: f32) {
         for (&f, &q) in float.iter().zip(quant) {
             let (f, q) = (f64::from(f), f64::from(q));
             self.ff += f * f;
             self.qq += q * q;
             self.fq += f * q;
             self.ee += (f - q) * (f - q);
-            self.max_abs = self.max_abs.max(f.abs());
+            self.max = self.max.max(f);
+            self.min = self.min.min(f);
         }
-        // A value at the limit itself is representable: count only what lies half a step beyond.
-        let beyond = limit * (1.0 + 0.5 / 127.0);
-        self.clipped += float.iter().filter(|f| f.abs() > beyond).count() as u64;
+        // A value at an end itself is representable: count only what lies half a step beyond.
+        let (lo, hi) = (range.0 - 0.5 * step, range.1 + 0.5 * step);
+        self.clipped += float.iter().filter(|&&f| f < lo || f > hi).count() as u64;
         self.count += float.len() as u64;
+    }
+
+    fn max_over_range(&self, (lo, hi): (f32, f32)) -> f64 {
+        let above = if hi > 0.0 {
+            self.max / f64::from(hi)
+        } else {
+            0.0
+        };
+        let below = if lo < 0.0 {
+            self.min / f64::from(lo)
+        } else {
+            0.0
+        };
+        above.max(below)
     }
 }
 
@@ -161,7 +181,7 @@ pub fn diagnose(
 }
 
 /// [`diagnose`] where the tensors in `zero_points` have asymmetric codes (the fake
-/// quantization uses them; the overflow and range columns still measure |x| against the scale).
+/// quantization and the overflow and range columns use them).
 pub fn diagnose_with_zero_points(
     engine: &Engine,
     quant_engine: &Engine,
@@ -209,9 +229,11 @@ pub fn diagnose_with_zero_points(
                     order.push(t);
                     names.insert(t, view.name.to_string());
                 }
+                let zero = f32::from(zero_points.get(&t).copied().unwrap_or(0));
+                let range = ((-clamp - zero) * scale, (clamp - zero) * scale);
                 sums.entry(t)
                     .or_default()
-                    .add(float, view.data, scale * clamp);
+                    .add(float, view.data, range, scale);
             })
             .map_err(|e| e.to_string())?;
         out.outputs.push(
@@ -227,6 +249,8 @@ pub fn diagnose_with_zero_points(
         .map(|id| {
             let s = sums.remove(&id).unwrap_or_default();
             let scale = scales[&id];
+            let zero = f32::from(zero_points.get(&id).copied().unwrap_or(0));
+            let range = ((-clamp - zero) * scale, (clamp - zero) * scale);
             TensorError {
                 id,
                 name: names.remove(&id).unwrap_or_default(),
@@ -246,7 +270,7 @@ pub fn diagnose_with_zero_points(
                 } else {
                     s.clipped as f64 / s.count as f64
                 },
-                max_over_range: s.max_abs / f64::from(scale * clamp),
+                max_over_range: s.max_over_range(range),
                 sums: s,
             }
         })
@@ -279,10 +303,36 @@ mod tests {
 
     #[test]
     fn sums_count_clipped_values_and_noise() {
+        // Symmetric codes, scale 1/127 * 2: range [-2, 2], half a step beyond is clipped.
+        let step = 2.0 / 127.0;
         let mut s = Sums::default();
-        s.add(&[1.0, -3.0, 0.5, 2.0], &[1.0, -2.0, 0.5, 2.0], 2.0);
+        s.add(
+            &[1.0, -3.0, 0.5, 2.0],
+            &[1.0, -2.0, 0.5, 2.0],
+            (-2.0, 2.0),
+            step,
+        );
         assert_eq!(s.clipped, 1);
         assert_eq!(s.ee, 1.0);
         assert_eq!(s.ff, 1.0 + 9.0 + 0.25 + 4.0);
+        assert_eq!(s.max_over_range((-2.0, 2.0)), 1.5, "-3 against -2");
+    }
+
+    #[test]
+    fn asymmetric_range_counts_values_against_its_own_ends() {
+        // Zero point -127, clamp 127, scale 0.5: codes [-127, 127] mean [0, 127].
+        let (clamp, zero, scale) = (127.0f32, -127.0f32, 0.5f32);
+        let range = ((-clamp - zero) * scale, (clamp - zero) * scale);
+        assert_eq!(range, (0.0, 127.0));
+        let mut s = Sums::default();
+        // 100 fits (it would overflow a symmetric range of 63.5); -1 and 130 do not.
+        s.add(
+            &[100.0, -1.0, 130.0, 0.1],
+            &[100.0, 0.0, 127.0, 0.0],
+            range,
+            scale,
+        );
+        assert_eq!(s.clipped, 2);
+        assert_eq!(s.max_over_range(range), 130.0 / 127.0);
     }
 }
