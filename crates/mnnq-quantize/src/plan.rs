@@ -104,6 +104,20 @@ fn is_nearest_interp(op: &mnnq_format::Op) -> bool {
     }
 }
 
+/// An op's input and output tensor ids, in slot order (negative slots, i.e. absent optional
+/// operands, left out).
+fn tensor_ids(op: &mnnq_format::Op) -> (Vec<u32>, Vec<u32>) {
+    let ids = |slots: &Option<Vec<i32>>| -> Vec<u32> {
+        slots
+            .iter()
+            .flatten()
+            .filter(|&&i| i >= 0)
+            .map(|&i| i as u32)
+            .collect()
+    };
+    (ids(&op.input_indexes), ids(&op.output_indexes))
+}
+
 /// The ops whose scales [`mnnq_calibrate::unify_scales`] ties together, with their data
 /// inputs (shape/size operands are not data and are left out). Slice-like ops with several
 /// outputs give one entry per output. `skip` names ops the config excludes. With
@@ -115,20 +129,7 @@ pub fn layout_ops(net: &Net, skip: &[String], share_relu: bool) -> Vec<LayoutOp>
         if skip.contains(&name) {
             continue;
         }
-        let inputs: Vec<u32> = op
-            .input_indexes
-            .iter()
-            .flatten()
-            .filter(|&&i| i >= 0)
-            .map(|&i| i as u32)
-            .collect();
-        let outputs: Vec<u32> = op
-            .output_indexes
-            .iter()
-            .flatten()
-            .filter(|&&i| i >= 0)
-            .map(|&i| i as u32)
-            .collect();
+        let (inputs, outputs) = tensor_ids(op);
         let (Some(&first), false) = (inputs.first(), outputs.is_empty()) else {
             continue;
         };
@@ -267,20 +268,7 @@ pub fn propagation_blockers(
             if !propagates_quant_info(op.type_) {
                 continue;
             }
-            let data: Vec<u32> = op
-                .input_indexes
-                .iter()
-                .flatten()
-                .filter(|&&i| i >= 0)
-                .map(|&i| i as u32)
-                .collect();
-            let outputs: Vec<u32> = op
-                .output_indexes
-                .iter()
-                .flatten()
-                .filter(|&&i| i >= 0)
-                .map(|&i| i as u32)
-                .collect();
+            let (data, outputs) = tensor_ids(op);
             let (Some(&input), [output]) = (data.first(), &outputs[..]) else {
                 continue;
             };
