@@ -18,10 +18,7 @@ fn check_model(model: &str, max_err_ratio: f64) {
         let inputs = [(sample.input_name.as_str(), sample.input.clone())];
         let got = one.run(&inputs).unwrap_or_else(|e| panic!("{e}"));
         for (name, want) in &sample.outputs {
-            let (_, tensor) = got
-                .iter()
-                .find(|(n, _)| n == name)
-                .unwrap_or_else(|| panic!("{model}: no output {name}"));
+            let tensor = common::output_named(&got, model, name);
             let (cos, err, max_ref) = common::compare(&tensor.data, want);
             println!("{model} sample {i} {name}: cosine {cos:.9}, max abs err {err:.3e} (max |ref| {max_ref:.3})");
             assert!(cos >= 0.99999, "{model} sample {i}: cosine {cos}");
@@ -31,14 +28,7 @@ fn check_model(model: &str, max_err_ratio: f64) {
             );
         }
         let got2 = two.run(&inputs).unwrap();
-        for ((n1, t1), (_, t2)) in got.iter().zip(&got2) {
-            let same = t1
-                .data
-                .iter()
-                .zip(&t2.data)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{model} output {n1}: 1 and 2 threads differ");
-        }
+        common::assert_same_bytes(model, &got, &got2);
     }
 }
 

@@ -95,3 +95,32 @@ pub fn samples(root: &std::path::Path, model: &str) -> Vec<Sample> {
         })
         .collect()
 }
+
+/// The output named `name` of a run's outputs (panics naming the model when it is missing).
+pub fn output_named<'a>(
+    outputs: &'a [(String, mnnq_engine::Tensor)],
+    model: &str,
+    name: &str,
+) -> &'a mnnq_engine::Tensor {
+    outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("{model}: no output {name}"))
+}
+
+/// Asserts that two runs (1 and 2 threads) gave the same output bytes.
+pub fn assert_same_bytes(
+    model: &str,
+    one: &[(String, mnnq_engine::Tensor)],
+    two: &[(String, mnnq_engine::Tensor)],
+) {
+    for ((name, t1), (_, t2)) in one.iter().zip(two) {
+        let same = t1
+            .data
+            .iter()
+            .zip(&t2.data)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{model} output {name}: 1 and 2 threads differ");
+    }
+}
