@@ -456,6 +456,26 @@ pub fn quantize(
             engine.inputs.len()
         )));
     }
+    if !quality.float_tensors.is_empty() {
+        let ids: BTreeMap<&str, u32> = model
+            .net
+            .tensor_name
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u32))
+            .collect();
+        for name in &quality.float_tensors {
+            let id = ids.get(name.as_str()).ok_or_else(|| {
+                QuantizeError::Usage(format!(
+                    "{}: float_tensors names {name:?}, which is not a tensor of {}",
+                    config_path.display(),
+                    origin.display()
+                ))
+            })?;
+            scales.scales.remove(id);
+        }
+    }
     if quality.float_outputs {
         let macs = crate::fallback::conv_macs(&model.net, &engine);
         let names = tensor_names(&model.net);

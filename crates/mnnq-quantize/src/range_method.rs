@@ -57,6 +57,7 @@ pub const QUALITY_KEYS: &[&str] = &[
     "output_bias_correction",
     "fold_affine",
     "float_vectors",
+    "float_tensors",
 ];
 
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
@@ -114,6 +115,10 @@ pub struct QualityConfig {
     /// outputs and the squeeze-excite vectors computed from them) get no scale, so the tiny
     /// ops on them run float ([`vector_tensors`]).
     pub float_vectors: bool,
+    /// `float_tensors`: tensor names that get no scale, so the ops writing and reading them
+    /// run float in both runtimes (the "keep this layer float" control; `target_cosine`
+    /// chooses such tensors automatically).
+    pub float_tensors: Vec<String>,
 }
 
 impl Default for QualityConfig {
@@ -140,6 +145,7 @@ impl QualityConfig {
             output_bias_correction: false,
             fold_affine: false,
             float_vectors: false,
+            float_tensors: Vec::new(),
         }
     }
 
@@ -243,6 +249,13 @@ impl QualityConfig {
             let bad = || format!("{p}: keep_float_op_types must be a list of op type names");
             for name in v.as_array().ok_or_else(bad)? {
                 out.keep_float_op_types
+                    .push(name.as_str().ok_or_else(bad)?.to_string());
+            }
+        }
+        if let Some(v) = value.get("float_tensors") {
+            let bad = || format!("{p}: float_tensors must be a list of tensor names");
+            for name in v.as_array().ok_or_else(bad)? {
+                out.float_tensors
                     .push(name.as_str().ok_or_else(bad)?.to_string());
             }
         }
@@ -654,6 +667,12 @@ mod tests {
         );
         std::fs::write(&path, r#"{"bias_correction": 1}"#).unwrap();
         assert!(QualityConfig::from_file(&path, QualityConfig::mnn()).is_err());
+        std::fs::write(&path, r#"{"float_tensors": ["a", "b/c"]}"#).unwrap();
+        let q = QualityConfig::from_file(&path, QualityConfig::recommended()).unwrap();
+        assert_eq!(q.float_tensors, ["a", "b/c"]);
+        std::fs::write(&path, r#"{"float_tensors": "a"}"#).unwrap();
+        let e = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap_err();
+        assert!(e.contains("float_tensors"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

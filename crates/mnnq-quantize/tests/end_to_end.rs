@@ -340,3 +340,45 @@ fn cls_default_quality_meets_the_agreement_bar_in_the_int8_runtime() {
     let share = mac_share(&quant_model.net, &quant).int8_share;
     assert!(share >= 0.8, "int8 MAC share {share}");
 }
+
+#[test]
+fn float_tensors_stay_float_and_unknown_names_are_errors() {
+    let data = cls_data();
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_config(dir.path(), &data, "KL", "MAX_ABS");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    // A depthwise convolution's output in the middle of the network.
+    let kept = "batch_norm_11.tmp_2";
+    config["float_tensors"] = serde_json::json!([kept]);
+    let config_path = dir.path().join("float_tensors.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = dir.path().join("cls_float_tensors.mnn");
+    let model = data.join("model.mnn");
+    let report = quantize(&model, &out, &config_path, &QuantizeOptions::default()).unwrap();
+    let net = Model::load(&out).unwrap().net;
+    let names = net.tensor_name.clone().unwrap();
+    let id = names.iter().position(|n| n == kept).unwrap() as i32;
+    let scaled = |index: i32| {
+        net.extra_tensor_describe
+            .iter()
+            .flatten()
+            .any(|d| d.index == index && d.quant_info.is_some())
+    };
+    assert!(!scaled(id), "{kept} has no quant info");
+    assert!(!report.scales.contains_key(&(id as u32)));
+    // Its neighbours are still int8: the producer's input and the reader's output.
+    assert!(report.scales.len() > 40, "{} scales", report.scales.len());
+
+    config["float_tensors"] = serde_json::json!(["no_such_tensor"]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = dir.path().join("cls_bad.mnn");
+    let error = quantize(&model, &out, &config_path, &QuantizeOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no_such_tensor") && error.contains("float_tensors.json"),
+        "{error}"
+    );
+    assert!(!out.exists(), "nothing written on error");
+}

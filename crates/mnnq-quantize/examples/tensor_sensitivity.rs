@@ -1,0 +1,141 @@
+//! Diagnostic: how much each feature scale of an int8 model costs the output cosine on its
+//! own, in the float engine (fake quantization of that one tensor, the model's int8 weights
+//! decoded): `cargo run --release -p mnnq-quantize --example tensor_sensitivity -- FLOAT
+//! QUANT CONFIG IMAGES_DIR N` (first N images, sorted by name).
+//!
+//! Prints the output cosine (mean over images) of the weights alone and of weights plus all
+//! feature scales, then each tensor's loss `1 - cosine` against the weights-only run. With
+//! `ONLY_TOTALS=1` it stops after the totals; `EXCLUDE=id,id` leaves those tensors float and
+//! `ASYM=id:lo,...` gives them asymmetric codes over `[lo, 127 * scale]` (what-if checks).
+//! This is how `docs/quality.md` found that det's losses are not additive along a chain.
+use std::collections::BTreeMap;
+
+use mnnq_engine::{ir::MnnFormat, Engine, Session, Tensor};
+use mnnq_format::Model;
+use mnnq_preprocess::{preprocess_image, Config, InputSpec, Layout};
+use mnnq_quantize::diagnose::{
+    dequantize_conv_weights, scales_from_quant_model, zero_points_from_quant_model,
+};
+
+fn run(engine: &Engine, inputs: &[Vec<f32>], fq: &BTreeMap<u32, (f32, i8)>) -> Vec<Vec<f32>> {
+    let (name, shape) = engine.input_shapes().remove(0);
+    let mut s = Session::new(engine, 1).unwrap();
+    for (&t, &q) in fq {
+        s.set_fake_quant_with_zero_point(t as usize, Some(q));
+    }
+    inputs
+        .iter()
+        .map(|x| {
+            let out = s
+                .run(&[(name.as_str(), Tensor::new(shape.clone(), x.clone()))])
+                .unwrap();
+            out[0].1.data.clone()
+        })
+        .collect()
+}
+
+fn cos(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let mut t = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        let (mut d, mut nx, mut ny) = (0f64, 0f64, 0f64);
+        for (&p, &q) in x.iter().zip(y) {
+            d += p as f64 * q as f64;
+            nx += p as f64 * p as f64;
+            ny += q as f64 * q as f64;
+        }
+        t += d / (nx.sqrt() * ny.sqrt()).max(1e-30);
+    }
+    t / a.len() as f64
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let (config, _) = Config::from_file(std::path::Path::new(&a[3])).unwrap();
+    let float_model = Model::load(&a[1]).unwrap();
+    let quant_model = Model::load(&a[2]).unwrap();
+    let n: usize = a[5].parse().unwrap();
+    let scales = scales_from_quant_model(&quant_model.net);
+    let zeros = zero_points_from_quant_model(&quant_model.net);
+    let engine = Engine::from_model(&float_model).unwrap();
+    let mut wq = quant_model.clone();
+    dequantize_conv_weights(&mut wq.net).unwrap();
+    for d in wq.net.extra_tensor_describe.iter_mut().flatten() {
+        d.quant_info = None;
+    }
+    let wq_engine = Engine::from_model(&wq).unwrap();
+    let (it, slot) = engine.inputs[0];
+    let shape = engine.slots[slot].shape.clone();
+    let layout = match engine.infos[it].as_ref().map(|i| i.format) {
+        Some(MnnFormat::Nhwc) => Layout::Nhwc,
+        _ => Layout::Nchw,
+    };
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let (spec, _) =
+        InputSpec::for_model_input(&config, engine.tensor_name(it), layout, &dims).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&a[4])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.truncate(n);
+    let inputs: Vec<Vec<f32>> = files
+        .iter()
+        .map(|f| preprocess_image(f, &config, &spec).unwrap())
+        .collect();
+    let reference = run(&engine, &inputs, &BTreeMap::new());
+    let exclude: Vec<u32> = std::env::var("EXCLUDE")
+        .map(|v| v.split(',').map(|x| x.parse().unwrap()).collect())
+        .unwrap_or_default();
+    // ASYM=id:lo,... : asymmetric codes over [lo, 127 * scale].
+    let asym: BTreeMap<u32, f32> = std::env::var("ASYM")
+        .map(|v| {
+            v.split(',')
+                .map(|x| {
+                    let (a, b) = x.split_once(':').unwrap();
+                    (a.parse().unwrap(), b.parse().unwrap())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let all: BTreeMap<u32, (f32, i8)> = scales
+        .iter()
+        .filter(|(t, _)| !exclude.contains(t))
+        .map(|(&t, &s)| match asym.get(&t) {
+            Some(&lo) => {
+                let hi = 127.0 * s;
+                let scale = (hi - lo) / 254.0;
+                let zero = (-127.0 - lo / scale).floor().max(-127.0);
+                (t, (scale, zero as i8))
+            }
+            None => (t, (s, zeros.get(&t).copied().unwrap_or(0))),
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    let wref = run(&wq_engine, &inputs, &BTreeMap::new());
+    println!(
+        "weights only      {:.5} ({:?})",
+        cos(&reference, &wref),
+        t0.elapsed()
+    );
+    let t0 = std::time::Instant::now();
+    println!(
+        "both              {:.5} ({:?})",
+        cos(&reference, &run(&wq_engine, &inputs, &all)),
+        t0.elapsed()
+    );
+    if std::env::var("ONLY_TOTALS").is_ok() {
+        return;
+    }
+    let mut losses = Vec::new();
+    for (&t, &q) in &all {
+        let one = BTreeMap::from([(t, q)]);
+        let c = cos(&wref, &run(&wq_engine, &inputs, &one));
+        losses.push((1.0 - c, t, wq_engine.tensor_name(t as usize).to_string(), q));
+    }
+    let total: f64 = losses.iter().map(|l| l.0).sum();
+    println!("sum of single-tensor losses {total:.5}");
+    losses.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap());
+    for (l, t, name, q) in losses {
+        println!("{l:.6} {t:4} {name:30} scale {:.5} zero {}", q.0, q.1);
+    }
+}
