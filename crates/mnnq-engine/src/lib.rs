@@ -58,5 +58,7 @@ pub mod tensor;
 
 pub use engine::Engine;
 pub use error::EngineError;
+/// The window of a prepared convolution ([`ops::window::PreparedConv::geometry`]).
+pub use mnnq_kernels::ConvGeometry;
 pub use session::Session;
 pub use tensor::{DType, Layout, Tensor, TensorView};

@@ -48,6 +48,18 @@ fn cos(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
     t / a.len() as f64
 }
 
+/// Images whose argmax differs (classifiers), as indices.
+fn flips(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<usize> {
+    let argmax = |v: &[f32]| {
+        (0..v.len())
+            .max_by(|&i, &j| v[i].total_cmp(&v[j]))
+            .unwrap_or(0)
+    };
+    (0..a.len())
+        .filter(|&i| argmax(&a[i]) != argmax(&b[i]))
+        .collect()
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let (config, _) = Config::from_file(std::path::Path::new(&a[3])).unwrap();
@@ -113,16 +125,77 @@ fn main() {
     let t0 = std::time::Instant::now();
     let wref = run(&wq_engine, &inputs, &BTreeMap::new());
     println!(
-        "weights only      {:.5} ({:?})",
+        "weights only      {:.5} ({:?}) argmax flips {:?}",
         cos(&reference, &wref),
-        t0.elapsed()
+        t0.elapsed(),
+        flips(&reference, &wref)
     );
     let t0 = std::time::Instant::now();
+    let both = run(&wq_engine, &inputs, &all);
     println!(
-        "both              {:.5} ({:?})",
-        cos(&reference, &run(&wq_engine, &inputs, &all)),
-        t0.elapsed()
+        "both              {:.5} ({:?}) argmax flips {:?}",
+        cos(&reference, &both),
+        t0.elapsed(),
+        flips(&reference, &both)
     );
+    let features = run(&engine, &inputs, &all);
+    println!(
+        "features only     {:.5} argmax flips {:?}",
+        cos(&reference, &features),
+        flips(&reference, &features)
+    );
+    if std::env::var("WEIGHT_SENS").is_ok() {
+        // Each convolution's int8 weights alone (the others keep their float weights).
+        let float_params: std::collections::HashMap<String, mnnq_format::OpParameter> = float_model
+            .net
+            .oplists
+            .iter()
+            .flatten()
+            .filter_map(|op| Some((op.name.clone()?, op.main.clone()?)))
+            .collect();
+        let conv_names: Vec<String> = wq
+            .net
+            .oplists
+            .iter()
+            .flatten()
+            .filter(|op| {
+                matches!(op.main, Some(mnnq_format::OpParameter::Convolution2D(_)))
+                    && op
+                        .name
+                        .as_ref()
+                        .is_some_and(|n| float_params.contains_key(n))
+            })
+            .filter_map(|op| op.name.clone())
+            .collect();
+        let mut losses = Vec::new();
+        for keep in &conv_names {
+            let mut m = wq.clone();
+            for op in m.net.oplists.iter_mut().flatten() {
+                let Some(name) = op.name.clone() else {
+                    continue;
+                };
+                if &name != keep {
+                    if let Some(p) = float_params.get(&name) {
+                        if matches!(p, mnnq_format::OpParameter::Convolution2D(_)) {
+                            op.main = Some(p.clone());
+                        }
+                    }
+                }
+            }
+            let e = Engine::from_model(&m).unwrap();
+            let out = run(&e, &inputs, &BTreeMap::new());
+            losses.push((
+                1.0 - cos(&reference, &out),
+                keep.clone(),
+                flips(&reference, &out),
+            ));
+        }
+        losses.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap());
+        for (l, name, f) in losses.iter().take(25) {
+            println!("{l:.6} {name:40} flips {f:?}");
+        }
+        return;
+    }
     if std::env::var("ONLY_TOTALS").is_ok() {
         return;
     }

@@ -30,6 +30,7 @@ pub mod runner;
 pub mod scale_json;
 pub mod scales;
 pub mod stats;
+pub mod weight_rounding;
 pub mod zero_point;
 
 pub use error::QuantizeError;

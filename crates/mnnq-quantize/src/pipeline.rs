@@ -534,7 +534,21 @@ pub fn quantize(
         input_channel_means,
         weight_only_float_convs: !options.mnn_compatible,
         zero_points: zero_points_of(&scales),
+        input_moments: None,
     };
+    if quality.weight_rounding == crate::range_method::WeightRounding::Gptq
+        && engine.inputs.len() == 1
+    {
+        let inputs = load_some(BIAS_CORRECTION_IMAGES);
+        rewrite_options.input_moments = Some(
+            crate::weight_rounding::conv_input_moments(&engine, &inputs).map_err(|message| {
+                QuantizeError::Engine {
+                    model: origin.display().to_string(),
+                    message,
+                }
+            })?,
+        );
+    }
     if rewrite_options.weight_method == WeightMethod::Mse {
         report.weight_method = "MAX_ABS (MSE-searched scales)".into();
     }

@@ -58,6 +58,7 @@ pub const QUALITY_KEYS: &[&str] = &[
     "fold_affine",
     "float_vectors",
     "float_tensors",
+    "weight_rounding",
 ];
 
 /// Weight scale choice (config key `weight_range_method`; applies to MAX_ABS weights).
@@ -119,6 +120,21 @@ pub struct QualityConfig {
     /// run float in both runtimes (the "keep this layer float" control; `target_cosine`
     /// chooses such tensors automatically).
     pub float_tensors: Vec<String>,
+    /// `weight_rounding`: `NEAREST` (MNN) or `GPTQ`, int8 weight codes chosen against the
+    /// convolution's output error on calibration inputs ([`crate::weight_rounding`]).
+    pub weight_rounding: WeightRounding,
+}
+
+/// The value of `weight_rounding`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WeightRounding {
+    /// Each weight to its nearest code (MNN).
+    #[default]
+    Nearest,
+    /// GPTQ: rounding errors moved onto the weights not yet rounded, weighted by the input
+    /// second moments.
+    Gptq,
 }
 
 impl Default for QualityConfig {
@@ -146,6 +162,7 @@ impl QualityConfig {
             fold_affine: false,
             float_vectors: false,
             float_tensors: Vec::new(),
+            weight_rounding: WeightRounding::Nearest,
         }
     }
 
@@ -251,6 +268,17 @@ impl QualityConfig {
                 out.keep_float_op_types
                     .push(name.as_str().ok_or_else(bad)?.to_string());
             }
+        }
+        if let Some(v) = value.get("weight_rounding") {
+            out.weight_rounding = match v.as_str().map(str::to_ascii_uppercase).as_deref() {
+                Some("NEAREST") => WeightRounding::Nearest,
+                Some("GPTQ") => WeightRounding::Gptq,
+                _ => {
+                    return Err(format!(
+                        "{p}: weight_rounding must be \"NEAREST\" or \"GPTQ\""
+                    ))
+                }
+            };
         }
         if let Some(v) = value.get("float_tensors") {
             let bad = || format!("{p}: float_tensors must be a list of tensor names");
@@ -670,6 +698,12 @@ mod tests {
         std::fs::write(&path, r#"{"float_tensors": ["a", "b/c"]}"#).unwrap();
         let q = QualityConfig::from_file(&path, QualityConfig::recommended()).unwrap();
         assert_eq!(q.float_tensors, ["a", "b/c"]);
+        std::fs::write(&path, r#"{"weight_rounding": "gptq"}"#).unwrap();
+        let q = QualityConfig::from_file(&path, QualityConfig::recommended()).unwrap();
+        assert_eq!(q.weight_rounding, WeightRounding::Gptq);
+        std::fs::write(&path, r#"{"weight_rounding": "adaround"}"#).unwrap();
+        let e = QualityConfig::from_file(&path, QualityConfig::recommended()).unwrap_err();
+        assert!(e.contains("weight_rounding"), "{e}");
         std::fs::write(&path, r#"{"float_tensors": "a"}"#).unwrap();
         let e = QualityConfig::from_file(&path, QualityConfig::mnn()).unwrap_err();
         assert!(e.contains("float_tensors"), "{e}");

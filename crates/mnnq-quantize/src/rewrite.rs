@@ -44,6 +44,9 @@ pub struct RewriteOptions {
     pub weight_only_float_convs: bool,
     /// Zero points of the tensors with asymmetric codes (tensor id -> zero point; others 0).
     pub zero_points: BTreeMap<u32, i8>,
+    /// GPTQ weight rounding (`crate::weight_rounding`): input second moments per
+    /// convolution, keyed by output tensor id. None or a missing entry: nearest rounding.
+    pub input_moments: Option<BTreeMap<u32, crate::weight_rounding::InputMoments>>,
 }
 
 /// Why a convolution kept float weights.
@@ -76,6 +79,8 @@ pub struct RewriteSummary {
     pub tensors_with_quant_info: usize,
     /// Convolutions whose bias was corrected for the weights' rounding shift.
     pub biases_corrected: usize,
+    /// Convolutions whose weight codes were chosen by GPTQ (`weight_rounding`).
+    pub weights_rounded_gptq: usize,
 }
 
 fn op_name(op: &Op, position: usize) -> String {
@@ -193,6 +198,7 @@ struct ConvContext<'a> {
     input_channels: Option<usize>,
     /// Per-channel means of its input (bias correction), if enabled.
     input_means: Option<&'a Vec<f32>>,
+    input_moments: Option<&'a crate::weight_rounding::InputMoments>,
 }
 
 fn quantize_conv(
@@ -207,6 +213,7 @@ fn quantize_conv(
         scale_out,
         input_channels,
         input_means,
+        input_moments,
     } = context;
     let weights = conv.weight.take().unwrap_or_default();
     let common = conv
@@ -230,6 +237,18 @@ fn quantize_conv(
         WeightMethod::Mse => quantize_weights_mse(&weights, channels, options.weight_clamp),
     }
     .map_err(|e| e.to_string())?;
+    let mut quantized = quantized;
+    if let (Some(moments), WeightMethod::MaxAbs) = (input_moments, options.weight_method) {
+        if let Some(codes) = crate::weight_rounding::round_conv(
+            &weights,
+            &quantized.scales,
+            options.weight_clamp,
+            moments,
+        ) {
+            quantized.codes = codes;
+            summary.weights_rounded_gptq += 1;
+        }
+    }
     let per_channel = weights.len() / channels;
     if let Some(means) = input_means {
         let dequantized: Vec<f32> = quantized
@@ -353,6 +372,7 @@ pub fn rewrite_net(
                             scale_out: 0.0,
                             input_channels: None,
                             input_means: None,
+                            input_moments: None,
                         };
                         quantize_conv(conv, context, options, &mut summary).map_err(|message| {
                             QuantizeError::Op {
@@ -385,6 +405,7 @@ pub fn rewrite_net(
                     scale_out: scales[&o],
                     input_channels: channels.get(&i).copied(),
                     input_means: means,
+                    input_moments: options.input_moments.as_ref().and_then(|m| m.get(&o)),
                 };
                 quantize_conv(conv, context, options, &mut summary).map_err(|message| {
                     QuantizeError::Op {
@@ -526,6 +547,7 @@ mod tests {
             quant_bits: 8,
             skip_op_names: vec![],
             input_channel_means: None,
+            input_moments: None,
             weight_only_float_convs: false,
             zero_points: BTreeMap::new(),
         }
