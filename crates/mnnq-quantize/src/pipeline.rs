@@ -108,6 +108,9 @@ pub struct QuantizeReport {
     /// Float tensors given their own scale so that MNN does not carry a neighbour's int8
     /// quant info over to them ([`crate::plan::propagation_blockers`]).
     pub propagation_blockers: usize,
+    /// Global average pools starting a float head, written as a Reduction MEAN
+    /// ([`crate::plan::float_global_pools_as_means`]).
+    pub float_pools_as_means: usize,
     /// What `fold_affine` folded before calibration (None: off).
     pub fold: Option<crate::fold::FoldSummary>,
     /// What `target_cosine` left float (None: key not set).
@@ -488,6 +491,10 @@ pub fn quantize(
         }
     }
     if !options.mnn_compatible {
+        // A float head that starts at a global average pool starts at a float mean instead
+        // (see the function); the blockers below then leave it alone.
+        report.float_pools_as_means =
+            crate::plan::float_global_pools_as_means(&mut model.net, &scales.scales).len();
         // Keep the float tensors chosen above float in MNN as well (see the function).
         let blockers = crate::plan::propagation_blockers(&model.net, &scales.scales, &calibrated);
         report.propagation_blockers = blockers.len();
@@ -828,6 +835,12 @@ impl QuantizeReport {
             s += &format!(
                 "float tensors given their own scale so MNN keeps them float: {}\n",
                 self.propagation_blockers
+            );
+        }
+        if self.float_pools_as_means > 0 {
+            s += &format!(
+                "global average pools starting the float head written as a float mean (MNN would pool in int8): {}\n",
+                self.float_pools_as_means
             );
         }
         if self.float_vectors > 0 {

@@ -238,6 +238,48 @@ fn propagates_quant_info(op_type: OpType) -> bool {
         )
 }
 
+/// Global average pools between an int8 input and a float output (the start of a float
+/// head), rewritten as a Reduction MEAN over height and width, which is the same value in
+/// float. MNN carries quant info across a pool (see [`propagation_blockers`]): a pool whose
+/// output has its own blocker scale still writes int8, so MNN rounded EfficientNet's
+/// 1280 pooled features to steps of 0.043 before the float classifier, where our runtime
+/// kept them float (logits cosine 0.99976 between the runtimes). MNN does not carry quant
+/// info across a Reduction and has no int8 Reduction: it dequantizes the input and writes a
+/// float mean, as our runtime does. Returns the output tensors of the rewritten pools.
+pub fn float_global_pools_as_means(net: &mut Net, scales: &BTreeMap<u32, f32>) -> Vec<u32> {
+    let mut rewritten = Vec::new();
+    for op in net.oplists.iter_mut().flatten() {
+        let global_average = match (&op.type_, &op.main) {
+            (OpType::Pooling, Some(OpParameter::Pool(p))) => {
+                p.is_global && p.type_ == PoolType::Avepool
+            }
+            (OpType::Pooling3D, Some(OpParameter::Pool3D(p))) => {
+                p.is_global && p.type_ == PoolType::Avepool
+            }
+            _ => false,
+        };
+        let (data, outputs) = tensor_ids(op);
+        let (true, [input], [output]) = (global_average, &data[..], &outputs[..]) else {
+            continue;
+        };
+        if !scales.contains_key(input) || scales.contains_key(output) {
+            continue;
+        }
+        op.type_ = OpType::Reduction;
+        op.main = Some(OpParameter::ReductionParam(Box::new(
+            mnnq_format::ReductionParam {
+                operation: mnnq_format::ReductionType::Mean,
+                dim: Some(vec![2, 3]),
+                coeff: 0.0,
+                keep_dims: true,
+                d_type: mnnq_format::DataType::DtFloat,
+            },
+        )));
+        rewritten.push(*output);
+    }
+    rewritten
+}
+
 /// Scales that keep the tensors the quantizer left float, float in MNN too.
 ///
 /// MNN gives a tensor without quant info the quant info of its neighbour across a
@@ -309,6 +351,41 @@ mod tests {
             name: Some(format!("op{}", outputs[0])),
             ..Op::default()
         }
+    }
+
+    #[test]
+    fn only_global_average_pools_from_int8_into_float_become_means() {
+        let pool = |type_: PoolType, is_global: bool, input: i32, output: i32| Op {
+            main: Some(OpParameter::Pool3D(Box::new(mnnq_format::Pool3D {
+                type_,
+                is_global,
+                ..mnnq_format::Pool3D::default()
+            }))),
+            ..op(OpType::Pooling3D, &[input], &[output])
+        };
+        // 0 -> avg(global) -> 1 (float): rewritten. 0 -> max(global) -> 2 (float), 0 ->
+        // avg(not global) -> 3 (float), 0 -> avg(global) -> 4 (int8): kept.
+        let mut net = Net {
+            oplists: Some(vec![
+                op(OpType::Input, &[], &[0]),
+                pool(PoolType::Avepool, true, 0, 1),
+                pool(PoolType::Maxpool, true, 0, 2),
+                pool(PoolType::Avepool, false, 0, 3),
+                pool(PoolType::Avepool, true, 0, 4),
+            ]),
+            ..Net::default()
+        };
+        let scales = BTreeMap::from([(0, 0.1f32), (4, 0.2)]);
+        assert_eq!(float_global_pools_as_means(&mut net, &scales), vec![1]);
+        let ops = net.oplists.unwrap();
+        assert_eq!(ops[1].type_, OpType::Reduction);
+        let Some(OpParameter::ReductionParam(p)) = &ops[1].main else {
+            panic!("no ReductionParam");
+        };
+        assert_eq!(p.operation, mnnq_format::ReductionType::Mean);
+        assert_eq!(p.dim.as_deref(), Some(&[2, 3][..]));
+        assert!(p.keep_dims);
+        assert!(ops[2..].iter().all(|o| o.type_ == OpType::Pooling3D));
     }
 
     #[test]
