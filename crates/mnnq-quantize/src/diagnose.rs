@@ -336,3 +336,73 @@ mod tests {
         assert_eq!(s.max_over_range(range), 130.0 / 127.0);
     }
 }
+
+/// The cost of one tensor's rounding on its own (`mnnq compare --sensitivity`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TensorLoss {
+    pub id: u32,
+    pub name: String,
+    /// `1 - cosine` of the graph outputs (pooled over the images) when only this tensor is
+    /// fake-quantized, against the same engine with none.
+    pub loss: f64,
+}
+
+/// For each tensor of `scales`, the output loss when only that tensor is fake-quantized in
+/// `engine` (float weights, or decoded int8 weights when built from the int8 model), largest
+/// first. Losses of tensors along one chain of elementwise ops are not additive (their
+/// rounding errors are correlated; docs/quality.md), so this ranks where rounding hurts; it
+/// does not predict what leaving several tensors float gains.
+pub fn tensor_sensitivity(
+    engine: &Engine,
+    scales: &BTreeMap<u32, f32>,
+    zero_points: &BTreeMap<u32, i8>,
+    inputs: &[Vec<f32>],
+) -> Result<Vec<TensorLoss>, String> {
+    use rayon::prelude::*;
+    let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
+        return Err(format!(
+            "sensitivity needs a model with one input, this one has {}",
+            engine.inputs.len()
+        ));
+    };
+    let run = |fake: Option<(u32, f32, i8)>| -> Result<Vec<Vec<f32>>, String> {
+        let mut session = Session::new(engine, 1).map_err(|e| e.to_string())?;
+        if let Some((id, scale, zero)) = fake {
+            session.set_fake_quant_with_zero_point(id as usize, Some((scale, zero)));
+        }
+        inputs
+            .iter()
+            .map(|x| {
+                let outputs = session
+                    .run(&[(
+                        input_name.as_str(),
+                        Tensor::new(input_shape.clone(), x.clone()),
+                    )])
+                    .map_err(|e| e.to_string())?;
+                Ok(outputs.into_iter().flat_map(|(_, t)| t.data).collect())
+            })
+            .collect()
+    };
+    let reference = run(None)?;
+    // Scales of tensors this engine does not have (a folded int8 model against an unfolded
+    // float one) cannot be placed.
+    let known: Vec<(u32, f32)> = scales
+        .iter()
+        .filter(|(&id, _)| (id as usize) < engine.infos.len())
+        .map(|(&id, &scale)| (id, scale))
+        .collect();
+    let mut losses: Vec<TensorLoss> = known
+        .par_iter()
+        .map(|&(id, scale)| {
+            let zero = zero_points.get(&id).copied().unwrap_or(0);
+            let outputs = run(Some((id, scale, zero)))?;
+            Ok(TensorLoss {
+                id,
+                name: engine.tensor_name(id as usize).to_string(),
+                loss: 1.0 - crate::fidelity::pooled_output_cosine(&reference, &outputs),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    losses.sort_by(|a, b| b.loss.total_cmp(&a.loss).then(a.id.cmp(&b.id)));
+    Ok(losses)
+}

@@ -20,7 +20,8 @@ use mnnq_engine::Engine;
 use mnnq_format::Model;
 use mnnq_preprocess::{preprocess_image, Config, InputSpec, Layout};
 use mnnq_quantize::diagnose::{
-    diagnose_with_zero_points, scales_from_quant_model, zero_points_from_quant_model, TensorError,
+    diagnose_with_zero_points, scales_from_quant_model, tensor_sensitivity,
+    zero_points_from_quant_model, TensorError, TensorLoss,
 };
 use mnnq_quantize::fidelity::{compare_outputs, mac_share, run_all, MacShare, OutputFidelity};
 
@@ -54,6 +55,11 @@ pub struct Args {
     /// Worst tensors to list.
     #[arg(long, default_value_t = 15)]
     pub worst: usize,
+    /// Also measure each scaled tensor's cost on its own (float engine, float weights): the output loss (1 - cosine,
+    /// pooled over the images) when only that tensor is fake-quantized (one float run per
+    /// tensor and image; use --max-images on large models).
+    #[arg(long)]
+    pub sensitivity: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -70,6 +76,22 @@ struct Report {
     simulated_outputs: Option<Vec<OutputFidelity>>,
     /// Per-tensor error of the simulation, execution order.
     tensors: Vec<TensorError>,
+    /// With --sensitivity: each tensor's loss when only it is fake-quantized, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensitivity: Option<Vec<TensorLoss>>,
+}
+
+/// `float` folded by `fold_affine` when its tensors differ from `quant`'s and folding
+/// reproduces them (an int8 model mnnq wrote from a folded graph); None otherwise.
+fn folded_like(float: &Model, quant: &Model) -> Option<Model> {
+    let names = |m: &Model| m.net.tensor_name.clone().unwrap_or_default();
+    let quant_names = names(quant);
+    if names(float) == quant_names {
+        return None;
+    }
+    let mut folded = float.clone();
+    mnnq_quantize::fold::fold_affine(&mut folded.net);
+    (names(&folded) == quant_names).then_some(folded)
 }
 
 fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -107,6 +129,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let engine = Engine::from_model(&float_model)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
+    // mnnq quantizes a folded graph (`fold_affine`): the simulation runs the float model
+    // folded the same way, so that it finds every scaled tensor under its id.
+    let folded = folded_like(&float_model, &quant_model);
+    let sim_engine = match &folded {
+        Some(model) => Engine::from_model(model)
+            .map_err(|e| anyhow::anyhow!("{} (folded): {e}", args.float.display()))?,
+        None => Engine::from_model(&float_model)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?,
+    };
     let int8_engine = Engine::from_model(&quant_model)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?;
     if int8_engine.int8.is_none() {
@@ -165,8 +196,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None
         };
         let diagnosis = diagnose_with_zero_points(
-            &engine,
-            quant_engine.as_ref().unwrap_or(&engine),
+            &sim_engine,
+            quant_engine.as_ref().unwrap_or(&sim_engine),
             &scales,
             &zero_points_from_quant_model(&quant_model.net),
             &inputs,
@@ -188,6 +219,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             diagnosis.tensors,
         )
     };
+    let sensitivity = if args.sensitivity {
+        Some(
+            tensor_sensitivity(
+                &sim_engine,
+                &scales,
+                &zero_points_from_quant_model(&quant_model.net),
+                &inputs,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?,
+        )
+    } else {
+        None
+    };
 
     if let Some(path) = &args.plot {
         if tensors.is_empty() {
@@ -204,6 +248,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         macs,
         simulated_outputs,
         tensors,
+        sensitivity,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -268,6 +313,16 @@ fn text_report(report: &Report, worst: usize) -> String {
             )
         }
     );
+    if let Some(losses) = &report.sensitivity {
+        let _ = writeln!(
+            s,
+            "most costly tensors on their own (output loss 1 - cosine with only that tensor rounded; not additive), of {}:",
+            losses.len()
+        );
+        for l in losses.iter().take(worst) {
+            let _ = writeln!(s, "  {:<40} {:>10.6}", l.name, l.loss);
+        }
+    }
     let Some(simulated) = &report.simulated_outputs else {
         return s;
     };
