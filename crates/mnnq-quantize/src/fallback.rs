@@ -388,15 +388,7 @@ mod tests {
     use super::*;
     use mnnq_format::{Op, TensorDescribe, TensorQuantInfo};
 
-    fn graph_op(type_: OpType, inputs: &[i32], outputs: &[i32]) -> Op {
-        Op {
-            type_,
-            input_indexes: Some(inputs.to_vec()),
-            output_indexes: Some(outputs.to_vec()),
-            name: Some(format!("op{}", outputs[0])),
-            ..Op::default()
-        }
-    }
+    use crate::plan::test_op as graph_op;
 
     #[test]
     fn a_segment_runs_through_activations_and_constant_affine_ops_to_the_next_layer() {

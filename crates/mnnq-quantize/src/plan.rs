@@ -338,20 +338,25 @@ pub fn propagation_blockers(
     }
 }
 
+/// An op named `op<first output>` reading `inputs` and writing `outputs`, for hand-built
+/// test graphs.
+#[cfg(test)]
+pub(crate) fn test_op(type_: OpType, inputs: &[i32], outputs: &[i32]) -> mnnq_format::Op {
+    mnnq_format::Op {
+        type_,
+        input_indexes: Some(inputs.to_vec()),
+        output_indexes: Some(outputs.to_vec()),
+        name: Some(format!("op{}", outputs[0])),
+        ..mnnq_format::Op::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use mnnq_format::Op;
 
-    fn op(type_: OpType, inputs: &[i32], outputs: &[i32]) -> Op {
-        Op {
-            type_,
-            input_indexes: Some(inputs.to_vec()),
-            output_indexes: Some(outputs.to_vec()),
-            name: Some(format!("op{}", outputs[0])),
-            ..Op::default()
-        }
-    }
+    use super::test_op as op;
 
     #[test]
     fn only_global_average_pools_from_int8_into_float_become_means() {

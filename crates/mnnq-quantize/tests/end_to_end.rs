@@ -31,6 +31,32 @@ fn write_config(dir: &Path, data: &Path, feature: &str, weight: &str) -> PathBuf
     path
 }
 
+/// The first `count` images of `dir` (sorted by name; 0: all), preprocessed as `config`
+/// says for the cls model's 1x3x48x192 input.
+fn cls_inputs(config_path: &Path, dir: &Path, count: usize) -> Vec<Vec<f32>> {
+    let (config, _) = mnnq_preprocess::Config::from_file(config_path).unwrap();
+    let spec = mnnq_preprocess::InputSpec::for_model_input(
+        &config,
+        "x",
+        mnnq_preprocess::Layout::Nchw,
+        &[1, 3, 48, 192],
+    )
+    .unwrap()
+    .0;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    if count > 0 {
+        files.truncate(count);
+    }
+    files
+        .iter()
+        .map(|f| mnnq_preprocess::preprocess_image(f, &config, &spec).unwrap())
+        .collect()
+}
+
 fn quantize_cls(
     dir: &Path,
     data: &Path,
@@ -304,24 +330,7 @@ fn cls_default_quality_meets_the_agreement_bar_in_the_int8_runtime() {
     assert!(quality.bias_correction && quality.float_outputs);
     assert!(report.rewrite.biases_corrected > 0);
 
-    let (config, _) = mnnq_preprocess::Config::from_file(&config_path).unwrap();
-    let spec = mnnq_preprocess::InputSpec::for_model_input(
-        &config,
-        "x",
-        mnnq_preprocess::Layout::Nchw,
-        &[1, 3, 48, 192],
-    )
-    .unwrap()
-    .0;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&eval)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let inputs: Vec<Vec<f32>> = files
-        .iter()
-        .map(|f| mnnq_preprocess::preprocess_image(f, &config, &spec).unwrap())
-        .collect();
+    let inputs = cls_inputs(&config_path, &eval, 0);
     use mnnq_quantize::fidelity::{compare_outputs, engine_of, mac_share, run_all};
     let float = engine_of(&Model::load(&float_path).unwrap()).unwrap();
     let quant_model = Model::load(&out).unwrap();
@@ -411,25 +420,7 @@ fn gptq_weight_rounding_moves_codes_and_lowers_each_layers_output_error() {
 
     // What GPTQ minimises, on real inputs: each convolution's output error e^T H e summed
     // over its channels, with H measured on the calibration lines.
-    let (config, _) = mnnq_preprocess::Config::from_file(&base).unwrap();
-    let spec = mnnq_preprocess::InputSpec::for_model_input(
-        &config,
-        "x",
-        mnnq_preprocess::Layout::Nchw,
-        &[1, 3, 48, 192],
-    )
-    .unwrap()
-    .0;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("calib"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files.truncate(4);
-    let inputs: Vec<Vec<f32>> = files
-        .iter()
-        .map(|f| mnnq_preprocess::preprocess_image(f, &config, &spec).unwrap())
-        .collect();
+    let inputs = cls_inputs(&base, &data.join("calib"), 4);
     let float = Model::load(&model_path).unwrap();
     let moments = conv_input_moments(&engine_of(&float).unwrap(), &inputs).unwrap();
     let (mut better, mut compared) = (0, 0);
