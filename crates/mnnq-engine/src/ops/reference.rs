@@ -664,6 +664,30 @@ fn reduce(input: &In, axes: &[usize], op: ReductionType) -> Vec<f32> {
         _ => 0.0,
     };
     let mut acc = vec![init; out_n];
+    let combine = |a: f32, x: f32| match op {
+        ReductionType::Sum | ReductionType::Mean => a + x,
+        ReductionType::AbsSum => a + x.abs(),
+        ReductionType::SumSquares => a + x * x,
+        ReductionType::Max => a.max(x),
+        ReductionType::Min => a.min(x),
+        ReductionType::Prod => a * x,
+        ReductionType::Any => ((a != 0.0) || (x != 0.0)) as i32 as f32,
+        ReductionType::All => ((a != 0.0) && (x != 0.0)) as i32 as f32,
+    };
+    // Trailing axes (a global mean over H and W of NCHW): each output reads one contiguous
+    // run, in the same order as the general walk below, so the result is the same bits.
+    let trailing =
+        !axes.is_empty() && (0..axes.len()).all(|k| axes.contains(&(s.len() - axes.len() + k)));
+    if trailing && count > 0 {
+        for (a, run) in acc.iter_mut().zip(v.chunks_exact(count)) {
+            *a = run.iter().fold(*a, |a, &x| combine(a, x));
+        }
+        if op == ReductionType::Mean {
+            let inv = 1.0 / count as f32;
+            acc.iter_mut().for_each(|a| *a *= inv);
+        }
+        return acc;
+    }
     let out_strides = crate::tensor::row_major_strides(&out_shape);
     for (i, &x) in v.iter().enumerate() {
         let mut rem = i;
@@ -676,16 +700,7 @@ fn reduce(input: &In, axes: &[usize], op: ReductionType) -> Vec<f32> {
             }
         }
         let a = &mut acc[o as usize];
-        *a = match op {
-            ReductionType::Sum | ReductionType::Mean => *a + x,
-            ReductionType::AbsSum => *a + x.abs(),
-            ReductionType::SumSquares => *a + x * x,
-            ReductionType::Max => a.max(x),
-            ReductionType::Min => a.min(x),
-            ReductionType::Prod => *a * x,
-            ReductionType::Any => ((*a != 0.0) || (x != 0.0)) as i32 as f32,
-            ReductionType::All => ((*a != 0.0) && (x != 0.0)) as i32 as f32,
-        };
+        *a = combine(*a, x);
     }
     if op == ReductionType::Mean {
         let inv = 1.0 / count.max(1) as f32;
