@@ -10,8 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mnnq_engine::ir::MnnFormat;
-use mnnq_engine::{Engine, Session, Tensor};
+use mnnq_engine::Engine;
 use mnnq_format::{Net, OpType};
 
 /// Per-channel mean of every input tensor of a Convolution / ConvolutionDepthwise, keyed by
@@ -26,48 +25,50 @@ pub fn conv_input_channel_means(
         if matches!(op.type_, OpType::Convolution | OpType::ConvolutionDepthwise) {
             if let Some(&[i]) = op.input_indexes.as_deref() {
                 if i >= 0 {
-                    wanted.insert(i as usize);
+                    wanted.insert(i as u32);
                 }
             }
         }
     }
-    let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
-        return Err("bias correction needs a model with one input".into());
-    };
-    let mut session = Session::new(engine, 1).map_err(|e| e.to_string())?;
-    let mut sums: BTreeMap<u32, (Vec<f64>, u64)> = BTreeMap::new();
-    for input in inputs {
-        session
-            .run_observed(
-                &[(
-                    input_name.as_str(),
-                    Tensor::new(input_shape.clone(), input.clone()),
-                )],
-                &mut |t, view| {
-                    if !wanted.contains(&t) {
-                        return;
-                    }
-                    let nhwc = engine
-                        .infos
-                        .get(t)
-                        .and_then(|i| i.as_ref())
-                        .is_some_and(|i| i.format == MnnFormat::Nhwc);
-                    let (sum, count) = sums.entry(t as u32).or_default();
-                    accumulate_channel_sums(view.shape, nhwc, view.data, sum);
-                    *count += 1;
-                },
-            )
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(sums
+    let (means, _) = channel_means(engine, &wanted, inputs)?;
+    Ok(means
         .into_iter()
-        .filter_map(|(t, (sum, _))| {
-            let shape = &engine.infos.get(t as usize)?.as_ref()?.shape;
-            let per_channel = shape.iter().product::<usize>() / sum.len().max(1);
-            let count = (per_channel * inputs.len()).max(1) as f64;
-            Some((t, sum.iter().map(|s| (s / count) as f32).collect()))
-        })
+        .map(|(t, m)| (t, m.into_iter().map(|v| v as f32).collect()))
         .collect())
+}
+
+/// Per-channel means by tensor id.
+pub type ChannelMeans = BTreeMap<u32, Vec<f64>>;
+
+/// Per-channel mean of each tensor in `wanted` (logical channel dim) and the outputs
+/// concatenated per image, from `engine` (float or int8) on `inputs`.
+pub fn channel_means(
+    engine: &Engine,
+    wanted: &BTreeSet<u32>,
+    inputs: &[Vec<f32>],
+) -> Result<(ChannelMeans, Vec<Vec<f32>>), String> {
+    let mut sums: BTreeMap<u32, (Vec<f64>, usize)> = BTreeMap::new();
+    let outputs = crate::runner::observe_images(
+        engine,
+        inputs,
+        "measuring channel means",
+        &mut |t, view, nhwc| {
+            if !wanted.contains(&(t as u32)) {
+                return;
+            }
+            let (sum, count) = sums.entry(t as u32).or_default();
+            accumulate_channel_sums(view.shape, nhwc, view.data, sum);
+            *count += view.data.len();
+        },
+    )?;
+    let means = sums
+        .into_iter()
+        .map(|(t, (sum, count))| {
+            let per_channel = (count / sum.len().max(1)).max(1) as f64;
+            (t, sum.into_iter().map(|s| s / per_channel).collect())
+        })
+        .collect();
+    Ok((means, outputs))
 }
 
 /// Adds the values of a tensor of `shape` (channel dim 1, or last when `nhwc`) into

@@ -19,13 +19,12 @@
 //! Observed values are after any fused activation (ReLU6), so a channel mostly clipped is
 //! under-corrected, never over-corrected.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use mnnq_engine::ir::MnnFormat;
-use mnnq_engine::{Engine, Session, Tensor};
+use mnnq_engine::Engine;
 use mnnq_format::{Model, Net, OpParameter, OpType};
 
-use crate::bias_correction::accumulate_channel_sums;
+use crate::bias_correction::channel_means;
 use crate::fidelity::mean_output_cosine;
 
 /// Values per channel (spatial positions times images) below which a convolution output is
@@ -50,56 +49,6 @@ pub struct OutputBiasReport {
     /// unchanged).
     pub applied: bool,
     pub seconds: f64,
-}
-
-/// Per-channel means by tensor id.
-pub type ChannelMeans = BTreeMap<u32, Vec<f64>>;
-
-/// Per-channel mean of each tensor in `wanted` (logical channel dim) and the outputs
-/// concatenated per image, from `engine` (float or int8) on `inputs`.
-pub fn channel_means(
-    engine: &Engine,
-    wanted: &BTreeSet<u32>,
-    inputs: &[Vec<f32>],
-) -> Result<(ChannelMeans, Vec<Vec<f32>>), String> {
-    let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
-        return Err("output bias correction needs a model with one input".into());
-    };
-    let mut session = Session::new(engine, 1).map_err(|e| e.to_string())?;
-    let mut sums: BTreeMap<u32, (Vec<f64>, usize)> = BTreeMap::new();
-    let mut outputs = Vec::with_capacity(inputs.len());
-    for input in inputs {
-        let out = session
-            .run_observed(
-                &[(
-                    input_name.as_str(),
-                    Tensor::new(input_shape.clone(), input.clone()),
-                )],
-                &mut |t, view| {
-                    if !wanted.contains(&(t as u32)) {
-                        return;
-                    }
-                    let nhwc = engine
-                        .infos
-                        .get(t)
-                        .and_then(|i| i.as_ref())
-                        .is_some_and(|i| i.format == MnnFormat::Nhwc);
-                    let (sum, count) = sums.entry(t as u32).or_default();
-                    accumulate_channel_sums(view.shape, nhwc, view.data, sum);
-                    *count += view.data.len();
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        outputs.push(out.into_iter().flat_map(|(_, t)| t.data).collect());
-    }
-    let means = sums
-        .into_iter()
-        .map(|(t, (sum, count))| {
-            let per_channel = (count / sum.len().max(1)).max(1) as f64;
-            (t, sum.into_iter().map(|s| s / per_channel).collect())
-        })
-        .collect();
-    Ok((means, outputs))
 }
 
 /// Convolutions to correct: (op position, output tensor) of every Convolution /

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use mnnq_engine::engine::Step;
 use mnnq_engine::ir::MnnFormat;
-use mnnq_engine::{DType, Engine, Session, Tensor};
+use mnnq_engine::{DType, Engine, Session, Tensor, TensorView};
 
 use crate::plan::{CalibrationPlan, TrackedTensor};
 use crate::stats::{ForwardPass, Sample};
@@ -108,4 +108,40 @@ impl ForwardPass for EngineRunner<'_> {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+}
+
+/// Runs each of `inputs` through `engine` (a one-input model) in one session, showing every
+/// computed tensor to `observe` with whether it is stored channels-last (MNN's NHWC), and
+/// returns each image's outputs concatenated. `purpose` names the caller in errors.
+pub fn observe_images(
+    engine: &Engine,
+    inputs: &[Vec<f32>],
+    purpose: &str,
+    observe: &mut dyn FnMut(usize, &TensorView, bool),
+) -> Result<Vec<Vec<f32>>, String> {
+    let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
+        return Err(format!("{purpose} needs a model with one input"));
+    };
+    let mut session = Session::new(engine, 1).map_err(|e| e.to_string())?;
+    let mut outputs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let out = session
+            .run_observed(
+                &[(
+                    input_name.as_str(),
+                    Tensor::new(input_shape.clone(), input.clone()),
+                )],
+                &mut |t, view| {
+                    let nhwc = engine
+                        .infos
+                        .get(t)
+                        .and_then(|i| i.as_ref())
+                        .is_some_and(|i| i.format == MnnFormat::Nhwc);
+                    observe(t, view, nhwc);
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        outputs.push(out.into_iter().flat_map(|(_, t)| t.data).collect());
+    }
+    Ok(outputs)
 }

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 
 use mnnq_engine::engine::{Prepared, Step};
-use mnnq_engine::ir::{MnnFormat, OpKind};
-use mnnq_engine::{Engine, Session, Tensor};
+use mnnq_engine::ir::OpKind;
+use mnnq_engine::Engine;
 use rayon::prelude::*;
 
 /// Output positions sampled per image and convolution (a stride over the output map).
@@ -90,69 +90,52 @@ pub fn conv_input_moments(
             output,
         });
     }
-    let [(input_name, input_shape)] = &engine.input_shapes()[..] else {
-        return Err("weight rounding needs a model with one input".into());
-    };
-    let mut session = Session::new(engine, 1).map_err(|e| e.to_string())?;
     let mut sums: BTreeMap<u32, InputMoments> = BTreeMap::new();
     let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
-    for input in inputs {
-        session
-            .run_observed(
-                &[(
-                    input_name.as_str(),
-                    Tensor::new(input_shape.clone(), input.clone()),
-                )],
-                &mut |t, view| {
-                    let Some(convs) = wanted.get(&t) else {
-                        return;
+    crate::runner::observe_images(engine, inputs, "weight rounding", &mut |t, view, nhwc| {
+        let Some(convs) = wanted.get(&t) else {
+            return;
+        };
+        for conv in convs {
+            let g = &conv.geometry;
+            if view.data.len() != g.in_h * g.in_w * g.in_c {
+                continue;
+            }
+            let image = Image {
+                data: view.data,
+                nhwc,
+                geometry: g,
+            };
+            let positions = sampled_positions(g.out_h * g.out_w);
+            let entry = sums.entry(conv.output).or_insert_with(|| {
+                let taps = g.kernel_h * g.kernel_w;
+                let (groups, len) = if conv.depthwise {
+                    (g.in_c, taps)
+                } else {
+                    (1, g.in_c * taps)
+                };
+                InputMoments {
+                    patch_len: len,
+                    second_moments: vec![vec![0.0; len * len]; groups],
+                }
+            });
+            let len = entry.patch_len;
+            entry
+                .second_moments
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(group, moments)| {
+                    let channels = if conv.depthwise {
+                        group..group + 1
+                    } else {
+                        0..g.in_c
                     };
-                    let nhwc = engine
-                        .infos
-                        .get(t)
-                        .and_then(|i| i.as_ref())
-                        .is_some_and(|i| i.format == MnnFormat::Nhwc);
-                    for conv in convs {
-                        let g = &conv.geometry;
-                        if view.data.len() != g.in_h * g.in_w * g.in_c {
-                            continue;
-                        }
-                        let image = Image {
-                            data: view.data,
-                            nhwc,
-                            geometry: g,
-                        };
-                        let positions = sampled_positions(g.out_h * g.out_w);
-                        let entry = sums.entry(conv.output).or_insert_with(|| {
-                            let taps = g.kernel_h * g.kernel_w;
-                            let (groups, len) = if conv.depthwise {
-                                (g.in_c, taps)
-                            } else {
-                                (1, g.in_c * taps)
-                            };
-                            InputMoments {
-                                patch_len: len,
-                                second_moments: vec![vec![0.0; len * len]; groups],
-                            }
-                        });
-                        let len = entry.patch_len;
-                        entry.second_moments.par_iter_mut().enumerate().for_each(
-                            |(group, moments)| {
-                                let channels = if conv.depthwise {
-                                    group..group + 1
-                                } else {
-                                    0..g.in_c
-                                };
-                                let patches = image.patches(&positions, channels);
-                                add_outer_products(&patches, len, moments);
-                            },
-                        );
-                        *counts.entry(conv.output).or_default() += positions.len() as u64;
-                    }
-                },
-            )
-            .map_err(|e| e.to_string())?;
-    }
+                    let patches = image.patches(&positions, channels);
+                    add_outer_products(&patches, len, moments);
+                });
+            *counts.entry(conv.output).or_default() += positions.len() as u64;
+        }
+    })?;
     for (output, moments) in &mut sums {
         let n = counts.get(output).copied().unwrap_or(1).max(1) as f64;
         for m in &mut moments.second_moments {
