@@ -129,15 +129,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let engine = Engine::from_model(&float_model)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
-    // mnnq quantizes a folded graph (`fold_affine`): the simulation runs the float model
-    // folded the same way, so that it finds every scaled tensor under its id.
-    let folded = folded_like(&float_model, &quant_model);
-    let sim_engine = match &folded {
-        Some(model) => Engine::from_model(model)
-            .map_err(|e| anyhow::anyhow!("{} (folded): {e}", args.float.display()))?,
-        None => Engine::from_model(&float_model)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?,
-    };
     let int8_engine = Engine::from_model(&quant_model)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.quant.display()))?;
     if int8_engine.int8.is_none() {
@@ -177,6 +168,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let macs = mac_share(&quant_model.net, &int8_engine);
     drop(int8_engine);
 
+    // mnnq quantizes a folded graph (`fold_affine`): the simulation runs the float model
+    // folded the same way, so that it finds every scaled tensor under its id.
+    let folded_engine = if args.no_layers && !args.sensitivity {
+        None
+    } else {
+        folded_like(&float_model, &quant_model)
+            .map(|model| Engine::from_model(&model))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{} (folded): {e}", args.float.display()))?
+    };
+    let sim_engine = folded_engine.as_ref().unwrap_or(&engine);
+
     let (simulated_outputs, tensors) = if args.no_layers {
         (None, Vec::new())
     } else {
@@ -196,8 +199,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None
         };
         let diagnosis = diagnose_with_zero_points(
-            &sim_engine,
-            quant_engine.as_ref().unwrap_or(&sim_engine),
+            sim_engine,
+            quant_engine.as_ref().unwrap_or(sim_engine),
             &scales,
             &zero_points_from_quant_model(&quant_model.net),
             &inputs,
@@ -222,7 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let sensitivity = if args.sensitivity {
         Some(
             tensor_sensitivity(
-                &sim_engine,
+                sim_engine,
                 &scales,
                 &zero_points_from_quant_model(&quant_model.net),
                 &inputs,
