@@ -4,9 +4,11 @@
 //! QUANT CONFIG IMAGES_DIR N` (first N images, sorted by name).
 //!
 //! Prints the output cosine (mean over images) of the weights alone and of weights plus all
-//! feature scales, then each tensor's loss `1 - cosine` against the weights-only run. With
-//! `ONLY_TOTALS=1` it stops after the totals; `EXCLUDE=id,id` leaves those tensors float and
-//! `ASYM=id:lo,...` gives them asymmetric codes over `[lo, 127 * scale]` (what-if checks).
+//! feature scales, then each tensor's loss `1 - cosine` (pooled over the images) against the
+//! weights-only run. With `ONLY_TOTALS=1` it stops after the totals; `EXCLUDE=id,id` leaves
+//! those tensors float and `ASYM=id:lo,...` gives them asymmetric codes over
+//! `[lo, 127 * scale]` (what-if checks); `WEIGHT_SENS=1` ranks convolutions by the loss of
+//! their int8 weights alone instead.
 //! This is how `docs/quality.md` found that det's losses are not additive along a chain.
 use std::collections::BTreeMap;
 
@@ -16,6 +18,7 @@ use mnnq_preprocess::{preprocess_image, Config, InputSpec, Layout};
 use mnnq_quantize::diagnose::{
     dequantize_conv_weights, scales_from_quant_model, zero_points_from_quant_model,
 };
+use mnnq_quantize::fidelity::mean_output_cosine;
 
 fn run(engine: &Engine, inputs: &[Vec<f32>], fq: &BTreeMap<u32, (f32, i8)>) -> Vec<Vec<f32>> {
     let (name, shape) = engine.input_shapes().remove(0);
@@ -32,20 +35,6 @@ fn run(engine: &Engine, inputs: &[Vec<f32>], fq: &BTreeMap<u32, (f32, i8)>) -> V
             out[0].1.data.clone()
         })
         .collect()
-}
-
-fn cos(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let mut t = 0.0;
-    for (x, y) in a.iter().zip(b) {
-        let (mut d, mut nx, mut ny) = (0f64, 0f64, 0f64);
-        for (&p, &q) in x.iter().zip(y) {
-            d += p as f64 * q as f64;
-            nx += p as f64 * p as f64;
-            ny += q as f64 * q as f64;
-        }
-        t += d / (nx.sqrt() * ny.sqrt()).max(1e-30);
-    }
-    t / a.len() as f64
 }
 
 /// Images whose argmax differs (classifiers), as indices.
@@ -126,7 +115,7 @@ fn main() {
     let wref = run(&wq_engine, &inputs, &BTreeMap::new());
     println!(
         "weights only      {:.5} ({:?}) argmax flips {:?}",
-        cos(&reference, &wref),
+        mean_output_cosine(&reference, &wref),
         t0.elapsed(),
         flips(&reference, &wref)
     );
@@ -134,14 +123,14 @@ fn main() {
     let both = run(&wq_engine, &inputs, &all);
     println!(
         "both              {:.5} ({:?}) argmax flips {:?}",
-        cos(&reference, &both),
+        mean_output_cosine(&reference, &both),
         t0.elapsed(),
         flips(&reference, &both)
     );
     let features = run(&engine, &inputs, &all);
     println!(
         "features only     {:.5} argmax flips {:?}",
-        cos(&reference, &features),
+        mean_output_cosine(&reference, &features),
         flips(&reference, &features)
     );
     if std::env::var("WEIGHT_SENS").is_ok() {
@@ -185,7 +174,7 @@ fn main() {
             let e = Engine::from_model(&m).unwrap();
             let out = run(&e, &inputs, &BTreeMap::new());
             losses.push((
-                1.0 - cos(&reference, &out),
+                1.0 - mean_output_cosine(&reference, &out),
                 keep.clone(),
                 flips(&reference, &out),
             ));
@@ -199,16 +188,20 @@ fn main() {
     if std::env::var("ONLY_TOTALS").is_ok() {
         return;
     }
-    let mut losses = Vec::new();
-    for (&t, &q) in &all {
-        let one = BTreeMap::from([(t, q)]);
-        let c = cos(&wref, &run(&wq_engine, &inputs, &one));
-        losses.push((1.0 - c, t, wq_engine.tensor_name(t as usize).to_string(), q));
-    }
-    let total: f64 = losses.iter().map(|l| l.0).sum();
+    // The per-tensor ranking is `mnnq compare --sensitivity`'s (pooled cosine), here with the
+    // int8 weights decoded and any ASYM/EXCLUDE changes applied.
+    let scales: BTreeMap<u32, f32> = all.iter().map(|(&t, &(s, _))| (t, s)).collect();
+    let zero_points: BTreeMap<u32, i8> = all.iter().map(|(&t, &(_, z))| (t, z)).collect();
+    let losses =
+        mnnq_quantize::diagnose::tensor_sensitivity(&wq_engine, &scales, &zero_points, &inputs)
+            .unwrap();
+    let total: f64 = losses.iter().map(|l| l.loss).sum();
     println!("sum of single-tensor losses {total:.5}");
-    losses.sort_by(|x, y| y.0.partial_cmp(&x.0).unwrap());
-    for (l, t, name, q) in losses {
-        println!("{l:.6} {t:4} {name:30} scale {:.5} zero {}", q.0, q.1);
+    for l in losses {
+        let (scale, zero) = all[&l.id];
+        println!(
+            "{:.6} {:4} {:30} scale {scale:.5} zero {zero}",
+            l.loss, l.id, l.name
+        );
     }
 }
