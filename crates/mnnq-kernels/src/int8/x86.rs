@@ -193,35 +193,41 @@ unsafe fn store_avx512_with<const MR: usize, const NV: usize, const NON_NEGATIVE
     let lo_bytes = _mm512_set1_epi8(params.lo as i8);
     let ratio = _mm512_set1_ps(params.ratio);
     let valid = t.n_valid.min(16 * NV);
-    let mut codes = [[_mm512_setzero_si512(); NV]; MR];
+    // Per-vector constants, loaded once for all rows. A vector with no valid lane (never packed
+    // so, but harmless) gets zeros and its codes are masked out of the store.
+    // Four entries whatever NV, so the unused arms below still index in bounds.
+    let mut offset = [_mm512_setzero_si512(); 4];
+    let mut mult = [_mm512_setzero_ps(); 4];
+    let mut bias = [_mm512_setzero_ps(); 4];
     for v in 0..NV {
-        let lanes = valid.saturating_sub(16 * v);
-        if lanes == 0 {
-            break;
-        }
-        let mask = lane_mask16(lanes);
-        let offset = _mm512_maskz_loadu_epi32(mask, t.offset.add(16 * v));
-        let mult = _mm512_maskz_loadu_ps(mask, t.mult.add(16 * v));
-        let bias = _mm512_maskz_loadu_ps(mask, t.bias.add(16 * v));
-        for r in 0..MR {
-            let x = _mm512_cvtepi32_ps(_mm512_add_epi32(acc[r][v], offset));
-            let y = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(x, mult), ratio), bias);
-            let y = _mm512_min_ps(hi, y);
-            let half = if NON_NEGATIVE {
-                almost_half
-            } else {
-                // (y & sign) | 0.49999997 in one instruction (truth table 0xEA = (A & B) | C).
-                _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half)
-            };
-            codes[r][v] = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
-        }
+        let mask = lane_mask16(valid.saturating_sub(16 * v));
+        offset[v] = _mm512_maskz_loadu_epi32(mask, t.offset.add(16 * v));
+        mult[v] = _mm512_maskz_loadu_ps(mask, t.mult.add(16 * v));
+        bias[v] = _mm512_maskz_loadu_ps(mask, t.bias.add(16 * v));
+    }
+    // One row at a time, its codes kept in registers: an `[[_; NV]; MR]` array of codes was
+    // zero-filled by a `memset` call and lived on the stack. (A macro, not a closure: a closure does
+    // not inherit the caller's target features, so its intrinsics become calls.)
+    macro_rules! code {
+        ($acc:expr, $v:literal) => {
+            requantize_vector::<NON_NEGATIVE>(
+                $acc,
+                offset[$v],
+                mult[$v],
+                ratio,
+                bias[$v],
+                hi,
+                sign,
+                almost_half,
+            )
+        };
     }
     let rows = t.rows.min(MR);
     if NV == 1 {
         let mask = lane_mask16(valid);
-        for (r, row) in codes.iter().enumerate().take(rows) {
+        for (r, row) in acc.iter().enumerate().take(rows) {
             let bytes = _mm_max_epi8(
-                _mm512_cvtsepi32_epi8(row[0]),
+                _mm512_cvtsepi32_epi8(code!(row[0], 0)),
                 _mm512_castsi512_si128(lo_bytes),
             );
             _mm_mask_storeu_epi8(t.out.add(r * params.ldc), mask, bytes);
@@ -237,17 +243,43 @@ unsafe fn store_avx512_with<const MR: usize, const NV: usize, const NON_NEGATIVE
         (1u64 << valid) - 1
     };
     let zero = _mm512_setzero_si512();
-    for (r, row) in codes.iter().enumerate().take(rows) {
-        let low = _mm512_packs_epi32(row[0], row[1]);
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        let low = _mm512_packs_epi32(code!(row[0], 0), code!(row[1], 1));
         let high = match NV {
             2 => zero,
-            3 => _mm512_packs_epi32(row[2], zero),
-            _ => _mm512_packs_epi32(row[2], row[3]),
+            3 => _mm512_packs_epi32(code!(row[2], 2), zero),
+            _ => _mm512_packs_epi32(code!(row[2], 2), code!(row[3], 3)),
         };
         let bytes = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(low, high));
         let bytes = _mm512_max_epi8(bytes, lo_bytes);
         _mm512_mask_storeu_epi8(t.out.add(r * params.ldc), mask, bytes);
     }
+}
+
+/// One vector of the AVX-512 epilogue: `round(min((cvt(acc + offset) * mult) * ratio + bias,
+/// hi))`, rounding half away from zero (or `trunc(y + 0.49999997)` when `NON_NEGATIVE`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn requantize_vector<const NON_NEGATIVE: bool>(
+    acc: __m512i,
+    offset: __m512i,
+    mult: __m512,
+    ratio: __m512,
+    bias: __m512,
+    hi: __m512,
+    sign: __m512i,
+    almost_half: __m512i,
+) -> __m512i {
+    let x = _mm512_cvtepi32_ps(_mm512_add_epi32(acc, offset));
+    let y = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(x, mult), ratio), bias);
+    let y = _mm512_min_ps(hi, y);
+    let half = if NON_NEGATIVE {
+        almost_half
+    } else {
+        // (y & sign) | 0.49999997 in one instruction (truth table 0xEA = (A & B) | C).
+        _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half)
+    };
+    _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)))
 }
 
 /// `-128 * sum_k a[row][k]` for each of `rows` rows of `k` codes (row stride `lda`): the initial
