@@ -344,7 +344,6 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
     ox: usize,
     block: usize,
 ) {
-    use super::requant::ALMOST_HALF;
     use std::arch::x86_64::*;
     let g = job.geom;
     let c = job.weights.channels;
@@ -393,8 +392,39 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
             }
         }
     }
-    let lo = _mm512_set1_ps(job.requant.lo as f32);
+    if job.requant.lo >= 0 {
+        vnni_store::<PX, true>(job, output, bias, mult, &acc, oy, ox, block, mask);
+    } else {
+        vnni_store::<PX, false>(job, output, bias, mult, &acc, oy, ox, block, mask);
+    }
+}
+
+/// Requantize and store the accumulators of [`vnni_pixels`]: `q = round(min(y, hi))` in float,
+/// then saturating packs to bytes, one in-lane byte shuffle back to channel order and the lower
+/// clamp on the bytes. That equals the reference `round(clamp(y, lo, hi))`: rounding is monotone
+/// and `lo` is an integer, so a `y` below `lo` rounds to a code at most `lo` (a huge negative one
+/// converts to `i32::MIN` and saturates to -128) and the byte maximum gives `lo`. With
+/// `NON_NEGATIVE` (`lo >= 0`, a fused ReLU) negative values end at `lo` whatever their rounding,
+/// so `trunc(y + 0.49999997)` suffices.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vnni_store<const PX: usize, const NON_NEGATIVE: bool>(
+    job: &Job,
+    output: &mut [i8],
+    bias: &[i32],
+    mult: &[f32],
+    acc: &[[std::arch::x86_64::__m512i; 4]; PX],
+    oy: usize,
+    ox: usize,
+    block: usize,
+    mask: std::arch::x86_64::__mmask64,
+) {
+    use super::requant::ALMOST_HALF;
+    use std::arch::x86_64::*;
+    let g = job.geom;
     let hi = _mm512_set1_ps(job.requant.hi as f32);
+    let lo_bytes = _mm512_set1_epi8(job.requant.lo);
     let sign = _mm512_set1_epi32(i32::MIN);
     let almost_half = _mm512_castps_si512(_mm512_set1_ps(ALMOST_HALF));
     let mut bias_v = [_mm512_setzero_si512(); 4];
@@ -403,9 +433,11 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
         bias_v[p] = _mm512_loadu_si512(bias.as_ptr().add((block * 4 + p) * 16) as *const _);
         mult_v[p] = _mm512_loadu_ps(mult.as_ptr().add((block * 4 + p) * 16));
     }
-    let low_byte = _mm512_set1_epi32(0xff);
-    let low_word = _mm512_set1_epi32(0xffff);
-    let low_three = _mm512_set1_epi32(0x00ff_ffff);
+    // After the packs, 128-bit lane L holds at byte 4p + i the code of accumulator p, dword
+    // 4L + i: channel 16L + 4i + p. Byte k = 4i + p of the lane must take it back.
+    let order = _mm512_broadcast_i32x4(_mm_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+    ));
     for (j, acc) in acc.iter().enumerate() {
         let mut q = [_mm512_setzero_si512(); 4];
         for p in 0..4 {
@@ -413,20 +445,24 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
                 _mm512_cvtepi32_ps(_mm512_add_epi32(acc[p], bias_v[p])),
                 mult_v[p],
             );
-            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-            // (y & sign) | 0.49999997 (truth table 0xEA = (A & B) | C).
-            let half = _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half);
+            let y = _mm512_min_ps(y, hi);
+            let half = if NON_NEGATIVE {
+                almost_half
+            } else {
+                // (y & sign) | 0.49999997 (truth table 0xEA = (A & B) | C).
+                _mm512_ternarylogic_epi32::<0xEA>(_mm512_castps_si512(y), sign, almost_half)
+            };
             q[p] = _mm512_cvttps_epi32(_mm512_add_ps(y, _mm512_castsi512_ps(half)));
         }
-        // Byte p of dword j takes the code of accumulator p: select (C ? B : A, table 0xD8
-        // with A the kept low bytes, B the shifted code, C the mask).
-        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<8>(q[1]), q[0], low_byte);
-        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<16>(q[2]), t, low_word);
-        let t = _mm512_ternarylogic_epi32::<0xD8>(_mm512_slli_epi32::<24>(q[3]), t, low_three);
+        let bytes = _mm512_packs_epi16(
+            _mm512_packs_epi32(q[0], q[1]),
+            _mm512_packs_epi32(q[2], q[3]),
+        );
+        let t = _mm512_max_epi8(_mm512_shuffle_epi8(bytes, order), lo_bytes);
         let dst = output
             .as_mut_ptr()
             .add((oy * g.out_w + ox + j) * job.ldc + block * 64);
-        if valid == 64 {
+        if mask == u64::MAX {
             _mm512_storeu_si512(dst as *mut _, t);
         } else {
             _mm512_mask_storeu_epi8(dst, mask, t);
