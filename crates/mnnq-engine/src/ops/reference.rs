@@ -649,6 +649,20 @@ fn matmul(a: &In, b: &In, ta: bool, tb: bool, out_shape: &[usize]) -> Result<Vec
 
 fn reduce(input: &In, axes: &[usize], op: ReductionType) -> Vec<f32> {
     let s = input.shape;
+    // A reduction over every spatial dim of a channels-last tensor (the global mean of an int8
+    // model's float head): walk the pixels in row-major order and combine whole channel rows, so
+    // each output sees the same values in the same order as the trailing-axes walk below (the
+    // same bits) without first transposing the tensor to row-major.
+    let spatial =
+        s.len() >= 3 && axes.len() == s.len() - 2 && (2..s.len()).all(|d| axes.contains(&d));
+    if input.layout.for_rank(s.len()) == crate::tensor::Layout::ChannelsLast
+        && input.dtype == DType::F32
+        && spatial
+    {
+        if let Some(acc) = reduce_spatial_channels_last(input, op) {
+            return acc;
+        }
+    }
     let v = input.to_row_major_f32();
     let out_shape: Vec<usize> = s
         .iter()
@@ -707,4 +721,95 @@ fn reduce(input: &In, axes: &[usize], op: ReductionType) -> Vec<f32> {
         acc.iter_mut().for_each(|a| *a *= inv);
     }
     acc
+}
+
+/// [`reduce`] over all spatial dims of a dense channels-last `[N, D1, .., C]` tensor: per image,
+/// the pixels in row-major order, each combined into the `C` running values. `None` for the
+/// reductions that are not a plain left fold of one value at a time (none today) or a tensor
+/// too short for its shape.
+fn reduce_spatial_channels_last(input: &In, op: ReductionType) -> Option<Vec<f32>> {
+    let s = input.shape;
+    let (n, c) = (s[0], s[1]);
+    let pixels: usize = s[2..].iter().product();
+    if input.data.len() < n * pixels * c {
+        return None;
+    }
+    let init = match op {
+        ReductionType::Max => f32::NEG_INFINITY,
+        ReductionType::Min => f32::INFINITY,
+        ReductionType::Prod | ReductionType::All => 1.0,
+        _ => 0.0,
+    };
+    let mut acc = vec![init; n * c];
+    for (image, out) in acc.chunks_exact_mut(c.max(1)).enumerate().take(n) {
+        let data = &input.data[image * pixels * c..(image + 1) * pixels * c];
+        for row in data.chunks_exact(c.max(1)) {
+            // One loop per operation, so each vectorises over the channels.
+            match op {
+                ReductionType::Sum | ReductionType::Mean => {
+                    out.iter_mut().zip(row).for_each(|(a, &x)| *a += x)
+                }
+                ReductionType::AbsSum => out.iter_mut().zip(row).for_each(|(a, &x)| *a += x.abs()),
+                ReductionType::SumSquares => {
+                    out.iter_mut().zip(row).for_each(|(a, &x)| *a += x * x)
+                }
+                ReductionType::Max => out.iter_mut().zip(row).for_each(|(a, &x)| *a = a.max(x)),
+                ReductionType::Min => out.iter_mut().zip(row).for_each(|(a, &x)| *a = a.min(x)),
+                ReductionType::Prod => out.iter_mut().zip(row).for_each(|(a, &x)| *a *= x),
+                ReductionType::Any | ReductionType::All => return None,
+            }
+        }
+    }
+    if op == ReductionType::Mean && pixels > 0 {
+        let inv = 1.0 / pixels as f32;
+        acc.iter_mut().for_each(|a| *a *= inv);
+    }
+    Some(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Layout;
+
+    /// The channels-last spatial reduction gives the row-major walk's bits for every operation.
+    #[test]
+    fn spatial_reduction_of_channels_last_equals_the_row_major_walk() {
+        let shape = [2usize, 5, 3, 7];
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        // Logical values with varied magnitudes and signs, so float order matters.
+        let value =
+            |i: usize| ((i * 7919) % 1013) as f32 * 0.37 - 150.0 + 1.0 / (1 + i % 13) as f32;
+        let row_major: Vec<f32> = (0..n * c * h * w).map(value).collect();
+        let mut channels_last = vec![0.0f32; row_major.len()];
+        for (i, &x) in row_major.iter().enumerate() {
+            let (b, ch, p) = (i / (c * h * w), (i / (h * w)) % c, i % (h * w));
+            channels_last[(b * h * w + p) * c + ch] = x;
+        }
+        for op in [
+            ReductionType::Sum,
+            ReductionType::Mean,
+            ReductionType::AbsSum,
+            ReductionType::SumSquares,
+            ReductionType::Max,
+            ReductionType::Min,
+            ReductionType::Prod,
+        ] {
+            let view = |data, layout| In {
+                shape: &shape,
+                dtype: DType::F32,
+                layout,
+                data,
+            };
+            let want = reduce(&view(&row_major, Layout::RowMajor), &[2, 3], op);
+            let got = reduce(&view(&channels_last, Layout::ChannelsLast), &[2, 3], op);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{op:?}");
+            assert!(
+                reduce_spatial_channels_last(&view(&channels_last, Layout::ChannelsLast), op)
+                    .is_some(),
+                "{op:?} took the general walk"
+            );
+        }
+    }
 }
