@@ -306,3 +306,26 @@ fn hand_computed_pointwise_case() {
         assert_eq!(out[0], -3, "{isa}: -2.5 rounds away from zero");
     }
 }
+
+/// Stem-like convolutions (few input channels: kernel rows of at most 16 bytes, which im2col
+/// moves 16 bytes at a time along rows of interior pixels) on images wide enough for long runs,
+/// with and without padding, split at pixels that cut runs, up to the input's last byte.
+#[test]
+fn stem_shapes_match_naive_convolution() {
+    for (in_c, k, stride, pad, size) in [
+        (3, 3, 2, 1, 57),
+        (3, 3, 2, 0, 56),
+        (3, 3, 1, 1, 33),
+        (1, 5, 1, 2, 30),
+        (5, 3, 2, 1, 41),
+        (2, 3, 1, 0, 20),
+    ] {
+        let geom = geometry(size, size, in_c, 32, k, stride, 1, pad).unwrap();
+        let input = codes(size * size * in_c, 7 + in_c as u64, -127);
+        let w = codes(32 * in_c * k * k, 11, -128);
+        let rq = requant(32, in_c * k * k, 3, false);
+        for split in [0, 1, geom.out_w / 2 + 3, geom.pixels() - 1] {
+            run_all_isas(&geom, &input, &w, &rq, 32, split);
+        }
+    }
+}

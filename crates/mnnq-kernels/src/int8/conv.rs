@@ -209,6 +209,8 @@ fn im2col(
     // Offset of input row `iy(oy, ky)` per ky, for the current output row.
     let mut row_offsets: Vec<Option<usize>> = vec![None; geom.kernel_h];
     let mut offsets_row = usize::MAX;
+    let mut rows_inside = false;
+    let short_runs = kernel_row <= 16;
     assert!(
         input.len() >= geom.in_h * geom.in_w * in_c
             && dst.len() >= count * lda
@@ -216,80 +218,125 @@ fn im2col(
     );
     // Walk (oy, ox) incrementally: a division per pixel costs as much as a small pixel's copy.
     let (mut oy, mut ox) = (first / geom.out_w, first % geom.out_w);
-    for row in 0..count {
-        if row > 0 {
-            ox += 1;
-            if ox == geom.out_w {
-                ox = 0;
-                oy += 1;
-            }
-        }
-        let dst_row = &mut dst[row * lda..(row + 1) * lda];
+    let mut row = 0;
+    while row < count {
         // Taps kx.start..kx.end of this column are inside the image.
         let kx = &columns[ox];
-        if geom.dilation_w == 1 && kx.start == 0 && kx.end == geom.kernel_w {
+        let interior = |ox: usize| {
+            let kx = &columns[ox];
+            kx.start == 0 && kx.end == geom.kernel_w
+        };
+        let mut done = 1;
+        if geom.dilation_w == 1 && interior(ox) {
             // Interior column (the common case): each kernel row is one contiguous run.
             if offsets_row != oy {
                 for (ky, offset) in row_offsets.iter_mut().enumerate() {
                     *offset = geom.input_row(oy, ky).map(|iy| iy * geom.in_w * in_c);
                 }
                 offsets_row = oy;
+                rows_inside = row_offsets.iter().all(Option::is_some);
             }
             let x_offset = (ox * geom.stride_w - geom.pad_left) * in_c;
-            for (ky, offset) in row_offsets.iter().enumerate() {
-                match offset {
-                    // SAFETY: every tap of this pixel is inside the image (checked by
-                    // `valid_taps` and `input_row`), so the run lies inside `input`; the target
-                    // lies inside `dst_row` because `lda >= kernel_h * kernel_row`.
-                    Some(offset) => unsafe {
-                        copy_run(
-                            dst_row.as_mut_ptr().add(ky * kernel_row),
-                            input.as_ptr().add(offset + x_offset),
-                            kernel_row,
-                        )
-                    },
-                    None => dst_row[ky * kernel_row..(ky + 1) * kernel_row].fill(pad),
+            // Runs of at most 16 bytes (a stem convolution's 3 channels x 3 taps) in a row of
+            // interior pixels: one 16-byte move per run, its overrun overwritten by the next
+            // run, the row's zero padding or the next row (rows are written in order).
+            let mut pixels = 0;
+            if short_runs && rows_inside {
+                while ox + pixels < geom.out_w && row + pixels < count && interior(ox + pixels) {
+                    pixels += 1;
+                }
+                let step = geom.stride_w * in_c;
+                // The last pixel's last kernel row reads and writes furthest.
+                let last_read = row_offsets[geom.kernel_h - 1].unwrap_or(usize::MAX)
+                    + x_offset
+                    + (pixels - 1) * step
+                    + 16;
+                let last_write = (row + pixels - 1) * lda + (geom.kernel_h - 1) * kernel_row + 16;
+                if last_read > input.len() || last_write > dst.len() {
+                    pixels = 0;
+                }
+            }
+            if pixels > 0 {
+                let step = geom.stride_w * in_c;
+                for p in 0..pixels {
+                    let target = dst.as_mut_ptr().wrapping_add((row + p) * lda);
+                    for (ky, offset) in row_offsets.iter().enumerate() {
+                        let source = offset.unwrap_or(0) + x_offset + p * step;
+                        // SAFETY: the reads and writes of the last pixel's last kernel row,
+                        // the furthest ones, were checked against both slices above.
+                        unsafe {
+                            let run = (input.as_ptr().add(source) as *const u128).read_unaligned();
+                            (target.add(ky * kernel_row) as *mut u128).write_unaligned(run);
+                        }
+                    }
+                    let at = (row + p) * lda;
+                    zero_pad(&mut dst[at + geom.kernel_h * kernel_row..at + lda]);
+                }
+                done = pixels;
+            } else {
+                let dst_row = &mut dst[row * lda..(row + 1) * lda];
+                for (ky, offset) in row_offsets.iter().enumerate() {
+                    match offset {
+                        // SAFETY: every tap of this pixel is inside the image (checked by
+                        // `valid_taps` and `input_row`), so the run lies inside `input`; the
+                        // target lies inside `dst_row` because `lda >= kernel_h * kernel_row`.
+                        Some(offset) => unsafe {
+                            copy_run(
+                                dst_row.as_mut_ptr().add(ky * kernel_row),
+                                input.as_ptr().add(offset + x_offset),
+                                kernel_row,
+                            )
+                        },
+                        None => dst_row[ky * kernel_row..(ky + 1) * kernel_row].fill(pad),
+                    }
+                }
+                zero_pad(&mut dst_row[geom.kernel_h * kernel_row..]);
+            }
+        } else {
+            let dst_row = &mut dst[row * lda..(row + 1) * lda];
+            for ky in 0..geom.kernel_h {
+                let target = &mut dst_row[ky * kernel_row..(ky + 1) * kernel_row];
+                let Some(iy) = geom.input_row(oy, ky) else {
+                    target.fill(pad);
+                    continue;
+                };
+                // Border columns only: a zero-length fill is still a `memset` call.
+                if kx.start > 0 {
+                    target[..kx.start * in_c].fill(pad);
+                }
+                if kx.end < geom.kernel_w {
+                    target[kx.end * in_c..].fill(pad);
+                }
+                if kx.is_empty() {
+                    continue;
+                }
+                let ix0 = ox * geom.stride_w + kx.start * geom.dilation_w - geom.pad_left;
+                let src_row = &input[iy * geom.in_w * in_c..(iy + 1) * geom.in_w * in_c];
+                if geom.dilation_w == 1 {
+                    // Adjacent taps are adjacent pixels: one contiguous run.
+                    let run = kx.len() * in_c;
+                    copy_codes(
+                        &mut target[kx.start * in_c..kx.end * in_c],
+                        &src_row[ix0 * in_c..ix0 * in_c + run],
+                    );
+                } else {
+                    for (t, tap) in kx.clone().enumerate() {
+                        let ix = ix0 + t * geom.dilation_w;
+                        copy_codes(
+                            &mut target[tap * in_c..(tap + 1) * in_c],
+                            &src_row[ix * in_c..(ix + 1) * in_c],
+                        );
+                    }
                 }
             }
             zero_pad(&mut dst_row[geom.kernel_h * kernel_row..]);
-            continue;
         }
-        for ky in 0..geom.kernel_h {
-            let target = &mut dst_row[ky * kernel_row..(ky + 1) * kernel_row];
-            let Some(iy) = geom.input_row(oy, ky) else {
-                target.fill(pad);
-                continue;
-            };
-            // Border columns only: a zero-length fill is still a `memset` call.
-            if kx.start > 0 {
-                target[..kx.start * in_c].fill(pad);
-            }
-            if kx.end < geom.kernel_w {
-                target[kx.end * in_c..].fill(pad);
-            }
-            if kx.is_empty() {
-                continue;
-            }
-            let ix0 = ox * geom.stride_w + kx.start * geom.dilation_w - geom.pad_left;
-            let src_row = &input[iy * geom.in_w * in_c..(iy + 1) * geom.in_w * in_c];
-            if geom.dilation_w == 1 {
-                // Adjacent taps are adjacent pixels: one contiguous run.
-                let run = kx.len() * in_c;
-                copy_codes(
-                    &mut target[kx.start * in_c..kx.end * in_c],
-                    &src_row[ix0 * in_c..ix0 * in_c + run],
-                );
-            } else {
-                for (t, tap) in kx.clone().enumerate() {
-                    let ix = ix0 + t * geom.dilation_w;
-                    copy_codes(
-                        &mut target[tap * in_c..(tap + 1) * in_c],
-                        &src_row[ix * in_c..(ix + 1) * in_c],
-                    );
-                }
-            }
+        row += done;
+        ox += done;
+        if ox == geom.out_w {
+            ox = 0;
+            oy += 1;
         }
-        zero_pad(&mut dst_row[geom.kernel_h * kernel_row..]);
     }
 }
 
@@ -308,7 +355,8 @@ fn portable(
 ) {
     let k = weights.k;
     const ROWS: usize = 64;
-    let mut rows = vec![0i8; ROWS * k];
+    // 16 bytes of slack for im2col's 16-byte moves.
+    let mut rows = vec![0i8; ROWS * k + 16];
     let mut first = pixels.start;
     while first < pixels.end {
         let count = ROWS.min(pixels.end - first);
@@ -359,8 +407,9 @@ fn simd(
                         geom.in_c,
                     )
                 } else {
-                    if im2col_buf.len() < rows * lda8 {
-                        im2col_buf.resize(rows * lda8, 0);
+                    // 16 bytes of slack for im2col's 16-byte moves.
+                    if im2col_buf.len() < rows * lda8 + 16 {
+                        im2col_buf.resize(rows * lda8 + 16, 0);
                     }
                     im2col(geom, input, first, rows, im2col_buf, lda8, requant.pad);
                     (&im2col_buf[..rows * lda8], lda8, lda8)
