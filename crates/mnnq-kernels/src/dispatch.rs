@@ -4,6 +4,8 @@
 //! once per process. The environment variable `MNNQ_ISA` caps the choice, so tests and benchmarks
 //! can force a slower path on a fast machine: `portable`, `avx2`, `avx512`, `avx512vnni`.
 //! A cap above what the CPU supports is lowered to what it supports (never an illegal instruction).
+//! AMX int8 tiles are not a level of their own: the dense int8 convolution uses them on top of
+//! AVX-512 VNNI where the CPU and the OS allow it (`crate::int8::amx`, `MNNQ_AMX=0` turns them off).
 
 use std::fmt;
 use std::sync::OnceLock;

@@ -58,6 +58,9 @@ fn run_all_isas(
 ) {
     let expected = naive_conv(geom, input, w, rq);
     let pixels = geom.pixels();
+    // Every ISA, and on CPUs with AMX also the VNNI kernel alone (AMX packs run AMX tiles for
+    // whole 16-row blocks and VNNI for the rest).
+    let mut variants = Vec::new();
     for isa in Isa::supported() {
         let packed = PackedInt8Weights::pack_conv_for(
             isa,
@@ -67,6 +70,17 @@ fn run_all_isas(
             geom.kernel_h,
             geom.kernel_w,
         );
+        if packed.uses_amx() {
+            variants.push((
+                "avx512vnni without amx".to_string(),
+                packed.clone().without_amx(),
+            ));
+            variants.push(("amx".to_string(), packed));
+        } else {
+            variants.push((isa.to_string(), packed));
+        }
+    }
+    for (isa, packed) in variants {
         // Sentinel bytes between rows (ldc > out_c) must survive.
         let mut out = vec![99i8; pixels * ldc];
         let split = split.min(pixels);

@@ -423,40 +423,72 @@ fn simd(
                 };
                 match layout {
                     WeightLayout::Vnni16 => {
-                        let comp = ROW_COMPENSATION.with_borrow_mut(|comp| {
-                            if comp.len() < rows {
-                                comp.resize(rows, 0);
-                            }
-                            // SAFETY: VNNI is supported (the weights were packed for it); `a8`
-                            // holds `rows` rows of `lda >= k` codes.
+                        // AMX tiles where the CPU has them and the rows are whole k-groups of 4
+                        // long enough to pay for the tiles; VNNI otherwise.
+                        let amx_rows = match &weights.amx {
+                            Some(_) if k.is_multiple_of(4) && k >= super::amx::AMX_MIN_K => rows,
+                            _ => 0,
+                        };
+                        if let (Some(amx), true) = (&weights.amx, amx_rows > 0) {
+                            let last = blocks[blocks.len() - 1];
+                            let channels =
+                                blocks[0].first_channel..last.first_channel + last.vectors * 16;
+                            // SAFETY: `amx` exists only where `amx_usable` granted the tiles;
+                            // `a8` holds `rows >= amx_rows` rows of `lda >= k` codes, `k` a
+                            // multiple of 4 within the packed k; `out` covers the rows.
                             unsafe {
-                                x86::vnni_row_compensation(
-                                    a8.as_ptr(),
-                                    lda,
-                                    k,
-                                    rows,
-                                    comp.as_mut_ptr(),
-                                )
-                            };
-                            comp.as_ptr()
-                        });
-                        for block in blocks {
-                            // SAFETY: the weights were packed for VNNI, which `pack_conv_for`
-                            // checked the CPU supports; pointers stay within the slices checked
-                            // by `check_arguments` (rows beyond `rows` are never read).
-                            unsafe {
-                                x86::vnni_rows(
+                                super::amx::amx_rows(
                                     &tile,
                                     a8.as_ptr(),
                                     lda,
-                                    rows,
-                                    data.as_ptr().add(block.offset),
-                                    block,
+                                    amx_rows,
+                                    amx,
+                                    channels,
                                     weights,
                                     requant,
-                                    comp,
                                     out_ptr.add(first * ldc),
                                 )
+                            }
+                        }
+                        let rest = rows - amx_rows;
+                        if rest > 0 {
+                            let a_rest = a8[amx_rows * lda..].as_ptr();
+                            let comp = ROW_COMPENSATION.with_borrow_mut(|comp| {
+                                if comp.len() < rest {
+                                    comp.resize(rest, 0);
+                                }
+                                // SAFETY: VNNI is supported (the weights were packed for it);
+                                // `a_rest` holds `rest` rows of `lda >= k` codes.
+                                unsafe {
+                                    x86::vnni_row_compensation(
+                                        a_rest,
+                                        lda,
+                                        k,
+                                        rest,
+                                        comp.as_mut_ptr(),
+                                    )
+                                };
+                                comp.as_ptr()
+                            });
+                            for block in blocks {
+                                // SAFETY: the weights were packed for VNNI, which
+                                // `pack_conv_for` checked the CPU supports; pointers stay within
+                                // the slices checked by `check_arguments` (rows beyond `rows`
+                                // are never read).
+                                unsafe {
+                                    x86::vnni_rows(
+                                        &tile,
+                                        a_rest,
+                                        lda,
+                                        rest,
+                                        data.as_ptr().add(block.offset),
+                                        block,
+                                        weights,
+                                        requant,
+                                        comp,
+                                        out_ptr.add((first + amx_rows) * ldc),
+                                    )
+                                }
                             }
                         }
                     }

@@ -19,6 +19,8 @@
 //! Work is split by the caller over output pixels or rows; K is never split, so the bytes do not
 //! depend on the thread count. Kernels keep their scratch in thread-locals.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod conv;
 pub mod depthwise;
 pub mod elementwise;

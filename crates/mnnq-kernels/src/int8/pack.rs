@@ -80,7 +80,7 @@ pub struct ChannelBlock {
 /// 64-byte aligned storage so full-vector weight loads never split a cache line.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
-struct CacheLine([u8; 64]);
+pub(crate) struct CacheLine(pub(crate) [u8; 64]);
 
 /// Dense convolution weights packed for one micro-kernel family.
 #[derive(Clone, Debug)]
@@ -101,6 +101,10 @@ pub struct PackedInt8Weights {
     padded_channels: usize,
     /// The weights as `[c][k]` rows (k in im2col order), kept for the portable kernel and tests.
     pub rows: Vec<i8>,
+    /// The same weights as AMX tiles, for the VNNI layout on CPUs with AMX int8
+    /// ([`super::amx::amx_usable`]).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) amx: Option<super::amx::AmxWeights>,
 }
 
 impl PackedInt8Weights {
@@ -199,6 +203,9 @@ impl PackedInt8Weights {
         for (line, chunk) in lines.iter_mut().zip(bytes.chunks(64)) {
             line.0[..chunk.len()].copy_from_slice(chunk);
         }
+        #[cfg(target_arch = "x86_64")]
+        let amx = (layout == WeightLayout::Vnni16 && super::amx::amx_usable())
+            .then(|| super::amx::AmxWeights::pack(&rows, out_c, k, k_padded));
         PackedInt8Weights {
             isa,
             layout,
@@ -212,7 +219,32 @@ impl PackedInt8Weights {
             lines,
             padded_channels: total_vectors * lanes,
             rows,
+            #[cfg(target_arch = "x86_64")]
+            amx,
         }
+    }
+
+    /// Whether the AMX tile kernel runs these weights (where it can: 16-row blocks of im2col rows
+    /// or of pointwise rows whose channel count is a multiple of 4).
+    pub fn uses_amx(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.amx.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// The same weights without their AMX tiles, so the VNNI kernel runs everything (tests and
+    /// benchmarks compare the two on one machine).
+    pub fn without_amx(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.amx = None;
+        }
+        self
     }
 
     /// The packed micro-kernel data (empty for the portable layout).

@@ -35,18 +35,18 @@ pub(crate) struct TileParams {
 }
 
 /// Where one tile reads and writes.
-struct Tile<A> {
-    a: *const A,
-    lda: usize,
-    rows: usize,
-    b: *const u8,
-    offset: *const i32,
+pub(crate) struct Tile<A> {
+    pub a: *const A,
+    pub lda: usize,
+    pub rows: usize,
+    pub b: *const u8,
+    pub offset: *const i32,
     /// VNNI only: per row, the initial accumulator `-128 * sum_k a` (null otherwise).
-    comp: *const i32,
-    mult: *const f32,
-    bias: *const f32,
-    n_valid: usize,
-    out: *mut i8,
+    pub comp: *const i32,
+    pub mult: *const f32,
+    pub bias: *const f32,
+    pub n_valid: usize,
+    pub out: *mut i8,
 }
 
 macro_rules! row_driver {
@@ -169,7 +169,7 @@ unsafe fn lane_mask16(valid: usize) -> __mmask16 {
 /// `trunc(y + copysign(0.49999997, y))`; with one, negative values end at `lo` = 0 whatever their
 /// rounding, so `trunc(y + 0.49999997)` suffices.
 #[inline(always)]
-unsafe fn store_avx512<const MR: usize, const NV: usize>(
+pub(crate) unsafe fn store_avx512<const MR: usize, const NV: usize>(
     params: &TileParams,
     t: &Tile<impl Sized>,
     acc: &[[__m512i; NV]; MR],
