@@ -95,6 +95,17 @@ impl PackedDepthwiseInt8 {
                 vnni[(t * blocks64 + b) * 256 + p * 64 + 4 * j + p] = q_w[c * taps_n + t];
             }
         }
+        if channels == 16 || channels == 32 {
+            // The packed-pixel kernel ([`rows_vnni_packed`]) puts 64 / channels pixels in one
+            // vector: lanes beyond the channels repeat their weights (no other kernel reads
+            // them: these channel counts take the 32-channel path otherwise).
+            for t in 0..taps_n {
+                for lane in channels..64 {
+                    let (j, p) = (lane / 4, lane % 4);
+                    vnni[t * 256 + p * 64 + 4 * j + p] = q_w[(lane % channels) * taps_n + t];
+                }
+            }
+        }
         let weight_sums = (0..channels)
             .map(|c| {
                 q_w[c * taps_n..(c + 1) * taps_n]
@@ -350,6 +361,20 @@ use for_each_pixel;
 unsafe fn rows_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
     let g = job.geom;
     let c = job.weights.channels;
+    // 16 or 32 channels with unit stride: several adjacent pixels fill one 64-byte vector.
+    if (c == 16 || c == 32)
+        && g.stride_w == 1
+        && g.dilation_w == 1
+        && job.ldc == c
+        && g.out_w >= 4 * (64 / c)
+    {
+        if c == 16 {
+            rows_vnni_packed::<4>(job, output, rows);
+        } else {
+            rows_vnni_packed::<2>(job, output, rows);
+        }
+        return;
+    }
     let blocks = c.div_ceil(64);
     // A last block of at most 32 channels would waste half of every instruction: those
     // channels go through the 32-channel kernel (same bytes).
@@ -400,6 +425,119 @@ unsafe fn rows_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
             }
         }
     });
+}
+
+/// The VNNI row loop for 16 or 32 channels and unit stride: one 64-byte vector holds `P = 64 /
+/// channels` adjacent pixels (a tap of those pixels reads adjacent input pixels: one load), so
+/// every instruction does full work; groups of 4 vectors (`4P` pixels) like [`rows_vnni`]. The
+/// packed weights repeat their channels across the vector ([`PackedDepthwiseInt8::pack_for`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_vnni_packed<const P: usize>(job: &Job, output: &mut [i8], rows: Range<usize>) {
+    let g = job.geom;
+    let c = job.weights.channels;
+    let span = 4 * P;
+    // Bias and multiplier in accumulator order: index p * 16 + j is lane 4j + p, channel
+    // (4j + p) % c.
+    let mut bias = [0i32; 64];
+    let mut mult = [0f32; 64];
+    for p in 0..4 {
+        for j in 0..16 {
+            let ch = (4 * j + p) % c;
+            bias[p * 16 + j] = job.requant.bias[ch].wrapping_sub(128 * job.weights.weight_sums[ch]);
+            mult[p * 16 + j] = job.requant.multiplier[ch];
+        }
+    }
+    for oy in rows {
+        let ky = valid_taps(oy, g.stride_h, g.dilation_h, g.pad_top, g.kernel_h, g.in_h);
+        let full_rows = ky.len() == g.kernel_h;
+        let mut ox = 0;
+        while ox < g.out_w {
+            // The last group is moved left to end at the row end (recomputing some pixels with
+            // the same bytes).
+            let start = ox.min(g.out_w - span);
+            let interior = full_rows
+                && job.columns[start].len() == g.kernel_w
+                && job.columns[start + span - 1].len() == g.kernel_w;
+            if interior {
+                packed_pixels::<P, false>(job, output, &bias, &mult, oy, start);
+            } else {
+                packed_pixels::<P, true>(job, output, &bias, &mult, oy, start);
+            }
+            ox = start + span;
+        }
+    }
+}
+
+/// `4P` adjacent output pixels from `(oy, ox)` of a 16- or 32-channel depthwise convolution
+/// with unit stride, `P` pixels per vector; `CHECK`: some taps may fall in the padding (masked
+/// loads fill those pixels' lanes with the padding code).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn packed_pixels<const P: usize, const CHECK: bool>(
+    job: &Job,
+    output: &mut [i8],
+    bias: &[i32; 64],
+    mult: &[f32; 64],
+    oy: usize,
+    ox: usize,
+) {
+    use std::arch::x86_64::*;
+    let g = job.geom;
+    let c = job.weights.channels;
+    let flip = _mm512_set1_epi8(-128);
+    let pad_raw = _mm512_set1_epi8(job.requant.pad);
+    let pixel_mask: u64 = if c == 64 { u64::MAX } else { (1u64 << c) - 1 };
+    let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let ix0 = ox as isize - g.pad_left as isize;
+    let input = job.input.as_ptr();
+    let weights = job.weights.vnni.as_ptr();
+    let mut acc = [[_mm512_setzero_si512(); 4]; 4];
+    for ky in 0..g.kernel_h {
+        let iy = iy0 + (ky * g.dilation_h) as isize;
+        let row_ok = !CHECK || (iy >= 0 && (iy as usize) < g.in_h);
+        for kx in 0..g.kernel_w {
+            // One 64-channel block per tap (c <= 32).
+            let w = weights.add((ky * g.kernel_w + kx) * 256);
+            let wv = [
+                _mm512_loadu_si512(w as *const _),
+                _mm512_loadu_si512(w.add(64) as *const _),
+                _mm512_loadu_si512(w.add(128) as *const _),
+                _mm512_loadu_si512(w.add(192) as *const _),
+            ];
+            for (j, acc) in acc.iter_mut().enumerate() {
+                // Input column of the vector's first pixel.
+                let ix = ix0 + (P * j + kx) as isize;
+                let raw = if !CHECK {
+                    let src = input.add((iy as usize * g.in_w + ix as usize) * c);
+                    _mm512_loadu_si512(src as *const _)
+                } else if !row_ok {
+                    pad_raw
+                } else {
+                    let mut mask = 0u64;
+                    for q in 0..P {
+                        let x = ix + q as isize;
+                        if x >= 0 && (x as usize) < g.in_w {
+                            mask |= pixel_mask << (q * c);
+                        }
+                    }
+                    // Masked-off lanes are not read, so the address may point before the
+                    // image for a vector that starts in the padding.
+                    let src = input.wrapping_offset((iy * g.in_w as isize + ix) * c as isize);
+                    _mm512_mask_loadu_epi8(pad_raw, mask, src)
+                };
+                let x = _mm512_xor_si512(raw, flip);
+                for p in 0..4 {
+                    acc[p] = _mm512_dpbusd_epi32(acc[p], x, wv[p]);
+                }
+            }
+        }
+    }
+    if job.requant.lo >= 0 {
+        vnni_store::<4, true>(job, output, bias, mult, &acc, oy, ox, P, 0, u64::MAX);
+    } else {
+        vnni_store::<4, false>(job, output, bias, mult, &acc, oy, ox, P, 0, u64::MAX);
+    }
 }
 
 thread_local! {
@@ -471,13 +609,14 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
         }
     }
     if job.requant.lo >= 0 {
-        vnni_store::<PX, true>(job, output, bias, mult, &acc, oy, ox, block, mask);
+        vnni_store::<PX, true>(job, output, bias, mult, &acc, oy, ox, 1, block, mask);
     } else {
-        vnni_store::<PX, false>(job, output, bias, mult, &acc, oy, ox, block, mask);
+        vnni_store::<PX, false>(job, output, bias, mult, &acc, oy, ox, 1, block, mask);
     }
 }
 
-/// Requantize and store the accumulators of [`vnni_pixels`]: `q = round(min(y, hi))` in float,
+/// Requantize and store the accumulators of [`vnni_pixels`] (accumulator `j` holds output pixel
+/// `ox + j * step`, channels `64 * block ..`): `q = round(min(y, hi))` in float,
 /// then saturating packs to bytes, one in-lane byte shuffle back to channel order and the lower
 /// clamp on the bytes. That equals the reference `round(clamp(y, lo, hi))`: rounding is monotone
 /// and `lo` is an integer, so a `y` below `lo` rounds to a code at most `lo` (a huge negative one
@@ -495,6 +634,7 @@ unsafe fn vnni_store<const PX: usize, const NON_NEGATIVE: bool>(
     acc: &[[std::arch::x86_64::__m512i; 4]; PX],
     oy: usize,
     ox: usize,
+    step: usize,
     block: usize,
     mask: std::arch::x86_64::__mmask64,
 ) {
@@ -539,7 +679,7 @@ unsafe fn vnni_store<const PX: usize, const NON_NEGATIVE: bool>(
         let t = _mm512_max_epi8(_mm512_shuffle_epi8(bytes, order), lo_bytes);
         let dst = output
             .as_mut_ptr()
-            .add((oy * g.out_w + ox + j) * job.ldc + block * 64);
+            .add((oy * g.out_w + ox + j * step) * job.ldc + block * 64);
         if mask == u64::MAX {
             _mm512_storeu_si512(dst as *mut _, t);
         } else {
