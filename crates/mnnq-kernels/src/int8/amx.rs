@@ -248,53 +248,56 @@ unsafe fn amx_block(
         let column_tile = c0 / 16;
         let pair = end - c0 > 16;
         asm!("tilezero tmm0", "tilezero tmm1", options(nostack));
-        for chunk in 0..full_chunks {
-            let a_tile = a_block.add(chunk * 64);
-            let b0 = amx.tile(column_tile, chunk * 16);
-            asm!(
-                "tileloadd tmm2, [{a} + {lda}*1]",
-                "tileloadd tmm4, [{b} + {stride}*1]",
-                "tdpbssd tmm0, tmm2, tmm4",
-                a = in(reg) a_tile,
-                lda = in(reg) lda,
-                b = in(reg) b0,
-                stride = in(reg) 64usize,
-                options(nostack)
-            );
-            if pair {
-                let b1 = amx.tile(column_tile + 1, chunk * 16);
+        // One k-chunk: the A tile and one or two B tiles of the chunk's groups, accumulated into
+        // tmm0 (and tmm1). The full chunks and the tail use their own tile registers (shapes).
+        macro_rules! chunk {
+            ([$load_a:literal, $load_b0:literal, $dot0:literal, $load_b1:literal, $dot1:literal],
+             $first_group:expr) => {{
+                let a_tile = a_block.add($first_group * 4);
                 asm!(
-                    "tileloadd tmm5, [{b} + {stride}*1]",
-                    "tdpbssd tmm1, tmm2, tmm5",
-                    b = in(reg) b1,
+                    $load_a,
+                    $load_b0,
+                    $dot0,
+                    a = in(reg) a_tile,
+                    lda = in(reg) lda,
+                    b = in(reg) amx.tile(column_tile, $first_group),
                     stride = in(reg) 64usize,
                     options(nostack)
                 );
-            }
+                if pair {
+                    asm!(
+                        $load_b1,
+                        $dot1,
+                        b = in(reg) amx.tile(column_tile + 1, $first_group),
+                        stride = in(reg) 64usize,
+                        options(nostack)
+                    );
+                }
+            }};
+        }
+        for chunk in 0..full_chunks {
+            chunk!(
+                [
+                    "tileloadd tmm2, [{a} + {lda}*1]",
+                    "tileloadd tmm4, [{b} + {stride}*1]",
+                    "tdpbssd tmm0, tmm2, tmm4",
+                    "tileloadd tmm5, [{b} + {stride}*1]",
+                    "tdpbssd tmm1, tmm2, tmm5"
+                ],
+                chunk * 16
+            );
         }
         if tail_groups > 0 {
-            let a_tile = a_block.add(full_chunks * 64);
-            let b0 = amx.tile(column_tile, full_chunks * 16);
-            asm!(
-                "tileloadd tmm3, [{a} + {lda}*1]",
-                "tileloadd tmm6, [{b} + {stride}*1]",
-                "tdpbssd tmm0, tmm3, tmm6",
-                a = in(reg) a_tile,
-                lda = in(reg) lda,
-                b = in(reg) b0,
-                stride = in(reg) 64usize,
-                options(nostack)
-            );
-            if pair {
-                let b1 = amx.tile(column_tile + 1, full_chunks * 16);
-                asm!(
+            chunk!(
+                [
+                    "tileloadd tmm3, [{a} + {lda}*1]",
+                    "tileloadd tmm6, [{b} + {stride}*1]",
+                    "tdpbssd tmm0, tmm3, tmm6",
                     "tileloadd tmm7, [{b} + {stride}*1]",
-                    "tdpbssd tmm1, tmm3, tmm7",
-                    b = in(reg) b1,
-                    stride = in(reg) 64usize,
-                    options(nostack)
-                );
-            }
+                    "tdpbssd tmm1, tmm3, tmm7"
+                ],
+                full_chunks * 16
+            );
         }
         // Row r of the block: channels c0.. at sums[32 r..], c0 + 16.. at sums[32 r + 16..].
         asm!(
