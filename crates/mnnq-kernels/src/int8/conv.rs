@@ -425,23 +425,23 @@ fn simd(
                     WeightLayout::Vnni16 => {
                         // AMX tiles where the CPU has them and the rows are whole k-groups of 4
                         // long enough to pay for the tiles; VNNI otherwise.
-                        let amx_rows = match &weights.amx {
-                            Some(_) if k.is_multiple_of(4) && k >= super::amx::AMX_MIN_K => rows,
-                            _ => 0,
-                        };
-                        if let (Some(amx), true) = (&weights.amx, amx_rows > 0) {
+                        let amx = weights
+                            .amx
+                            .as_ref()
+                            .filter(|_| k.is_multiple_of(4) && k >= super::amx::AMX_MIN_K);
+                        if let Some(amx) = amx {
                             let last = blocks[blocks.len() - 1];
                             let channels =
                                 blocks[0].first_channel..last.first_channel + last.vectors * 16;
                             // SAFETY: `amx` exists only where `amx_usable` granted the tiles;
-                            // `a8` holds `rows >= amx_rows` rows of `lda >= k` codes, `k` a
-                            // multiple of 4 within the packed k; `out` covers the rows.
+                            // `a8` holds `rows` rows of `lda >= k` codes, `k` a multiple of 4
+                            // within the packed k; `out` covers the rows.
                             unsafe {
                                 super::amx::amx_rows(
                                     &tile,
                                     a8.as_ptr(),
                                     lda,
-                                    amx_rows,
+                                    rows,
                                     amx,
                                     channels,
                                     weights,
@@ -449,22 +449,19 @@ fn simd(
                                     out_ptr.add(first * ldc),
                                 )
                             }
-                        }
-                        let rest = rows - amx_rows;
-                        if rest > 0 {
-                            let a_rest = a8[amx_rows * lda..].as_ptr();
+                        } else {
                             let comp = ROW_COMPENSATION.with_borrow_mut(|comp| {
-                                if comp.len() < rest {
-                                    comp.resize(rest, 0);
+                                if comp.len() < rows {
+                                    comp.resize(rows, 0);
                                 }
                                 // SAFETY: VNNI is supported (the weights were packed for it);
-                                // `a_rest` holds `rest` rows of `lda >= k` codes.
+                                // `a8` holds `rows` rows of `lda >= k` codes.
                                 unsafe {
                                     x86::vnni_row_compensation(
-                                        a_rest,
+                                        a8.as_ptr(),
                                         lda,
                                         k,
-                                        rest,
+                                        rows,
                                         comp.as_mut_ptr(),
                                     )
                                 };
@@ -478,15 +475,15 @@ fn simd(
                                 unsafe {
                                     x86::vnni_rows(
                                         &tile,
-                                        a_rest,
+                                        a8.as_ptr(),
                                         lda,
-                                        rest,
+                                        rows,
                                         data.as_ptr().add(block.offset),
                                         block,
                                         weights,
                                         requant,
                                         comp,
-                                        out_ptr.add((first + amx_rows) * ldc),
+                                        out_ptr.add(first * ldc),
                                     )
                                 }
                             }

@@ -487,7 +487,8 @@ unsafe fn packed_pixels<const P: usize, const CHECK: bool>(
     let c = job.weights.channels;
     let flip = _mm512_set1_epi8(-128);
     let pad_raw = _mm512_set1_epi8(job.requant.pad);
-    let pixel_mask: u64 = if c == 64 { u64::MAX } else { (1u64 << c) - 1 };
+    // The lanes of one pixel (c is 16 or 32).
+    let pixel_mask: u64 = (1u64 << c) - 1;
     let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
     let ix0 = ox as isize - g.pad_left as isize;
     let input = job.input.as_ptr();
