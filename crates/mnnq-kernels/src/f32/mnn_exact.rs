@@ -40,7 +40,7 @@ const LANES: usize = 16;
 /// Output pixels computed together by the micro-kernel.
 const PIXELS: usize = 4;
 
-/// Dense convolution weights as a `K x out_c` matrix (padded to [`LANES`] columns), K ordered
+/// Dense convolution weights as a `K x out_c` matrix (padded to `LANES` columns), K ordered
 /// (ky, kx, ci) as MNN's im2col orders it.
 #[derive(Clone, Debug)]
 pub struct MnnDenseWeights {
@@ -672,7 +672,7 @@ fn sigmoid_one(x: f32) -> f32 {
     1.0 / (1.0 + e)
 }
 
-/// MNN's sigmoid (see [`sigmoid_one`]) on every value, in place.
+/// MNN's sigmoid (see `sigmoid_one`) on every value, in place.
 pub fn mnn_sigmoid_in_place(values: &mut [f32]) {
     // SAFETY: the CPU supports the ISA (`active_isa`).
     unsafe {

@@ -4,7 +4,7 @@
 //! weights packed in groups of 4 k (the same grouping as the VNNI layout) into a 16 x 16 tile of
 //! i32 sums: 16384 multiply-adds per instruction, exact. Both operands are signed, so there is no
 //! `+128` compensation; the sums equal the VNNI kernel's, and the same requantize epilogue
-//! ([`super::x86::store_avx512`]) turns them into the same bytes.
+//! (`super::x86::store_avx512`) turns them into the same bytes.
 //!
 //! Tiles: `tmm0`/`tmm1` accumulate 16 pixels x 32 channels, `tmm2`/`tmm4`/`tmm5` hold the A and
 //! two B tiles of a full 64-k chunk, `tmm3`/`tmm6`/`tmm7` those of the last, shorter chunk (the
