@@ -658,10 +658,9 @@ fn reduce(input: &In, axes: &[usize], op: ReductionType) -> Vec<f32> {
     if input.layout.for_rank(s.len()) == crate::tensor::Layout::ChannelsLast
         && input.dtype == DType::F32
         && spatial
+        && input.data.len() >= input.len()
     {
-        if let Some(acc) = reduce_spatial_channels_last(input, op) {
-            return acc;
-        }
+        return reduce_spatial_channels_last(input, op);
     }
     let v = input.to_row_major_f32();
     let out_shape: Vec<usize> = s
@@ -671,23 +670,8 @@ fn reduce(input: &In, axes: &[usize], op: ReductionType) -> Vec<f32> {
         .collect();
     let out_n: usize = out_shape.iter().product();
     let count: usize = axes.iter().map(|&a| s[a]).product();
-    let init = match op {
-        ReductionType::Max => f32::NEG_INFINITY,
-        ReductionType::Min => f32::INFINITY,
-        ReductionType::Prod | ReductionType::All => 1.0,
-        _ => 0.0,
-    };
-    let mut acc = vec![init; out_n];
-    let combine = |a: f32, x: f32| match op {
-        ReductionType::Sum | ReductionType::Mean => a + x,
-        ReductionType::AbsSum => a + x.abs(),
-        ReductionType::SumSquares => a + x * x,
-        ReductionType::Max => a.max(x),
-        ReductionType::Min => a.min(x),
-        ReductionType::Prod => a * x,
-        ReductionType::Any => ((a != 0.0) || (x != 0.0)) as i32 as f32,
-        ReductionType::All => ((a != 0.0) && (x != 0.0)) as i32 as f32,
-    };
+    let mut acc = vec![reduction_init(op); out_n];
+    let combine = |a: f32, x: f32| reduction_combine(op, a, x);
     // Trailing axes (a global mean over H and W of NCHW): each output reads one contiguous
     // run, in the same order as the general walk below, so the result is the same bits.
     let trailing =
@@ -723,48 +707,70 @@ fn reduce(input: &In, axes: &[usize], op: ReductionType) -> Vec<f32> {
     acc
 }
 
-/// [`reduce`] over all spatial dims of a dense channels-last `[N, D1, .., C]` tensor: per image,
-/// the pixels in row-major order, each combined into the `C` running values. `None` for the
-/// reductions that are not a plain left fold of one value at a time (none today) or a tensor
-/// too short for its shape.
-fn reduce_spatial_channels_last(input: &In, op: ReductionType) -> Option<Vec<f32>> {
-    let s = input.shape;
-    let (n, c) = (s[0], s[1]);
-    let pixels: usize = s[2..].iter().product();
-    if input.data.len() < n * pixels * c {
-        return None;
-    }
-    let init = match op {
+/// The starting value of a reduction.
+fn reduction_init(op: ReductionType) -> f32 {
+    match op {
         ReductionType::Max => f32::NEG_INFINITY,
         ReductionType::Min => f32::INFINITY,
         ReductionType::Prod | ReductionType::All => 1.0,
         _ => 0.0,
-    };
-    let mut acc = vec![init; n * c];
-    for (image, out) in acc.chunks_exact_mut(c.max(1)).enumerate().take(n) {
-        let data = &input.data[image * pixels * c..(image + 1) * pixels * c];
-        for row in data.chunks_exact(c.max(1)) {
-            // One loop per operation, so each vectorises over the channels.
-            match op {
-                ReductionType::Sum | ReductionType::Mean => {
-                    out.iter_mut().zip(row).for_each(|(a, &x)| *a += x)
+    }
+}
+
+/// One step of a reduction: the running value `a` combined with the next value `x`.
+#[inline(always)]
+fn reduction_combine(op: ReductionType, a: f32, x: f32) -> f32 {
+    match op {
+        ReductionType::Sum | ReductionType::Mean => a + x,
+        ReductionType::AbsSum => a + x.abs(),
+        ReductionType::SumSquares => a + x * x,
+        ReductionType::Max => a.max(x),
+        ReductionType::Min => a.min(x),
+        ReductionType::Prod => a * x,
+        ReductionType::Any => ((a != 0.0) || (x != 0.0)) as i32 as f32,
+        ReductionType::All => ((a != 0.0) && (x != 0.0)) as i32 as f32,
+    }
+}
+
+/// [`reduce`] over all spatial dims of a dense channels-last `[N, D1, .., C]` tensor: per image,
+/// the pixels in row-major order, each combined into the `C` running values (the loop over the
+/// channels vectorises; `op` is the same for all of them).
+fn reduce_spatial_channels_last(input: &In, op: ReductionType) -> Vec<f32> {
+    let s = input.shape;
+    let (n, c) = (s[0], s[1]);
+    let pixels: usize = s[2..].iter().product();
+    let mut acc = vec![reduction_init(op); n * c];
+    // Every pixel's channels into the running values, with the operation fixed at compile time
+    // so the loop over the channels vectorises (a `match` per value does not get hoisted).
+    fn fold_pixels(acc: &mut [f32], data: &[f32], c: usize, n: usize, f: impl Fn(f32, f32) -> f32) {
+        let pixels_len = data.len() / n.max(1);
+        for (image, out) in acc.chunks_exact_mut(c.max(1)).enumerate().take(n) {
+            let image_data = &data[image * pixels_len..(image + 1) * pixels_len];
+            for row in image_data.chunks_exact(c.max(1)) {
+                for (a, &x) in out.iter_mut().zip(row) {
+                    *a = f(*a, x);
                 }
-                ReductionType::AbsSum => out.iter_mut().zip(row).for_each(|(a, &x)| *a += x.abs()),
-                ReductionType::SumSquares => {
-                    out.iter_mut().zip(row).for_each(|(a, &x)| *a += x * x)
-                }
-                ReductionType::Max => out.iter_mut().zip(row).for_each(|(a, &x)| *a = a.max(x)),
-                ReductionType::Min => out.iter_mut().zip(row).for_each(|(a, &x)| *a = a.min(x)),
-                ReductionType::Prod => out.iter_mut().zip(row).for_each(|(a, &x)| *a *= x),
-                ReductionType::Any | ReductionType::All => return None,
             }
         }
     }
+    let data = &input.data[..n * pixels * c];
+    macro_rules! fold_with {
+        ($($op:ident),*) => {
+            match op {
+                $(ReductionType::$op => {
+                    fold_pixels(&mut acc, data, c, n, |a, x| {
+                        reduction_combine(ReductionType::$op, a, x)
+                    })
+                })*
+            }
+        };
+    }
+    fold_with!(Sum, Mean, AbsSum, SumSquares, Max, Min, Prod, Any, All);
     if op == ReductionType::Mean && pixels > 0 {
         let inv = 1.0 / pixels as f32;
         acc.iter_mut().for_each(|a| *a *= inv);
     }
-    Some(acc)
+    acc
 }
 
 #[cfg(test)]
@@ -794,6 +800,8 @@ mod tests {
             ReductionType::Max,
             ReductionType::Min,
             ReductionType::Prod,
+            ReductionType::Any,
+            ReductionType::All,
         ] {
             let view = |data, layout| In {
                 shape: &shape,
@@ -805,11 +813,10 @@ mod tests {
             let got = reduce(&view(&channels_last, Layout::ChannelsLast), &[2, 3], op);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{op:?}");
-            assert!(
-                reduce_spatial_channels_last(&view(&channels_last, Layout::ChannelsLast), op)
-                    .is_some(),
-                "{op:?} took the general walk"
-            );
+            // The fast path itself (not the general walk) gives those bits.
+            let direct =
+                reduce_spatial_channels_last(&view(&channels_last, Layout::ChannelsLast), op);
+            assert_eq!(bits(&direct), bits(&want), "{op:?} channels-last walk");
         }
     }
 }
