@@ -394,8 +394,7 @@ unsafe fn rows_vnni(job: &Job, output: &mut [i8], rows: Range<usize>) {
         for ch in 0..c {
             let (block, within) = (ch / 64, ch % 64);
             let at = (block * 4 + within % 4) * 16 + within / 4;
-            bias[at] = job.requant.bias[ch].wrapping_sub(128 * job.weights.weight_sums[ch]);
-            mult[at] = job.requant.multiplier[ch];
+            (bias[at], mult[at]) = vnni_requant(job, ch);
         }
         for block in 0..vnni_blocks {
             for oy in rows.clone() {
@@ -444,8 +443,7 @@ unsafe fn rows_vnni_packed<const P: usize>(job: &Job, output: &mut [i8], rows: R
     for p in 0..4 {
         for j in 0..16 {
             let ch = (4 * j + p) % c;
-            bias[p * 16 + j] = job.requant.bias[ch].wrapping_sub(128 * job.weights.weight_sums[ch]);
-            mult[p * 16 + j] = job.requant.multiplier[ch];
+            (bias[p * 16 + j], mult[p * 16 + j]) = vnni_requant(job, ch);
         }
     }
     for oy in rows {
@@ -539,6 +537,16 @@ unsafe fn packed_pixels<const P: usize, const CHECK: bool>(
     } else {
         vnni_store::<4, false>(job, output, bias, mult, &acc, oy, ox, P, 0, u64::MAX);
     }
+}
+
+/// Channel `ch`'s integer bias and multiplier for the VNNI kernels: the bias takes away the
+/// `128 * sum_taps w` that their `x + 128` inputs add.
+#[inline]
+fn vnni_requant(job: &Job, ch: usize) -> (i32, f32) {
+    (
+        job.requant.bias[ch].wrapping_sub(128 * job.weights.weight_sums[ch]),
+        job.requant.multiplier[ch],
+    )
 }
 
 thread_local! {
