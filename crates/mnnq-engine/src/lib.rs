@@ -60,5 +60,5 @@ pub use engine::Engine;
 pub use error::EngineError;
 /// The window of a prepared convolution ([`ops::window::PreparedConv::geometry`]).
 pub use mnnq_kernels::ConvGeometry;
-pub use session::Session;
+pub use session::{FakeQuant, Session};
 pub use tensor::{DType, Layout, Tensor, TensorView};

@@ -14,9 +14,8 @@ pub struct Session<'e> {
     arena: Vec<f32>,
     pool: Option<rayon::ThreadPool>,
     threads: usize,
-    /// Per-tensor scale for fake quantization (quantize-dequantize right after the tensor is made).
-    /// Tensor -> (scale, zero point) of the fake quantization.
-    fake_quant: HashMap<usize, (f32, i8)>,
+    /// Fake quantization (quantize-dequantize right after the tensor is made), per tensor.
+    fake_quant: HashMap<usize, FakeQuant>,
     /// Accumulated time per step when profiling is on.
     profile: Option<Vec<std::time::Duration>>,
     /// int8 codes of the slots a quantized model keeps in int8 (empty for float models).
@@ -248,6 +247,18 @@ impl<'e> Session<'e> {
 
     /// [`Self::set_fake_quant`] with asymmetric codes: `(q - zero) * scale`, `q` in [-127, 127].
     pub fn set_fake_quant_with_zero_point(&mut self, tensor: usize, quant: Option<(f32, i8)>) {
+        self.set_fake_quant_mode(
+            tensor,
+            quant.map(|(scale, zero)| FakeQuant {
+                scale,
+                zero,
+                channel_groups: None,
+            }),
+        );
+    }
+
+    /// The general form of [`Self::set_fake_quant`]: see [`FakeQuant`].
+    pub fn set_fake_quant_mode(&mut self, tensor: usize, quant: Option<FakeQuant>) {
         match quant {
             Some(q) => self.fake_quant.insert(tensor, q),
             None => self.fake_quant.remove(&tensor),
@@ -507,14 +518,14 @@ impl<'e> Session<'e> {
                     drop(outs);
                     for &s in outputs {
                         let t = engine.slots[s].tensor;
-                        if let Some(&(scale, zero)) = self.fake_quant.get(&t) {
+                        if let Some(quant) = self.fake_quant.get(&t) {
                             let slot = &engine.slots[s];
-                            let z = f32::from(zero);
                             if let Location::Arena(off) = slot.location {
-                                for v in &mut self.arena[off..off + slot.len()] {
-                                    *v =
-                                        ((*v / scale + z).round().clamp(-127.0, 127.0) - z) * scale;
-                                }
+                                quant.apply(
+                                    &mut self.arena[off..off + slot.len()],
+                                    &slot.shape,
+                                    slot.layout,
+                                );
                             }
                         }
                         if observing {
@@ -551,6 +562,81 @@ impl<'e> Session<'e> {
                 data,
             },
         );
+    }
+}
+
+/// How a diagnostic run rounds one float tensor to int8 codes and back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FakeQuant {
+    /// The step between codes; values are `(q - zero) * scale` with `q` in [-127, 127].
+    pub scale: f32,
+    pub zero: i8,
+    /// A what-if that no int8 file can express: split each image's channels (dim 1), sorted
+    /// by the share of the tensor's range their values need, into this many groups of equal
+    /// count, and give each group a finer step where its values need only part of that range
+    /// (never a coarser one; the zero point stays). It measures how much of a model's loss per-channel activation resolution (as
+    /// channel splitting would give) could win back. `None`: one step for the whole tensor.
+    pub channel_groups: Option<std::num::NonZeroUsize>,
+}
+
+impl FakeQuant {
+    /// Quantize-dequantize `data`, a tensor of logical `shape` stored in `layout`.
+    pub fn apply(&self, data: &mut [f32], shape: &[usize], layout: Layout) {
+        let round_trip = |v: f32, scale: f32| {
+            let z = f32::from(self.zero);
+            ((v / scale + z).round().clamp(-127.0, 127.0) - z) * scale
+        };
+        let Some(groups) = self.channel_groups else {
+            for v in data.iter_mut() {
+                *v = round_trip(*v, self.scale);
+            }
+            return;
+        };
+        let batch = shape.first().copied().unwrap_or(1).max(1);
+        let channels = shape.get(1).copied().unwrap_or(1).max(1);
+        let inner = data.len() / batch / channels;
+        let channels_last = layout == Layout::ChannelsLast && shape.len() >= 3;
+        let index = |n: usize, c: usize, i: usize| {
+            if channels_last {
+                (n * inner + i) * channels + c
+            } else {
+                (n * channels + c) * inner + i
+            }
+        };
+        // How far the tensor's codes reach above and below zero.
+        let z = f32::from(self.zero);
+        let (reach_up, reach_down) = (self.scale * (127.0 - z), self.scale * (127.0 + z));
+        // The fraction of the reach a set of values needs, on its tighter side.
+        let needed = |up: f32, down: f32| {
+            let side = |peak: f32, reach: f32| if peak > 0.0 { peak / reach } else { 0.0 };
+            side(up, reach_up).max(side(down, reach_down))
+        };
+        for n in 0..batch {
+            let mut by_need: Vec<(f32, usize)> = (0..channels)
+                .map(|c| {
+                    let (up, down) = (0..inner).fold((0f32, 0f32), |(u, d), i| {
+                        let v = data[index(n, c, i)];
+                        (u.max(v), d.max(-v))
+                    });
+                    (needed(up, down), c)
+                })
+                .collect();
+            by_need.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for group in by_need.chunks(channels.div_ceil(groups.get())) {
+                let need = group.last().map_or(0.0, |g| g.0);
+                let scale = if need > 0.0 && need < 1.0 {
+                    self.scale * need
+                } else {
+                    self.scale
+                };
+                for &(_, c) in group {
+                    for i in 0..inner {
+                        let v = &mut data[index(n, c, i)];
+                        *v = round_trip(*v, scale);
+                    }
+                }
+            }
+        }
     }
 }
 

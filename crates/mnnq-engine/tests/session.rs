@@ -198,3 +198,71 @@ fn memory_plan_reuses_buffers_on_a_real_model() {
         engine.memory
     );
 }
+
+#[test]
+fn fake_quant_channel_groups_give_each_group_its_own_step() {
+    use mnnq_engine::{FakeQuant, Layout};
+    use std::num::NonZeroUsize;
+    // Logical [1, 2, 1, 2]: channel 0 is [1.0, -0.5], channel 1 is [10.0, 5.0].
+    let logical = [1.0f32, -0.5, 10.0, 5.0];
+    let shape = [1, 2, 1, 2];
+    let per_tensor = FakeQuant {
+        scale: 10.0 / 127.0,
+        zero: 0,
+        channel_groups: None,
+    };
+    let mut one_step = logical;
+    per_tensor.apply(&mut one_step, &shape, Layout::RowMajor);
+    // 1.0 / (10/127) = 12.7 -> 13; -0.5 -> -6.35 -> -6; 10 -> 127; 5 -> 63.5 -> 64.
+    let expect_one = [13.0, -6.0, 127.0, 64.0].map(|q: f32| q * 10.0 / 127.0);
+    assert_eq!(one_step, expect_one);
+
+    let grouped = FakeQuant {
+        channel_groups: NonZeroUsize::new(2),
+        ..per_tensor
+    };
+    let mut two_groups = logical;
+    grouped.apply(&mut two_groups, &shape, Layout::RowMajor);
+    // Channel 0 peaks at 1.0 of the reach 10.0: its step is a tenth (1/127).
+    let expect_two = [127.0 / 127.0, -64.0 / 127.0, 10.0, 64.0 * 10.0 / 127.0];
+    for (got, want) in two_groups.iter().zip(expect_two) {
+        assert!(
+            (got - want).abs() < 1e-6,
+            "{two_groups:?} vs {expect_two:?}"
+        );
+    }
+
+    // The same tensor stored channels-last ([1, 1, 2, 2] in memory: c fastest).
+    let mut stored = [logical[0], logical[2], logical[1], logical[3]];
+    grouped.apply(&mut stored, &shape, Layout::ChannelsLast);
+    assert_eq!(
+        stored,
+        [two_groups[0], two_groups[2], two_groups[1], two_groups[3]]
+    );
+
+    // A one-sided tensor (zero point -127) reaches 254 steps: a group at half of it keeps
+    // half the step.
+    let one_sided = FakeQuant {
+        scale: 1.0,
+        zero: -127,
+        channel_groups: NonZeroUsize::new(2),
+    };
+    let mut v = [127.0f32, 63.3, 254.0, 100.0];
+    one_sided.apply(&mut v, &shape, Layout::RowMajor);
+    assert_eq!(v, [127.0, 63.5, 254.0, 100.0]);
+
+    // Zero point -100 reaches 227 steps up and 27 down: a group is judged by its tighter
+    // side, so a channel that uses all 27 steps below zero keeps the step, and the other one
+    // (50 of 227 up, 5 of 27 down) gets 50/227 of it without clipping its negative value.
+    let skewed = FakeQuant {
+        scale: 1.0,
+        zero: -100,
+        channel_groups: NonZeroUsize::new(2),
+    };
+    let mut v = [100.0f32, -27.0, 50.0, -5.0];
+    skewed.apply(&mut v, &shape, Layout::RowMajor);
+    let finer = 50.0 / 227.0;
+    assert_eq!(v[..2], [100.0, -27.0]);
+    assert!((v[2] - 50.0).abs() < 1e-4, "{v:?}");
+    assert!((v[3] + 5.0).abs() <= finer / 2.0, "{v:?}");
+}

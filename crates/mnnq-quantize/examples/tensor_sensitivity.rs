@@ -7,12 +7,14 @@
 //! feature scales, then each tensor's loss `1 - cosine` (pooled over the images) against the
 //! weights-only run. With `ONLY_TOTALS=1` it stops after the totals; `EXCLUDE=id,id` leaves
 //! those tensors float and `ASYM=id:lo,...` gives them asymmetric codes over
-//! `[lo, 127 * scale]` (what-if checks); `WEIGHT_SENS=1` ranks convolutions by the loss of
-//! their int8 weights alone instead.
+//! `[lo, 127 * scale]` (what-if checks); `CHANNEL_GROUPS=n` gives every tensor `n` groups of
+//! channels with steps of their own in the totals (`mnnq_engine::FakeQuant::channel_groups`:
+//! what per-channel activation resolution would win back); `WEIGHT_SENS=1` ranks
+//! convolutions by the loss of their int8 weights alone instead.
 //! This is how `docs/quality.md` found that det's losses are not additive along a chain.
 use std::collections::BTreeMap;
 
-use mnnq_engine::{ir::MnnFormat, Engine, Session, Tensor};
+use mnnq_engine::{ir::MnnFormat, Engine, FakeQuant, Session, Tensor};
 use mnnq_format::Model;
 use mnnq_preprocess::{preprocess_image, Config, InputSpec, Layout};
 use mnnq_quantize::diagnose::{
@@ -23,8 +25,16 @@ use mnnq_quantize::fidelity::mean_output_cosine;
 fn run(engine: &Engine, inputs: &[Vec<f32>], fq: &BTreeMap<u32, (f32, i8)>) -> Vec<Vec<f32>> {
     let (name, shape) = engine.input_shapes().remove(0);
     let mut s = Session::new(engine, 1).unwrap();
-    for (&t, &q) in fq {
-        s.set_fake_quant_with_zero_point(t as usize, Some(q));
+    let channel_groups = std::env::var("CHANNEL_GROUPS")
+        .ok()
+        .and_then(|g| g.parse().ok());
+    for (&t, &(scale, zero)) in fq {
+        let quant = FakeQuant {
+            scale,
+            zero,
+            channel_groups,
+        };
+        s.set_fake_quant_mode(t as usize, Some(quant));
     }
     inputs
         .iter()
