@@ -9,7 +9,8 @@
 //! those tensors float and `ASYM=id:lo,...` gives them asymmetric codes over
 //! `[lo, 127 * scale]` (what-if checks); `CHANNEL_GROUPS=n` gives every tensor `n` groups of
 //! channels with steps of their own in the totals (`mnnq_engine::FakeQuant::channel_groups`:
-//! what per-channel activation resolution would win back); `WEIGHT_SENS=1` ranks
+//! what per-channel activation resolution would win back), `GROUPS_RANGE=a-b` only to the
+//! tensors a..b in execution order (`PRINT_ORDER=1` lists that order); `WEIGHT_SENS=1` ranks
 //! convolutions by the loss of their int8 weights alone instead.
 //! This is how `docs/quality.md` found that det's losses are not additive along a chain.
 use std::collections::BTreeMap;
@@ -28,11 +29,40 @@ fn run(engine: &Engine, inputs: &[Vec<f32>], fq: &BTreeMap<u32, (f32, i8)>) -> V
     let channel_groups = std::env::var("CHANNEL_GROUPS")
         .ok()
         .and_then(|g| g.parse().ok());
+    // GROUPS_RANGE=a-b: channel groups only for tensors a..b in execution order.
+    let grouped: Option<Vec<usize>> = std::env::var("GROUPS_RANGE").ok().map(|range| {
+        let (a, b) = range.split_once('-').unwrap();
+        let mut order = Vec::new();
+        for step in &engine.steps {
+            if let mnnq_engine::engine::Step::Node { outputs, .. } = step {
+                for &o in outputs {
+                    let t = engine.slots[o].tensor;
+                    if fq.contains_key(&(t as u32)) && !order.contains(&t) {
+                        order.push(t);
+                    }
+                }
+            }
+        }
+        if std::env::var("PRINT_ORDER").is_ok() {
+            for (i, &t) in order.iter().enumerate() {
+                let shape = engine
+                    .slots
+                    .iter()
+                    .find(|sl| sl.tensor == t)
+                    .map(|sl| sl.shape.clone());
+                eprintln!("{i} {t} {} {shape:?}", engine.tensor_name(t));
+            }
+        }
+        order.truncate(b.parse().unwrap());
+        order.drain(..a.parse::<usize>().unwrap().min(order.len()));
+        order
+    });
     for (&t, &(scale, zero)) in fq {
+        let in_first = grouped.as_ref().is_none_or(|g| g.contains(&(t as usize)));
         let quant = FakeQuant {
             scale,
             zero,
-            channel_groups,
+            channel_groups: channel_groups.filter(|_| in_first),
         };
         s.set_fake_quant_mode(t as usize, Some(quant));
     }
