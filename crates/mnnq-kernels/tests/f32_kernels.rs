@@ -258,6 +258,52 @@ proptest! {
         }
     }
 
+    /// A deconvolution whose kernel tiles the output (stride = kernel: the detection heads'
+    /// 2x2 up-sampling) takes the copy path; the same deconvolution with one more output
+    /// column (ONNX output_padding) takes the general gather. They must agree to the bit on
+    /// the shared columns, and the copy path must match the reference.
+    #[test]
+    fn tiled_deconv_matches_the_general_gather(
+        size in (1usize..6, 1usize..9, 1usize..12, 1usize..40),
+        kernel in (1usize..4, 1usize..4),
+        with_bias: bool,
+        act in 0u8..4,
+        split in 0usize..40,
+        seed: u64,
+    ) {
+        let (in_h, in_w, in_c, out_c) = size;
+        let (kh, kw) = kernel;
+        let tiled = ConvGeometry {
+            in_h, in_w, in_c, out_h: in_h * kh, out_w: in_w * kw, out_c,
+            kernel_h: kh, kernel_w: kw, stride_h: kh, stride_w: kw,
+            dilation_h: 1, dilation_w: 1, pad_top: 0, pad_left: 0,
+        };
+        let wider = ConvGeometry { out_w: in_w * kw + 1, ..tiled };
+        let input = data(in_h * in_w * in_c, seed);
+        let weights = data(in_c * out_c * kh * kw, seed + 1);
+        let bias = if with_bias { data(out_c, seed + 2) } else { Vec::new() };
+        let act = activation(act);
+        let (out_h, row) = (tiled.out_h, tiled.out_w * out_c);
+        let mut want = vec![0.0; out_h * row];
+        reference::deconv2d_nhwc(&tiled, &input, &weights, &bias, act, &mut want);
+        let mut magnitude = vec![0.0; want.len()];
+        reference::deconv2d_nhwc(&tiled, &abs(&input), &abs(&weights), &abs(&bias), Activation::None, &mut magnitude);
+        for isa in Isa::supported() {
+            let packed = PackedWeights::pack_deconv_for(isa, &weights, in_c, out_c, kh, kw);
+            let mut got = vec![0.0; want.len()];
+            let split = split % out_h;
+            let (top, bottom) = got.split_at_mut(split * row);
+            kernels::deconv2d_nhwc(&tiled, &input, &packed, &bias, act, top, 0..split);
+            kernels::deconv2d_nhwc(&tiled, &input, &packed, &bias, act, bottom, split..out_h);
+            assert_close(&got, &want, &magnitude, &format!("tiled deconv {isa} {tiled:?}"));
+            let wide_row = wider.out_w * out_c;
+            let mut general = vec![0.0; out_h * wide_row];
+            kernels::deconv2d_nhwc(&wider, &input, &packed, &bias, act, &mut general, 0..out_h);
+            let shared: Vec<f32> = general.chunks(wide_row).flat_map(|r| r[..row].to_vec()).collect();
+            prop_assert_eq!(bits(&got), bits(&shared), "tiled deconv {} vs general gather", isa);
+        }
+    }
+
     #[test]
     fn pooling_matches_reference(
         size in (1usize..10, 1usize..12, 1usize..40),

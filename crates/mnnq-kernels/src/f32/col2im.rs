@@ -18,6 +18,9 @@ pub(crate) struct Col2Im<'a> {
     pub(crate) first_input_row: usize,
     /// Bias padded with zeros to a whole number of 16-lane vectors.
     pub(crate) bias: *const f32,
+    /// When the kernel tiles the output exactly ([`tiles_exactly`]): the bias of every value
+    /// of an output row (`out_w` copies), padded to whole vectors.
+    pub(crate) row_bias: Option<*const f32>,
     pub(crate) lo: f32,
     pub(crate) hi: f32,
     /// Scratch for one output row's sums (`out_w * out_c` floats): stays in L1, so the output
@@ -43,6 +46,21 @@ pub(crate) fn deconv_source(
     (shifted % stride == 0)
         .then_some(shifted / stride)
         .filter(|&i| i < size)
+}
+
+/// Whether each output pixel receives exactly one tap from one input pixel (stride = kernel,
+/// no dilation or padding, no extra output columns): the 2x2 stride-2 up-sampling of
+/// detection heads. Then input pixel `(iy, ix)` and kernel row `ky` fill one contiguous run of
+/// `kernel_w * out_c` outputs from one contiguous run of the column buffer, and the gather is a
+/// copy with the bias added.
+pub(crate) fn tiles_exactly(g: &ConvGeometry) -> bool {
+    g.stride_h == g.kernel_h
+        && g.stride_w == g.kernel_w
+        && g.dilation_h == 1
+        && g.dilation_w == 1
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.out_w == g.in_w * g.kernel_w
 }
 
 /// Runs the gather with `family`'s vectors.
@@ -82,6 +100,10 @@ unsafe fn gather<V: F32Vector>(job: &Col2Im) {
     let row_len = g.out_w * out_c;
     let (lo, hi) = (V::splat(job.lo), V::splat(job.hi));
     for oy in job.rows.clone() {
+        if let (Some(row_bias), true) = (job.row_bias, oy / g.kernel_h < g.in_h) {
+            copy_runs::<V>(job, oy, row_bias, lo, hi);
+            continue;
+        }
         let sums = job.row_sums;
         let mut i = 0;
         while i < row_len {
@@ -138,4 +160,63 @@ unsafe fn gather<V: F32Vector>(job: &Col2Im) {
             }
         }
     }
+}
+
+/// One output row of an exactly tiled deconvolution ([`tiles_exactly`]): each input pixel's
+/// run of `kernel_w * out_c` values is copied from the column buffer with the bias and
+/// activation applied, with no per-row sums to zero and re-read. The arithmetic is the general
+/// gather's, `(0 + column) + bias`, so both paths give the same bits.
+#[inline(always)]
+unsafe fn copy_runs<V: F32Vector>(job: &Col2Im, oy: usize, row_bias: *const f32, lo: V, hi: V) {
+    let g = job.geom;
+    let (iy, ky) = (oy / g.kernel_h, oy % g.kernel_h);
+    let taps = g.kernel_h * g.kernel_w;
+    let run = g.kernel_w * g.out_c;
+    let column_row = (iy - job.first_input_row) * g.in_w;
+    let out = job.output.add((oy - job.rows.start) * g.out_w * g.out_c);
+    let source = |ix: usize| {
+        job.columns
+            .add(((column_row + ix) * taps + ky * g.kernel_w) * g.out_c)
+    };
+    if run >= V::LANES {
+        // Runs of whole vectors: each is finished on its way out (a run's bias is the row's
+        // first `run` values, as a run holds whole pixels).
+        for ix in 0..g.in_w {
+            let (src, dst) = (source(ix), out.add(ix * run));
+            let mut c0 = 0;
+            while c0 < run {
+                finish(src.add(c0), row_bias.add(c0), dst.add(c0), run - c0, lo, hi);
+                c0 += V::LANES;
+            }
+        }
+        return;
+    }
+    // Short runs (2 values for a one-channel 2x2 map): moved into place, then the row is
+    // finished in whole vectors. Vector moves, not `copy_nonoverlapping`: a `memmove` call per
+    // run cost more than the whole gather.
+    for ix in 0..g.in_w {
+        V::load_n(source(ix), run).store_n(out.add(ix * run), run);
+    }
+    let row_len = g.out_w * g.out_c;
+    let mut i = 0;
+    while i < row_len {
+        finish(out.add(i), row_bias.add(i), out.add(i), row_len - i, lo, hi);
+        i += V::LANES;
+    }
+}
+
+/// `(0 + column) + bias`, clamped, for `n` values: the general gather's arithmetic, value for
+/// value. A function, not a closure: a closure would not inherit the caller's target features
+/// and its intrinsics would not inline.
+#[inline(always)]
+unsafe fn finish<V: F32Vector>(
+    src: *const f32,
+    bias: *const f32,
+    dst: *mut f32,
+    n: usize,
+    lo: V,
+    hi: V,
+) {
+    let sum = V::zero().add(V::load_n(src, n));
+    sum.add(V::load(bias)).clamp(lo, hi).store_n(dst, n);
 }

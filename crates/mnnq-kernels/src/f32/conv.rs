@@ -1,6 +1,6 @@
 //! Dense convolution and transposed convolution over NHWC tensors, both built on [`gemm`].
 
-use super::col2im::{col2im_rows, Col2Im};
+use super::col2im::{col2im_rows, tiles_exactly, Col2Im};
 use super::depthwise::valid_taps;
 use super::gemm::{gemm, gemm_pass};
 use super::pack::PackedWeights;
@@ -320,7 +320,22 @@ pub fn deconv2d_nhwc(
         .max(1);
     let mut padded_bias = vec![0.0f32; out_c.div_ceil(16) * 16];
     padded_bias[..bias.len()].copy_from_slice(bias);
-    let mut row_sums = vec![0.0f32; out_row_len * out_c];
+    let tiled = tiles_exactly(geom);
+    let row_bias: Option<Vec<f32>> = tiled.then(|| {
+        let row_len = out_row_len * out_c;
+        let mut repeated = vec![0.0f32; row_len.div_ceil(16) * 16];
+        for (value, &b) in repeated[..row_len]
+            .iter_mut()
+            .zip(padded_bias[..out_c].iter().cycle())
+        {
+            *value = b;
+        }
+        repeated
+    });
+    // The general gather's row scratch: an exactly tiled kernel needs it only for the rows
+    // ONNX output_padding adds below the last input row.
+    let general_rows = !tiled || geom.out_h > geom.in_h * geom.kernel_h;
+    let mut row_sums = vec![0.0f32; if general_rows { out_row_len * out_c } else { 0 }];
     let (lo, hi) = act.bounds();
     let mut oy0 = row_range.start;
     while oy0 < row_range.end {
@@ -345,6 +360,7 @@ pub fn deconv2d_nhwc(
                 columns: columns.as_ptr(),
                 first_input_row: input_rows.start,
                 bias: padded_bias.as_ptr(),
+                row_bias: row_bias.as_ref().map(|b| b.as_ptr()),
                 lo,
                 hi,
                 row_sums: row_sums.as_mut_ptr(),
