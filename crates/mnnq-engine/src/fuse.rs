@@ -263,9 +263,7 @@ impl FusedChain {
                 UnaryOperation::Sigmoid if crate::ops::window::mnn_exact_mode() => {
                     mnnq_kernels::f32::mnn_exact::mnn_sigmoid_in_place(buf)
                 }
-                UnaryOperation::Sigmoid => buf
-                    .iter_mut()
-                    .for_each(|x| *x = unary_value(UnaryOperation::Sigmoid, *x)),
+                UnaryOperation::Sigmoid => mnnq_kernels::f32::activation::sigmoid_in_place(buf),
                 other => buf.iter_mut().for_each(|x| *x = unary_value(*other, *x)),
             },
             ChainOp::Relu { slope } => {

@@ -469,3 +469,35 @@ fn gemm_by_hand() {
         assert_eq!(c, [4.5, 0.0, 1.5, 0.0], "{isa}");
     }
 }
+
+/// The sigmoid's own exponential: within 3 ulp of the exact sigmoid (f64) over [-80, 80], where
+/// the result is a normal float; beyond, it saturates to 1 or to below 1e-37 (the clamp of the
+/// exponential's input). The same bits on every instruction set and for the scalar form.
+#[test]
+fn sigmoid_is_accurate_and_the_same_on_every_isa() {
+    use mnnq_kernels::f32::activation::{sigmoid, sigmoid_in_place_isa};
+    let xs: Vec<f32> = (-400_000..=400_000).map(|i| i as f32 * 2.5e-4).collect();
+    let mut worst = 0.0f64;
+    for &x in xs.iter().filter(|x| x.abs() <= 80.0) {
+        let exact = 1.0 / (1.0 + (-(x as f64)).exp());
+        let got = sigmoid(x) as f64;
+        worst = worst.max((got - exact).abs() / exact);
+    }
+    assert!(
+        worst < 3.0 * f32::EPSILON as f64 / 2.0,
+        "worst relative error {worst:e}"
+    );
+    assert_eq!(sigmoid(0.0), 0.5);
+    assert_eq!(sigmoid(200.0), 1.0);
+    assert!(sigmoid(-200.0) >= 0.0 && sigmoid(-200.0) < 1e-37);
+    let scalar: Vec<u32> = xs.iter().map(|&x| sigmoid(x).to_bits()).collect();
+    for isa in Isa::supported() {
+        let mut v = xs.clone();
+        sigmoid_in_place_isa(isa, &mut v);
+        let bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+        assert!(
+            bits == scalar,
+            "{isa}: vector sigmoid differs from the scalar form"
+        );
+    }
+}

@@ -381,7 +381,7 @@ pub fn unary_f32(op: UnaryOperation, x: f32) -> f32 {
         Erfc => 1.0 - erf(x),
         Erfinv => erfinv(x),
         Expm1 => x.exp_m1(),
-        Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Sigmoid => mnnq_kernels::f32::activation::sigmoid(x),
         Tanh => x.tanh(),
         HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
         Gelu => {
@@ -458,10 +458,18 @@ pub fn unary(op: UnaryOperation, input: &In, out: &mut Out, par: &Parallel) {
     }
     match op {
         UnaryOperation::HardSwish => map(input, out, par, |x| unary_value(op, x)),
-        UnaryOperation::Sigmoid if super::window::mnn_exact_mode() => {
-            map(input, out, par, mnnq_kernels::f32::mnn_exact::mnn_sigmoid)
-        }
-        UnaryOperation::Sigmoid => map(input, out, par, |x| unary_value(op, x)),
+        UnaryOperation::Sigmoid if super::window::mnn_exact_mode() => map_in_place(
+            input,
+            out,
+            par,
+            mnnq_kernels::f32::mnn_exact::mnn_sigmoid_in_place,
+        ),
+        UnaryOperation::Sigmoid => map_in_place(
+            input,
+            out,
+            par,
+            mnnq_kernels::f32::activation::sigmoid_in_place,
+        ),
         _ => map(input, out, par, |x| unary_f32(op, x)),
     }
 }
@@ -472,9 +480,42 @@ pub fn unary_value(op: UnaryOperation, x: f32) -> f32 {
     match op {
         // MNN's order: (x * relu6(x + 3)) / 6, a true division (bit-identical to MNN).
         UnaryOperation::HardSwish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
-        UnaryOperation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOperation::Sigmoid => mnnq_kernels::f32::activation::sigmoid(x),
         _ => unary_f32(op, x),
     }
+}
+
+/// [`map`] with a function over a slice of values in place (a vectorised kernel): pieces of
+/// the input are copied to the output and transformed there. Layout changes take [`map`] with
+/// the kernel on one value at a time, which gives the same bits.
+fn map_in_place(input: &In, out: &mut Out, par: &Parallel, f: fn(&mut [f32])) {
+    let total = out.shape.iter().product::<usize>();
+    if input.layout.for_rank(input.shape.len()) != out.layout.for_rank(out.shape.len())
+        || input.dtype != DType::F32
+    {
+        map(input, out, par, |x| {
+            let mut one = [x];
+            f(&mut one);
+            one[0]
+        });
+        return;
+    }
+    let pieces = if total >= PARALLEL_MIN {
+        total.div_ceil(PIECE)
+    } else {
+        1
+    };
+    let piece_len = total.div_ceil(pieces.max(1)).max(1);
+    let ptr = SharedMut(out.data.as_mut_ptr());
+    let src = input.data;
+    par.for_each(pieces, |p| {
+        let start = p * piece_len;
+        let len = piece_len.min(total - start);
+        // SAFETY: disjoint pieces.
+        let o = unsafe { ptr.slice(start, len) };
+        o.copy_from_slice(&src[start..start + len]);
+        f(o);
+    });
 }
 
 /// Writes integers given in logical row-major order into `out` (any layout).

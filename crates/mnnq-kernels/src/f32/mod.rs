@@ -15,6 +15,7 @@
 //! * [`deconv2d_nhwc`]: transposed convolution (groups = 1), GEMM into a column buffer, then a
 //!   gather (col2im) with bias and activation.
 //! * [`max_pool2d_nhwc`], [`avg_pool2d_nhwc`], [`global_avg_pool_nhwc`]: pooling.
+//! * [`activation::sigmoid_in_place`]: the sigmoid with a vectorised exponential of its own.
 //!
 //! Instruction set: [`PackedWeights`] is packed for [`crate::dispatch::active_isa`] (or the ISA
 //! given to a `*_for` constructor) and every GEMM-based kernel runs that ISA's micro-kernels;
@@ -23,6 +24,7 @@
 //! output pixel or row ranges; no kernel splits a reduction, so the output bytes do not depend on
 //! the split.
 
+pub mod activation;
 mod col2im;
 mod conv;
 mod depthwise;
