@@ -253,6 +253,7 @@ impl<'e> Session<'e> {
                 scale,
                 zero,
                 channel_groups: None,
+                channel_steps: None,
             }),
         );
     }
@@ -566,7 +567,7 @@ impl<'e> Session<'e> {
 }
 
 /// How a diagnostic run rounds one float tensor to int8 codes and back.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FakeQuant {
     /// The step between codes; values are `(q - zero) * scale` with `q` in [-127, 127].
     pub scale: f32,
@@ -577,6 +578,10 @@ pub struct FakeQuant {
     /// (never a coarser one; the zero point stays). It measures how much of a model's loss per-channel activation resolution (as
     /// channel splitting would give) could win back. `None`: one step for the whole tensor.
     pub channel_groups: Option<std::num::NonZeroUsize>,
+    /// Another what-if: a fixed step per channel (dim 1), for example one per group of
+    /// channels chosen from calibration data, as channel splitting would fix them. Takes
+    /// precedence over `scale` and `channel_groups`.
+    pub channel_steps: Option<std::sync::Arc<[f32]>>,
 }
 
 impl FakeQuant {
@@ -586,12 +591,12 @@ impl FakeQuant {
             let z = f32::from(self.zero);
             ((v / scale + z).round().clamp(-127.0, 127.0) - z) * scale
         };
-        let Some(groups) = self.channel_groups else {
+        if self.channel_groups.is_none() && self.channel_steps.is_none() {
             for v in data.iter_mut() {
                 *v = round_trip(*v, self.scale);
             }
             return;
-        };
+        }
         let batch = shape.first().copied().unwrap_or(1).max(1);
         let channels = shape.get(1).copied().unwrap_or(1).max(1);
         let inner = data.len() / batch / channels;
@@ -602,6 +607,21 @@ impl FakeQuant {
             } else {
                 (n * channels + c) * inner + i
             }
+        };
+        if let Some(steps) = &self.channel_steps {
+            assert_eq!(steps.len(), channels, "one fake-quant step per channel");
+            for n in 0..batch {
+                for (c, &step) in steps.iter().enumerate() {
+                    for i in 0..inner {
+                        let v = &mut data[index(n, c, i)];
+                        *v = round_trip(*v, step);
+                    }
+                }
+            }
+            return;
+        }
+        let Some(groups) = self.channel_groups else {
+            return;
         };
         // How far the tensor's codes reach above and below zero.
         let z = f32::from(self.zero);

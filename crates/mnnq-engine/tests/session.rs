@@ -210,6 +210,7 @@ fn fake_quant_channel_groups_give_each_group_its_own_step() {
         scale: 10.0 / 127.0,
         zero: 0,
         channel_groups: None,
+        channel_steps: None,
     };
     let mut one_step = logical;
     per_tensor.apply(&mut one_step, &shape, Layout::RowMajor);
@@ -219,7 +220,7 @@ fn fake_quant_channel_groups_give_each_group_its_own_step() {
 
     let grouped = FakeQuant {
         channel_groups: NonZeroUsize::new(2),
-        ..per_tensor
+        ..per_tensor.clone()
     };
     let mut two_groups = logical;
     grouped.apply(&mut two_groups, &shape, Layout::RowMajor);
@@ -240,12 +241,28 @@ fn fake_quant_channel_groups_give_each_group_its_own_step() {
         [two_groups[0], two_groups[2], two_groups[1], two_groups[3]]
     );
 
+    // Fixed steps per channel (as channel splitting would fix them): channel 0 at 1/127,
+    // channel 1 at the tensor's step, give the grouped result on this input.
+    let fixed = FakeQuant {
+        channel_steps: Some(vec![1.0 / 127.0, 10.0 / 127.0].into()),
+        ..per_tensor.clone()
+    };
+    let mut by_channel = logical;
+    fixed.apply(&mut by_channel, &shape, Layout::RowMajor);
+    for (got, want) in by_channel.iter().zip(expect_two) {
+        assert!(
+            (got - want).abs() < 1e-6,
+            "{by_channel:?} vs {expect_two:?}"
+        );
+    }
+
     // A one-sided tensor (zero point -127) reaches 254 steps: a group at half of it keeps
     // half the step.
     let one_sided = FakeQuant {
         scale: 1.0,
         zero: -127,
         channel_groups: NonZeroUsize::new(2),
+        channel_steps: None,
     };
     let mut v = [127.0f32, 63.3, 254.0, 100.0];
     one_sided.apply(&mut v, &shape, Layout::RowMajor);
@@ -258,6 +275,7 @@ fn fake_quant_channel_groups_give_each_group_its_own_step() {
         scale: 1.0,
         zero: -100,
         channel_groups: NonZeroUsize::new(2),
+        channel_steps: None,
     };
     let mut v = [100.0f32, -27.0, 50.0, -5.0];
     skewed.apply(&mut v, &shape, Layout::RowMajor);

@@ -10,7 +10,10 @@
 //! `[lo, 127 * scale]` (what-if checks); `CHANNEL_GROUPS=n` gives every tensor `n` groups of
 //! channels with steps of their own in the totals (`mnnq_engine::FakeQuant::channel_groups`:
 //! what per-channel activation resolution would win back), `GROUPS_RANGE=a-b` only to the
-//! tensors a..b in execution order (`PRINT_ORDER=1` lists that order); `WEIGHT_SENS=1` ranks
+//! tensors a..b in execution order (`PRINT_ORDER=1` lists that order); `STATIC_GROUPS=n` fixes
+//! `n` groups and their steps per tensor from 8 calibration images instead (what channel
+//! splitting would build; `SHARED_PARTITION=1` cuts each run of same-width tensors the same
+//! way, as a split chain must); `WEIGHT_SENS=1` ranks
 //! convolutions by the loss of their int8 weights alone instead.
 //! This is how `docs/quality.md` found that det's losses are not additive along a chain.
 use std::collections::BTreeMap;
@@ -23,7 +26,15 @@ use mnnq_quantize::diagnose::{
 };
 use mnnq_quantize::fidelity::mean_output_cosine;
 
-fn run(engine: &Engine, inputs: &[Vec<f32>], fq: &BTreeMap<u32, (f32, i8)>) -> Vec<Vec<f32>> {
+/// Fixed per-channel steps of `STATIC_GROUPS` (empty without it).
+type ChannelSteps = BTreeMap<u32, std::sync::Arc<[f32]>>;
+
+fn run(
+    engine: &Engine,
+    inputs: &[Vec<f32>],
+    fq: &BTreeMap<u32, (f32, i8)>,
+    steps: &ChannelSteps,
+) -> Vec<Vec<f32>> {
     let (name, shape) = engine.input_shapes().remove(0);
     let mut s = Session::new(engine, 1).unwrap();
     let channel_groups = std::env::var("CHANNEL_GROUPS")
@@ -63,6 +74,7 @@ fn run(engine: &Engine, inputs: &[Vec<f32>], fq: &BTreeMap<u32, (f32, i8)>) -> V
             scale,
             zero,
             channel_groups: channel_groups.filter(|_| in_first),
+            channel_steps: steps.get(&t).filter(|_| in_first).cloned(),
         };
         s.set_fake_quant_mode(t as usize, Some(quant));
     }
@@ -123,7 +135,8 @@ fn main() {
         .iter()
         .map(|f| preprocess_image(f, &config, &spec).unwrap())
         .collect();
-    let reference = run(&engine, &inputs, &BTreeMap::new());
+    let no_steps = ChannelSteps::new();
+    let reference = run(&engine, &inputs, &BTreeMap::new(), &no_steps);
     let exclude: Vec<u32> = std::env::var("EXCLUDE")
         .map(|v| v.split(',').map(|x| x.parse().unwrap()).collect())
         .unwrap_or_default();
@@ -152,7 +165,7 @@ fn main() {
         })
         .collect();
     let t0 = std::time::Instant::now();
-    let wref = run(&wq_engine, &inputs, &BTreeMap::new());
+    let wref = run(&wq_engine, &inputs, &BTreeMap::new(), &no_steps);
     println!(
         "weights only      {:.5} ({:?}) argmax flips {:?}",
         mean_output_cosine(&reference, &wref),
@@ -160,14 +173,18 @@ fn main() {
         flips(&reference, &wref)
     );
     let t0 = std::time::Instant::now();
-    let both = run(&wq_engine, &inputs, &all);
+    let steps = match std::env::var("STATIC_GROUPS") {
+        Ok(g) => static_group_steps(&wq_engine, &config, &spec, &all, g.parse().unwrap()),
+        Err(_) => ChannelSteps::new(),
+    };
+    let both = run(&wq_engine, &inputs, &all, &steps);
     println!(
         "both              {:.5} ({:?}) argmax flips {:?}",
         mean_output_cosine(&reference, &both),
         t0.elapsed(),
         flips(&reference, &both)
     );
-    let features = run(&engine, &inputs, &all);
+    let features = run(&engine, &inputs, &all, &steps);
     println!(
         "features only     {:.5} argmax flips {:?}",
         mean_output_cosine(&reference, &features),
@@ -212,7 +229,7 @@ fn main() {
                 }
             }
             let e = Engine::from_model(&m).unwrap();
-            let out = run(&e, &inputs, &BTreeMap::new());
+            let out = run(&e, &inputs, &BTreeMap::new(), &no_steps);
             losses.push((
                 1.0 - mean_output_cosine(&reference, &out),
                 keep.clone(),
@@ -244,4 +261,122 @@ fn main() {
             l.loss, l.id, l.name
         );
     }
+}
+
+/// `STATIC_GROUPS=n`: each tensor's channels sorted by the share of its range they need on 8
+/// calibration images (the config's), cut into `n` groups of equal count, each group's step
+/// the tensor's step times its largest share (never coarser): the fixed groups channel
+/// splitting would build.
+fn static_group_steps(
+    engine: &Engine,
+    config: &Config,
+    spec: &InputSpec,
+    quant: &BTreeMap<u32, (f32, i8)>,
+    groups: usize,
+) -> ChannelSteps {
+    let files = mnnq_preprocess::calibration_files(config).unwrap();
+    let (name, shape) = engine.input_shapes().remove(0);
+    let mut session = Session::new(engine, 1).unwrap();
+    // Tensor -> per channel (largest value, largest negated value).
+    let mut peaks: BTreeMap<u32, Vec<(f32, f32)>> = BTreeMap::new();
+    for file in files.iter().take(8) {
+        let x = preprocess_image(file, config, spec).unwrap();
+        session
+            .run_observed(
+                &[(name.as_str(), Tensor::new(shape.clone(), x))],
+                &mut |t, view| {
+                    if !quant.contains_key(&(t as u32)) || view.shape.len() < 2 {
+                        return;
+                    }
+                    let channels = view.shape[1];
+                    let inner = view.data.len() / view.shape[0] / channels;
+                    let entry = peaks
+                        .entry(t as u32)
+                        .or_insert_with(|| vec![(0.0, 0.0); channels]);
+                    for (i, &v) in view.data.iter().enumerate() {
+                        let c = (i / inner) % channels;
+                        entry[c] = (entry[c].0.max(v), entry[c].1.max(-v));
+                    }
+                },
+            )
+            .unwrap();
+    }
+    // Each tensor's per-channel share of its range.
+    let needs: BTreeMap<u32, Vec<f32>> = peaks
+        .into_iter()
+        .map(|(t, per_channel)| {
+            let (scale, zero) = quant[&t];
+            let z = f32::from(zero);
+            let (reach_up, reach_down) = (scale * (127.0 - z), scale * (127.0 + z));
+            let share = |peak: f32, reach: f32| if peak > 0.0 { peak / reach } else { 0.0 };
+            let need = per_channel
+                .iter()
+                .map(|&(up, down)| share(up, reach_up).max(share(down, reach_down)))
+                .collect();
+            (t, need)
+        })
+        .collect();
+    // The partition each tensor uses: its own, or with SHARED_PARTITION=1 one per run of
+    // tensors in execution order from a dense convolution's output to the next (a per-channel
+    // chain such as conv output -> hardswish -> offset -> depthwise -> hardswish, which
+    // splitting must cut the same way),
+    // ordered by the largest share a channel needs anywhere in the run.
+    let mut partition_of: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let by_share = |need: &[f32]| {
+        let mut order: Vec<usize> = (0..need.len()).collect();
+        order.sort_by(|&a, &b| need[a].total_cmp(&need[b]));
+        order
+    };
+    if std::env::var("SHARED_PARTITION").is_ok() {
+        // (tensor, written by a dense convolution) in execution order.
+        let mut order: Vec<(u32, bool)> = Vec::new();
+        for step in &engine.steps {
+            if let mnnq_engine::engine::Step::Node { node, outputs, .. } = step {
+                let dense = matches!(&engine.ir.nodes[*node].kind,
+                    mnnq_engine::ir::OpKind::Conv(p) if p.group == 1);
+                for &o in outputs {
+                    let t = engine.slots[o].tensor as u32;
+                    if needs.contains_key(&t) && !order.iter().any(|&(u, _)| u == t) {
+                        order.push((t, dense));
+                    }
+                }
+            }
+        }
+        let mut runs: Vec<Vec<u32>> = Vec::new();
+        for (t, dense) in order {
+            match runs.last_mut() {
+                Some(run) if !dense && needs[&run[0]].len() == needs[&t].len() => run.push(t),
+                _ => runs.push(vec![t]),
+            }
+        }
+        for run in runs {
+            let mut combined = vec![0f32; needs[&run[0]].len()];
+            for t in &run {
+                for (c, &n) in needs[t].iter().enumerate() {
+                    combined[c] = combined[c].max(n);
+                }
+            }
+            let shared = by_share(&combined);
+            for t in run {
+                partition_of.insert(t, shared.clone());
+            }
+        }
+    }
+    needs
+        .iter()
+        .map(|(&t, need)| {
+            let scale = quant[&t].0;
+            let order = partition_of.remove(&t).unwrap_or_else(|| by_share(need));
+            let mut steps = vec![scale; need.len()];
+            for group in order.chunks(need.len().div_ceil(groups)) {
+                let largest = group.iter().map(|&c| need[c]).fold(0f32, f32::max);
+                if largest > 0.0 && largest < 1.0 {
+                    for &c in group {
+                        steps[c] = scale * largest;
+                    }
+                }
+            }
+            (t, steps.into())
+        })
+        .collect()
 }
