@@ -94,7 +94,35 @@ fn folded_like(float: &Model, quant: &Model) -> Option<Model> {
     (names(&folded) == quant_names).then_some(folded)
 }
 
-fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The model's one input made from each image as the config says (compare and quantize's
+/// check need a model with one input).
+pub(crate) fn model_inputs(
+    engine: &Engine,
+    model_path: &Path,
+    config: &Config,
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let [(input_tensor, input_slot)] = engine.inputs[..] else {
+        bail!(
+            "{}: comparing outputs needs a model with one input",
+            model_path.display()
+        );
+    };
+    let shape = &engine.slots[input_slot].shape;
+    let layout = match engine.infos[input_tensor].as_ref().map(|i| i.format) {
+        Some(MnnFormat::Nhwc) => Layout::Nhwc,
+        _ => Layout::Nchw,
+    };
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let (spec, _) =
+        InputSpec::for_model_input(config, engine.tensor_name(input_tensor), layout, &dims)?;
+    Ok(files
+        .iter()
+        .map(|f| preprocess_image(f, config, &spec))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the image folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -137,28 +165,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.quant.display()
         );
     }
-    let [(input_tensor, input_slot)] = engine.inputs[..] else {
-        bail!(
-            "{}: compare needs a model with one input",
-            args.float.display()
-        );
-    };
-    let shape = engine.slots[input_slot].shape.clone();
-    let layout = match engine.infos[input_tensor].as_ref().map(|i| i.format) {
-        Some(MnnFormat::Nhwc) => Layout::Nhwc,
-        _ => Layout::Nchw,
-    };
-    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    let (spec, _) =
-        InputSpec::for_model_input(&config, engine.tensor_name(input_tensor), layout, &dims)?;
     let mut files = image_files(&args.images)?;
     if args.max_images > 0 {
         files.truncate(args.max_images);
     }
-    let inputs = files
-        .iter()
-        .map(|f| preprocess_image(f, &config, &spec))
-        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = model_inputs(&engine, &args.float, &config, &files)?;
 
     let float_runs =
         run_all(&engine, &inputs).map_err(|e| anyhow::anyhow!("{}: {e}", args.float.display()))?;
@@ -261,7 +272,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn output_line(s: &mut String, label: &str, o: &OutputFidelity) {
+pub(crate) fn output_line(s: &mut String, label: &str, o: &OutputFidelity) {
     let _ = write!(
         s,
         "{label} {}: cosine mean {:.4} min {:.4}, mean abs err {:.4}, max abs err {:.4}",
