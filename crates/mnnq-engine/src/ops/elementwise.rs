@@ -399,20 +399,8 @@ pub fn map(input: &In, out: &mut Out, par: &Parallel, f: impl Fn(f32) -> f32 + S
     if input.layout.for_rank(input.shape.len()) == out.layout.for_rank(out.shape.len())
         && input.dtype == DType::F32
     {
-        let pieces = if total >= PARALLEL_MIN {
-            total.div_ceil(PIECE)
-        } else {
-            1
-        };
-        let piece_len = total.div_ceil(pieces.max(1)).max(1);
-        let ptr = SharedMut(out.data.as_mut_ptr());
-        let src = input.data;
-        par.for_each(pieces, |p| {
-            let start = p * piece_len;
-            let len = piece_len.min(total - start);
-            // SAFETY: disjoint pieces.
-            let o = unsafe { ptr.slice(start, len) };
-            for (o, &x) in o.iter_mut().zip(&src[start..start + len]) {
+        for_each_piece(input.data, out.data, total, par, |src, dst| {
+            for (o, &x) in dst.iter_mut().zip(src) {
                 *o = f(x);
             }
         });
@@ -500,21 +488,34 @@ fn map_in_place(input: &In, out: &mut Out, par: &Parallel, f: fn(&mut [f32])) {
         });
         return;
     }
+    for_each_piece(input.data, out.data, total, par, |src, dst| {
+        dst.copy_from_slice(src);
+        f(dst);
+    });
+}
+
+/// Runs `piece` on matching pieces of the first `total` values of `src` and `dst` (same
+/// layout), split between the threads for large tensors.
+fn for_each_piece(
+    src: &[f32],
+    dst: &mut [f32],
+    total: usize,
+    par: &Parallel,
+    piece: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
     let pieces = if total >= PARALLEL_MIN {
         total.div_ceil(PIECE)
     } else {
         1
     };
     let piece_len = total.div_ceil(pieces.max(1)).max(1);
-    let ptr = SharedMut(out.data.as_mut_ptr());
-    let src = input.data;
+    let ptr = SharedMut(dst.as_mut_ptr());
     par.for_each(pieces, |p| {
         let start = p * piece_len;
         let len = piece_len.min(total - start);
-        // SAFETY: disjoint pieces.
+        // SAFETY: disjoint pieces of `dst`, which the caller lends for the whole call.
         let o = unsafe { ptr.slice(start, len) };
-        o.copy_from_slice(&src[start..start + len]);
-        f(o);
+        piece(&src[start..start + len], o);
     });
 }
 

@@ -475,14 +475,7 @@ fn depthwise_body(
 /// stride, no padding, no dilation (every output pixel has exactly one contributing input pixel,
 /// so MNN's col2im adds nothing up).
 pub fn mnn_deconv_supported(g: &ConvGeometry) -> bool {
-    g.kernel_h == g.stride_h
-        && g.kernel_w == g.stride_w
-        && g.pad_top == 0
-        && g.pad_left == 0
-        && g.dilation_h == 1
-        && g.dilation_w == 1
-        && g.out_h == g.in_h * g.stride_h
-        && g.out_w == g.in_w * g.stride_w
+    super::col2im::tiles_exactly(g) && g.out_h == g.in_h * g.stride_h
 }
 
 /// Transposed convolution (group 1, see [`mnn_deconv_supported`]) of one NHWC image for output
