@@ -573,10 +573,11 @@ pub struct FakeQuant {
     pub scale: f32,
     pub zero: i8,
     /// A what-if that no int8 file can express: split each image's channels (dim 1), sorted
-    /// by the share of the tensor's range their values need, into this many groups of equal
-    /// count, and give each group a finer step where its values need only part of that range
-    /// (never a coarser one; the zero point stays). It measures how much of a model's loss per-channel activation resolution (as
-    /// channel splitting would give) could win back. `None`: one step for the whole tensor.
+    /// by the share of the tensor's range their values need ([`Self::range_share`]), into
+    /// this many groups of equal count, and give each group a finer step where its values
+    /// need only part of that range ([`Self::step_for_share`]). It measures how much of a
+    /// model's loss per-channel activation resolution could win back (a per-image oracle).
+    /// `None`: one step for the whole tensor.
     pub channel_groups: Option<std::num::NonZeroUsize>,
     /// Another what-if: a fixed step per channel (dim 1), for example one per group of
     /// channels chosen from calibration data, as channel splitting would fix them. Takes
@@ -585,6 +586,25 @@ pub struct FakeQuant {
 }
 
 impl FakeQuant {
+    /// The share of the tensor's reach (how far its codes go above and below zero) that
+    /// values peaking at `up` above and `down` below zero need, on the tighter side.
+    pub fn range_share(&self, up: f32, down: f32) -> f32 {
+        let z = f32::from(self.zero);
+        let (reach_up, reach_down) = (self.scale * (127.0 - z), self.scale * (127.0 + z));
+        let side = |peak: f32, reach: f32| if peak > 0.0 { peak / reach } else { 0.0 };
+        side(up, reach_up).max(side(down, reach_down))
+    }
+
+    /// The step for values needing `share` of the reach: finer in proportion, never coarser
+    /// than `scale` (the zero point stays).
+    pub fn step_for_share(&self, share: f32) -> f32 {
+        if share > 0.0 && share < 1.0 {
+            self.scale * share
+        } else {
+            self.scale
+        }
+    }
+
     /// Quantize-dequantize `data`, a tensor of logical `shape` stored in `layout`.
     pub fn apply(&self, data: &mut [f32], shape: &[usize], layout: Layout) {
         let round_trip = |v: f32, scale: f32| {
@@ -623,14 +643,6 @@ impl FakeQuant {
         let Some(groups) = self.channel_groups else {
             return;
         };
-        // How far the tensor's codes reach above and below zero.
-        let z = f32::from(self.zero);
-        let (reach_up, reach_down) = (self.scale * (127.0 - z), self.scale * (127.0 + z));
-        // The fraction of the reach a set of values needs, on its tighter side.
-        let needed = |up: f32, down: f32| {
-            let side = |peak: f32, reach: f32| if peak > 0.0 { peak / reach } else { 0.0 };
-            side(up, reach_up).max(side(down, reach_down))
-        };
         for n in 0..batch {
             let mut by_need: Vec<(f32, usize)> = (0..channels)
                 .map(|c| {
@@ -638,17 +650,12 @@ impl FakeQuant {
                         let v = data[index(n, c, i)];
                         (u.max(v), d.max(-v))
                     });
-                    (needed(up, down), c)
+                    (self.range_share(up, down), c)
                 })
                 .collect();
             by_need.sort_by(|a, b| a.0.total_cmp(&b.0));
             for group in by_need.chunks(channels.div_ceil(groups.get())) {
-                let need = group.last().map_or(0.0, |g| g.0);
-                let scale = if need > 0.0 && need < 1.0 {
-                    self.scale * need
-                } else {
-                    self.scale
-                };
+                let scale = self.step_for_share(group.last().map_or(0.0, |g| g.0));
                 for &(_, c) in group {
                     for i in 0..inner {
                         let v = &mut data[index(n, c, i)];

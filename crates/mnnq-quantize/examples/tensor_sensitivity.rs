@@ -302,16 +302,22 @@ fn static_group_steps(
             .unwrap();
     }
     // Each tensor's per-channel share of its range.
+    let quant_of = |t: u32| {
+        let (scale, zero) = quant[&t];
+        FakeQuant {
+            scale,
+            zero,
+            channel_groups: None,
+            channel_steps: None,
+        }
+    };
     let needs: BTreeMap<u32, Vec<f32>> = peaks
         .into_iter()
         .map(|(t, per_channel)| {
-            let (scale, zero) = quant[&t];
-            let z = f32::from(zero);
-            let (reach_up, reach_down) = (scale * (127.0 - z), scale * (127.0 + z));
-            let share = |peak: f32, reach: f32| if peak > 0.0 { peak / reach } else { 0.0 };
+            let q = quant_of(t);
             let need = per_channel
                 .iter()
-                .map(|&(up, down)| share(up, reach_up).max(share(down, reach_down)))
+                .map(|&(up, down)| q.range_share(up, down))
                 .collect();
             (t, need)
         })
@@ -365,15 +371,13 @@ fn static_group_steps(
     needs
         .iter()
         .map(|(&t, need)| {
-            let scale = quant[&t].0;
+            let q = quant_of(t);
             let order = partition_of.remove(&t).unwrap_or_else(|| by_share(need));
-            let mut steps = vec![scale; need.len()];
+            let mut steps = vec![q.scale; need.len()];
             for group in order.chunks(need.len().div_ceil(groups)) {
                 let largest = group.iter().map(|&c| need[c]).fold(0f32, f32::max);
-                if largest > 0.0 && largest < 1.0 {
-                    for &c in group {
-                        steps[c] = scale * largest;
-                    }
+                for &c in group {
+                    steps[c] = q.step_for_share(largest);
                 }
             }
             (t, steps.into())

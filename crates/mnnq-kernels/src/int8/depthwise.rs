@@ -498,12 +498,7 @@ unsafe fn packed_pixels<const P: usize, const CHECK: bool>(
         for kx in 0..g.kernel_w {
             // One 64-channel block per tap (c <= 32).
             let w = weights.add((ky * g.kernel_w + kx) * 256);
-            let wv = [
-                _mm512_loadu_si512(w as *const _),
-                _mm512_loadu_si512(w.add(64) as *const _),
-                _mm512_loadu_si512(w.add(128) as *const _),
-                _mm512_loadu_si512(w.add(192) as *const _),
-            ];
+            let wv = tap_weights(w);
             for (j, acc) in acc.iter_mut().enumerate() {
                 // Input column of the vector's first pixel.
                 let ix = ix0 + (P * j + kx) as isize;
@@ -549,6 +544,20 @@ fn vnni_requant(job: &Job, ch: usize) -> (i32, f32) {
     )
 }
 
+/// One tap's VNNI weights for a 64-channel block: the four vectors at `w`, one per
+/// accumulator of the block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tap_weights(w: *const i8) -> [std::arch::x86_64::__m512i; 4] {
+    use std::arch::x86_64::_mm512_loadu_si512;
+    [
+        _mm512_loadu_si512(w as *const _),
+        _mm512_loadu_si512(w.add(64) as *const _),
+        _mm512_loadu_si512(w.add(128) as *const _),
+        _mm512_loadu_si512(w.add(192) as *const _),
+    ]
+}
+
 thread_local! {
     /// Per-thread bias and multiplier of the VNNI depthwise kernel in accumulator order.
     static VNNI_REQUANT: std::cell::RefCell<(Vec<i32>, Vec<f32>)> =
@@ -591,12 +600,7 @@ unsafe fn vnni_pixels<const PX: usize, const CHECK: bool>(
         let row_ok = !CHECK || (iy >= 0 && (iy as usize) < g.in_h);
         for kx in 0..g.kernel_w {
             let w = weights.add((ky * g.kernel_w + kx) * blocks * 256);
-            let wv = [
-                _mm512_loadu_si512(w as *const _),
-                _mm512_loadu_si512(w.add(64) as *const _),
-                _mm512_loadu_si512(w.add(128) as *const _),
-                _mm512_loadu_si512(w.add(192) as *const _),
-            ];
+            let wv = tap_weights(w);
             for (j, acc) in acc.iter_mut().enumerate() {
                 let ix = ix0 + ((j * g.stride_w) + kx * g.dilation_w) as isize;
                 let x = if !CHECK || (row_ok && ix >= 0 && (ix as usize) < g.in_w) {
